@@ -1,0 +1,201 @@
+"""Our checkpoint format: a folder that describes itself.
+
+    config.json                       {"format": "lasagna", "format_version": 1, "model": ModelConfig}
+    model.safetensors                 or model-0000k-of-0000n.safetensors + model.safetensors.index.json
+    tokenizer files                   whatever the tokenizer's save_pretrained writes
+
+Writes go to a temporary sibling folder that is renamed into place, so a failed save never leaves a half-written
+checkpoint. Loading is strict: missing and unexpected keys are listed in the error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import ModelConfig, from_dict, to_dict
+from .model.lasagna import LasagnaModel
+
+FORMAT = "lasagna"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+DEFAULT_SHARD_BYTES = 4 * 1024**3
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be read as one of ours."""
+
+
+def write_atomic_dir(out: Path, fill, overwrite: bool = False) -> Path:
+    """Create `out` by calling fill(tmp_dir) on a temporary sibling and renaming it into place."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        fill(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name in sorted(state):
+        nbytes = state[name].numel() * state[name].element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = state[name]
+        size += nbytes
+    return shards
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """safetensors refuses tensors that share or only view storage; copy just those (not a 7B model's worth)."""
+    t = t.detach()
+    whole = t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    return t if whole else t.contiguous().clone()
+
+
+def save_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+    """Write `state` as one safetensors file, or as shards plus an index when it is larger than a shard."""
+    state = {k: _own_storage(v) for k, v in state.items()}
+    shards = _shards(state, max_shard_bytes)
+    meta = {"format": "pt"}
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / WEIGHTS), metadata=meta)
+        return
+    weight_map = {}
+    for k, shard in enumerate(shards, 1):
+        name = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / name), metadata=meta)
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Read model.safetensors or the shards listed by the index."""
+    folder = Path(folder)
+    if (folder / INDEX).exists():
+        files = sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))
+    elif (folder / WEIGHTS).exists():
+        files = [WEIGHTS]
+    else:
+        raise CheckpointError(f"{folder} has neither {WEIGHTS} nor {INDEX}")
+    state = {}
+    for name in files:
+        with safe_open(str(folder / name), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                state[key] = f.get_tensor(key)
+    return state
+
+
+def check_keys(expected: set[str], got: set[str], what: str) -> None:
+    """Strict-load check with a readable error: every missing and unexpected key is named."""
+    missing, unexpected = sorted(expected - got), sorted(got - expected)
+    if missing or unexpected:
+        lines = [f"{what}: state dict does not match the model"]
+        if missing:
+            lines.append(
+                f"  missing ({len(missing)}): " + ", ".join(missing[:50]) + (" ..." if len(missing) > 50 else "")
+            )
+        if unexpected:
+            lines.append(
+                f"  unexpected ({len(unexpected)}): "
+                + ", ".join(unexpected[:50])
+                + (" ..." if len(unexpected) > 50 else "")
+            )
+        raise CheckpointError("\n".join(lines))
+
+
+def read_config(folder: Path) -> ModelConfig:
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{folder} is not a lasagna checkpoint: {path} is missing")
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {data.get('format')!r} is not {FORMAT!r}")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {data.get('format_version')} is not {FORMAT_VERSION}")
+    return from_dict(ModelConfig, data["model"], ".model")
+
+
+def save_pretrained(
+    model: LasagnaModel,
+    tokenizer,
+    out: Path,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+) -> Path:
+    """Save from the unwrapped module: weights (optionally cast to `dtype`), config and tokenizer."""
+    state = model.state_dict()
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+    def fill(tmp: Path) -> None:
+        save_weights(state, tmp, max_shard_bytes)
+        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(model.cfg)}
+        (tmp / "config.json").write_text(json.dumps(header, indent=2) + "\n")
+        tokenizer.save_pretrained(str(tmp))
+
+    return write_atomic_dir(Path(out), fill, overwrite=overwrite)
+
+
+def _rebuild_buffers(model: LasagnaModel, device: torch.device) -> None:
+    """Non-persistent buffers are not in the weights; recompute them after a meta-device build."""
+    emb = model.vision_tower.vision_model.embeddings
+    emb.position_ids = torch.arange(emb.num_positions, device=device).expand(1, -1)
+    backbone = model.llm.get_decoder()
+    if hasattr(backbone, "rotary_emb"):
+        backbone.rotary_emb = type(backbone.rotary_emb)(config=backbone.config, device=device)
+
+
+def build_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor], what: str) -> LasagnaModel:
+    """Build on the meta device (no memory, no random init) and adopt the given tensors strictly."""
+    with torch.device("meta"):
+        model = LasagnaModel(cfg)
+    check_keys(set(model.state_dict()), set(state), what)
+    model.load_state_dict(state, strict=True, assign=True)
+    _rebuild_buffers(model, torch.device("cpu"))
+    return model
+
+
+def load_pretrained(folder: str | Path, dtype: torch.dtype | None = None) -> tuple[LasagnaModel, object]:
+    """Load (model, tokenizer) from one of our checkpoint folders; needs nothing else."""
+    from transformers import AutoTokenizer
+
+    from .tokens import token_ids
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {folder}")
+    cfg = read_config(folder)
+    model = build_from_state(cfg, read_weights(folder), str(folder))
+    if dtype is not None:
+        model.to(dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    ids = token_ids(tokenizer)
+    model.set_token_ids(ids.ins, ids.pad)
+    model.eval()
+    return model, tokenizer

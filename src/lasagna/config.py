@@ -1,0 +1,259 @@
+"""Typed configuration: model shapes, preprocessing constants and the named presets.
+
+YAML files and checkpoint `config.json` files are these dataclasses serialized; `from_dict` is strict so a typo in a
+config file is an error that names the key, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+@dataclass
+class VisionConfig:
+    """CLIP vision tower feeding the LLM. LLaVA reads layer -2 and drops the CLS token."""
+
+    image_size: int = 224
+    patch_size: int = 14
+    hidden_size: int = 1024
+    intermediate_size: int = 4096
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+    feature_layer: int = -2
+    drop_cls: bool = True
+
+    @property
+    def num_features(self) -> int:
+        return (self.image_size // self.patch_size) ** 2 + (0 if self.drop_cls else 1)
+
+
+@dataclass
+class LLMConfig:
+    """Causal LLM. `arch` names a transformers model type; LLaMA is what the released weights use."""
+
+    arch: str = "llama"
+    vocab_size: int = 32007
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+
+
+@dataclass
+class SamConfig:
+    """SAM image encoder, prompt encoder and mask decoder sizes (ViT-H by default)."""
+
+    image_size: int = 1024
+    patch_size: int = 16
+    hidden_size: int = 1280
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 16
+    mlp_dim: int = 5120
+    window_size: int = 14
+    global_attn_indexes: list[int] = field(default_factory=lambda: [7, 15, 23, 31])
+    prompt_dim: int = 256
+    decoder_mlp_dim: int = 2048
+    decoder_num_layers: int = 2
+    decoder_num_heads: int = 8
+    num_multimask_outputs: int = 3
+
+    @property
+    def embedding_size(self) -> int:
+        return self.image_size // self.patch_size
+
+
+@dataclass
+class PreprocessConfig:
+    """Pixel constants for the two image paths; they travel with the checkpoint.
+
+    CLIP: shortest edge -> `clip_size` (bicubic), centre crop, /255, normalise. SAM: longest side -> `sam_size`
+    (bilinear), normalise in 0-255 space, zero-pad bottom/right to a square.
+    """
+
+    clip_size: int = 224
+    clip_mean: list[float] = field(default_factory=lambda: [0.48145466, 0.4578275, 0.40821073])
+    clip_std: list[float] = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
+    sam_size: int = 1024
+    sam_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    sam_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+
+
+@dataclass
+class ModelConfig:
+    """The whole LaSagnA model. Defaults are the released LaSagnA-7B."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    projector: Literal["linear", "mlp2x_gelu"] = "linear"
+    use_im_start_end: bool = True
+    # "llama431": reproduce transformers 4.31's slow LLaMA tokenizer ids (released weights); "plain": our tokenizers.
+    tokenization: Literal["llama431", "plain"] = "llama431"
+    # Decoder used when the caller does not choose: released weights answer in free order.
+    default_decoder: Literal["free", "template"] = "free"
+    # Pixels whose best present-class logit is below this stay unlabelled in the semantic map.
+    mask_threshold: float = 0.0
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(
+        vision=VisionConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        ),
+        llm=LLMConfig(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+        ),
+        sam=SamConfig(
+            image_size=64,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            mlp_dim=64,
+            window_size=4,
+            global_attn_indexes=[1],
+            prompt_dim=32,
+            decoder_mlp_dim=64,
+            decoder_num_heads=2,
+        ),
+        preprocess=PreprocessConfig(clip_size=32, sam_size=64),
+        tokenization="plain",
+        default_decoder="template",
+    ),
+    "shapeworld-small": ModelConfig(
+        vision=VisionConfig(
+            image_size=128,
+            patch_size=16,
+            hidden_size=192,
+            intermediate_size=768,
+            num_hidden_layers=4,
+            num_attention_heads=3,
+        ),
+        llm=LLMConfig(
+            vocab_size=1024,
+            hidden_size=256,
+            intermediate_size=688,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=1024,
+        ),
+        sam=SamConfig(
+            image_size=128,
+            patch_size=8,
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            mlp_dim=512,
+            window_size=8,
+            global_attn_indexes=[1, 3],
+            prompt_dim=128,
+            decoder_mlp_dim=512,
+            decoder_num_heads=4,
+        ),
+        preprocess=PreprocessConfig(clip_size=128, sam_size=128),
+        projector="mlp2x_gelu",
+        tokenization="plain",
+        default_decoder="template",
+    ),
+    "lasagna-7b": ModelConfig(),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """A fresh copy of a named preset."""
+    if name not in MODEL_PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; known: {sorted(MODEL_PRESETS)}")
+    return from_dict(ModelConfig, to_dict(MODEL_PRESETS[name]))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from `data`, recursing into nested dataclasses; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise TypeError(f"config{where or ' root'}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise KeyError(f"config{where}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            value = from_dict(kind, value, f"{where}.{key}")
+        else:
+            value = _check_value(kind, value, f"{where}.{key}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_value(kind: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            raise ValueError(f"config{where}: {value!r} is not one of {list(typing.get_args(kind))}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in typing.get_args(kind):
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        return _check_value(kind, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"config{where}: expected a list, got {value!r}")
+        return list(value) if origin is list else tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"config{where}: expected a mapping, got {value!r}")
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float, str, bool) and not isinstance(value, kind):
+        raise TypeError(f"config{where}: expected {kind.__name__}, got {value!r}")
+    if kind is int and isinstance(value, bool):
+        raise TypeError(f"config{where}: expected int, got {value!r}")
+    return value
+
+
+def save_json(cfg: Any, path: Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load_json(cls: type, path: Path) -> Any:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config file {path} is not valid JSON: {e}") from None
+    return from_dict(cls, data)

@@ -1,0 +1,169 @@
+"""LasagnaModel: composes the boxes. Vision tower + projector + LLM (LLaVA half), SAM, and the text projector.
+
+The mask embedding for each `<ins>` is the final-norm last-layer hidden state at the position *before* that `<ins>`
+(the state whose lm_head output predicts `<ins>`), found by token id in the image-expanded sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .mllm import Expanded, build_llm, build_vision_tower, expand_images, vision_features
+from .projector import image_projector, text_projector
+from .sam import SamSegmenter
+
+
+@dataclass
+class LasagnaInputs:
+    """A collated batch: B conversations over I images.
+
+    input_ids, attention_mask, labels: (B, L), one IMAGE_TOKEN_ID per row, right-padded.
+    image_index: (B,) which image each conversation is about.
+    clip_pixels: (I, 3, s, s); sam_pixels: (I, 3, S, S) zero-padded squares.
+    resize_sizes / original_sizes: per image (h', w') inside the SAM square and (H, W) of the original.
+    gt_masks: per image (N_i, H_i, W_i) targets in `<ins>` order; ignore: per image (H_i, W_i) bool or None.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    image_index: torch.Tensor
+    clip_pixels: torch.Tensor
+    sam_pixels: torch.Tensor
+    resize_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+    labels: torch.Tensor | None = None
+    gt_masks: list[torch.Tensor] | None = None
+    ignore: list[torch.Tensor | None] | None = None
+
+    def to(self, device: torch.device | str) -> LasagnaInputs:
+        def move(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(device)
+            if isinstance(x, list):
+                return [move(v) for v in x]
+            return x
+
+        return LasagnaInputs(**{k: move(v) for k, v in self.__dict__.items()})
+
+
+@dataclass
+class ImageEncoding:
+    """Per-image encoder outputs, computed once and reused by every conversation and chunk about the image.
+
+    llm_feats: (I, N, hidden) projected CLIP features. sam_embeds: (I, C, h, w) SAM image embeddings.
+    """
+
+    llm_feats: torch.Tensor
+    sam_embeds: torch.Tensor
+
+
+@dataclass
+class LasagnaOutput:
+    """logits: (B, L', V) over the expanded sequence; labels: (B, L') expanded targets or None.
+
+    mask_logits: per image (N_i, H_i, W_i) float32 logits at the original size, in `<ins>` order.
+    mask_embeddings: (M, C) prompts, M = number of `<ins>` in the batch, row-major order.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor | None
+    mask_logits: list[torch.Tensor]
+    mask_embeddings: torch.Tensor
+    expanded: Expanded | None = field(default=None, repr=False)
+
+
+def _maybe_no_grad(module: nn.Module):
+    """Frozen encoders run without autograd bookkeeping (the paper freezes both; ShapeWorld trains them)."""
+    trainable = any(p.requires_grad for p in module.parameters())
+    return contextlib.nullcontext() if trainable and torch.is_grad_enabled() else torch.no_grad()
+
+
+class LasagnaModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vision_tower = build_vision_tower(cfg.vision)
+        self.projector = image_projector(cfg.projector, cfg.vision.hidden_size, cfg.llm.hidden_size)
+        self.llm = build_llm(cfg.llm)
+        self.sam = SamSegmenter(cfg.sam)
+        self.text_projector = text_projector(cfg.llm.hidden_size, cfg.sam.prompt_dim)
+        self.ins_id: int | None = None
+        self.pad_id: int = 0
+
+    def set_token_ids(self, ins_id: int, pad_id: int) -> None:
+        """Ids come from the tokenizer that travels with the checkpoint, never from constants."""
+        self.ins_id, self.pad_id = int(ins_id), int(pad_id)
+
+    @property
+    def embed_tokens(self) -> nn.Module:
+        return self.llm.get_input_embeddings()
+
+    def encode_images(self, clip_pixels: torch.Tensor, sam_pixels: torch.Tensor) -> ImageEncoding:
+        with _maybe_no_grad(self.vision_tower):
+            feats = vision_features(self.vision_tower, self.cfg.vision, clip_pixels)
+        with _maybe_no_grad(self.sam.image_encoder):
+            sam_embeds = self.sam.embed_images(sam_pixels)
+        return ImageEncoding(llm_feats=self.projector(feats), sam_embeds=sam_embeds)
+
+    def expand(self, inputs: LasagnaInputs, images: ImageEncoding) -> Expanded:
+        return expand_images(
+            self.embed_tokens,
+            inputs.input_ids,
+            inputs.attention_mask,
+            images.llm_feats[inputs.image_index],
+            self.pad_id,
+            inputs.labels,
+        )
+
+    def hidden_states(self, expanded: Expanded) -> torch.Tensor:
+        """(B, L', hidden) final-norm last-layer states: the tensor that feeds lm_head."""
+        backbone = self.llm.get_decoder()
+        out = backbone(inputs_embeds=expanded.embeds, attention_mask=expanded.attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+    def select_mask_embeddings(self, hidden: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project the hidden state before every `<ins>` -> ((M, C) prompts, (M,) row of each), row-major order."""
+        if self.ins_id is None:
+            raise RuntimeError("token ids not set: call set_token_ids (from_pretrained does this)")
+        before_ins = torch.zeros_like(ids, dtype=torch.bool)
+        before_ins[:, :-1] = ids[:, 1:] == self.ins_id
+        rows = before_ins.nonzero()[:, 0]
+        return self.text_projector(hidden[before_ins]), rows
+
+    def decode_masks(
+        self,
+        sam_embeds: torch.Tensor,
+        prompts: torch.Tensor,
+        prompt_image: torch.Tensor,
+        resize_sizes: list[tuple[int, int]],
+        original_sizes: list[tuple[int, int]],
+    ) -> list[torch.Tensor]:
+        """Group prompts by image (keeping their order) and decode -> per image (N_i, H_i, W_i) logits."""
+        out = []
+        for i in range(sam_embeds.shape[0]):
+            low_res = self.sam.decode(sam_embeds[i : i + 1], prompts[prompt_image == i])
+            out.append(self.sam.postprocess(low_res, resize_sizes[i], original_sizes[i]))
+        return out
+
+    def forward(self, inputs: LasagnaInputs, images: ImageEncoding | None = None) -> LasagnaOutput:
+        if images is None:
+            images = self.encode_images(inputs.clip_pixels, inputs.sam_pixels)
+        expanded = self.expand(inputs, images)
+        hidden = self.hidden_states(expanded)
+        logits = self.llm.get_output_embeddings()(hidden)
+        prompts, rows = self.select_mask_embeddings(hidden, expanded.input_ids)
+        mask_logits = self.decode_masks(
+            images.sam_embeds, prompts, inputs.image_index[rows], inputs.resize_sizes, inputs.original_sizes
+        )
+        return LasagnaOutput(
+            logits=logits,
+            labels=expanded.labels,
+            mask_logits=mask_logits,
+            mask_embeddings=prompts,
+            expanded=expanded,
+        )

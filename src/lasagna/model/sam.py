@@ -1,0 +1,111 @@
+"""SAM as LaSagnA uses it: image encoder once per image, one sparse prompt per `<ins>`, single-mask output.
+
+Built from transformers' SAM parts. Coordinates: the encoder sees a (sam_size x sam_size) zero-padded square whose
+top-left (h', w') region is the resized image; `postprocess` maps decoder logits back to the original (H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import SamConfig as HFSamConfig
+from transformers import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPromptEncoder, SamVisionEncoder
+
+from ..config import SamConfig
+
+
+def hf_sam_config(cfg: SamConfig) -> HFSamConfig:
+    vision = SamVisionConfig(
+        hidden_size=cfg.hidden_size,
+        output_channels=cfg.prompt_dim,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        mlp_dim=cfg.mlp_dim,
+        window_size=cfg.window_size,
+        global_attn_indexes=list(cfg.global_attn_indexes),
+        num_pos_feats=cfg.prompt_dim // 2,
+    )
+    prompt = SamPromptEncoderConfig(
+        hidden_size=cfg.prompt_dim,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        image_embedding_size=cfg.embedding_size,
+    )
+    decoder = SamMaskDecoderConfig(
+        hidden_size=cfg.prompt_dim,
+        mlp_dim=cfg.decoder_mlp_dim,
+        num_hidden_layers=cfg.decoder_num_layers,
+        num_attention_heads=cfg.decoder_num_heads,
+        num_multimask_outputs=cfg.num_multimask_outputs,
+        iou_head_hidden_dim=cfg.prompt_dim,
+    )
+    config = HFSamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    config._attn_implementation = "sdpa"
+    config.mask_decoder_config._attn_implementation = "sdpa"
+    config.vision_config._attn_implementation = "sdpa"
+    return config
+
+
+class SamSegmenter(nn.Module):
+    """SAM image encoder + prompt encoder + mask decoder."""
+
+    def __init__(self, cfg: SamConfig):
+        super().__init__()
+        self.cfg = cfg
+        hf = hf_sam_config(cfg)
+        self.image_encoder = SamVisionEncoder(hf.vision_config)
+        self.prompt_encoder = SamPromptEncoder(hf)
+        self.mask_decoder = SamMaskDecoder(hf.mask_decoder_config)
+
+    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(I, 3, S, S) normalised padded images -> (I, prompt_dim, S/patch, S/patch) embeddings."""
+        return self.image_encoder(pixels).last_hidden_state
+
+    def image_pe(self) -> torch.Tensor:
+        """(1, prompt_dim, h, w) dense positional encoding of the embedding grid (cell centres in [0, 1])."""
+        size = self.cfg.embedding_size
+        pe_layer = self.prompt_encoder.shared_embedding
+        weight = pe_layer.positional_embedding
+        centres = (torch.arange(size, device=weight.device, dtype=weight.dtype) + 0.5) / size
+        y, x = torch.meshgrid(centres, centres, indexing="ij")
+        grid = torch.stack([x, y], dim=-1)[None]  # (1, h, w, 2), x first as SAM expects
+        return pe_layer(grid).permute(0, 3, 1, 2)
+
+    def decode(self, image_embedding: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """One image, N prompts -> (N, 4h, 4w) low-resolution mask logits (mask token 0, no multimask).
+
+        image_embedding: (1, C, h, w). prompts: (N, C) mask embeddings, each one sparse prompt token.
+        The dense prompt is SAM's learned "no mask" embedding.
+        """
+        n = prompts.shape[0]
+        _, c, h, w = image_embedding.shape
+        if n == 0:
+            return image_embedding.new_zeros((0, 4 * h, 4 * w))
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, c, 1, 1).expand(1, c, h, w)
+        sparse = prompts.to(image_embedding.dtype).reshape(1, n, 1, c)
+        low_res, _iou = self.mask_decoder(
+            image_embeddings=image_embedding,
+            image_positional_embeddings=self.image_pe().to(image_embedding.dtype),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense.to(image_embedding.dtype),
+            multimask_output=False,
+        )
+        return low_res[0, :, 0]
+
+    def postprocess(
+        self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """(N, h4, w4) low-res logits -> (N, H, W) float32 logits at the original image size.
+
+        Upsample to the padded square, crop the resized region (h', w') = input_size, resize to original_size.
+        """
+        size = self.cfg.image_size
+        masks = low_res.float()[:, None]
+        masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+        masks = masks[..., : input_size[0], : input_size[1]]
+        masks = F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+        return masks[:, 0]

@@ -1,0 +1,110 @@
+"""The special tokens of LaSagnA, defined once.
+
+Ids are never hard-coded: they depend on the tokenizer (a released LLaMA tokenizer adds them after its 32000
+base entries, a ShapeWorld tokenizer has its own order), so every id is looked up with `token_ids(tokenizer)`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+IMAGE = "<image>"
+IM_START = "<im_start>"
+IM_END = "<im_end>"
+SEMANTIC = "<semantic>"
+CAT_START = "<cat_start>"
+CAT_END = "<cat_end>"
+INS = "<ins>"
+NO_INS = "<no_ins>"
+
+# Registration order matters for released checkpoints: it fixes the ids the weights were trained with.
+INPUT_TOKENS = (CAT_START, CAT_END, SEMANTIC)
+OUTPUT_TOKENS = (INS, NO_INS)
+IMAGE_WRAP_TOKENS = (IM_START, IM_END)
+ALL_TOKENS = (*INPUT_TOKENS, *OUTPUT_TOKENS, *IMAGE_WRAP_TOKENS, IMAGE)
+
+IGNORE_INDEX = -100
+# `<image>` is not a vocabulary entry (the released vocab has no row for it): the encoder emits this sentinel id and
+# the model replaces it with the projected image features.
+IMAGE_TOKEN_ID = -200
+
+_SPECIAL_RE = re.compile("|".join(re.escape(t) for t in sorted(ALL_TOKENS, key=len, reverse=True)))
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """Ids of the special tokens in one tokenizer."""
+
+    image: int
+    im_start: int
+    im_end: int
+    semantic: int
+    cat_start: int
+    cat_end: int
+    ins: int
+    no_ins: int
+    eos: int
+    pad: int
+
+
+def register_tokens(tokenizer) -> int:
+    """Add the LaSagnA tokens to `tokenizer` in the released order; returns how many were new."""
+    added = tokenizer.add_tokens(list(INPUT_TOKENS), special_tokens=True)
+    added += tokenizer.add_tokens([INS])
+    added += tokenizer.add_tokens([NO_INS])
+    added += tokenizer.add_tokens(list(IMAGE_WRAP_TOKENS), special_tokens=True)
+    return added
+
+
+def token_ids(tokenizer) -> TokenIds:
+    """Look up every special id; a tokenizer that lacks one is an error naming it."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in ALL_TOKENS if t != IMAGE and t not in vocab]
+    if missing:
+        raise ValueError(f"tokenizer lacks the LaSagnA tokens {missing}; call lasagna.tokens.register_tokens")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no eos token")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return TokenIds(
+        image=IMAGE_TOKEN_ID,
+        im_start=vocab[IM_START],
+        im_end=vocab[IM_END],
+        semantic=vocab[SEMANTIC],
+        cat_start=vocab[CAT_START],
+        cat_end=vocab[CAT_END],
+        ins=vocab[INS],
+        no_ins=vocab[NO_INS],
+        eos=tokenizer.eos_token_id,
+        pad=pad,
+    )
+
+
+def find_special(text: str) -> list[str]:
+    """The special-token strings that occur in `text`, in order."""
+    return _SPECIAL_RE.findall(text)
+
+
+def check_user_text(text: str, what: str = "text") -> str:
+    """Reject user text (a class name or a query) that would smuggle in a special token.
+
+    A class named "<ins>" would otherwise become the mask token and shift every later mask by one.
+    """
+    found = find_special(text)
+    if found:
+        raise ValueError(f"{what} {text!r} contains the reserved token string(s) {sorted(set(found))}")
+    return text
+
+
+def split_special(text: str) -> list[str]:
+    """Split `text` into plain chunks and special-token strings, keeping both, dropping empty chunks."""
+    parts: list[str] = []
+    pos = 0
+    for m in _SPECIAL_RE.finditer(text):
+        if m.start() > pos:
+            parts.append(text[pos : m.start()])
+        parts.append(m.group(0))
+        pos = m.end()
+    if pos < len(text):
+        parts.append(text[pos:])
+    return parts

@@ -1,0 +1,53 @@
+import math
+
+import torch
+
+from lasagna.losses import LossConfig, lasagna_loss, mask_dice_sum, token_ce
+from lasagna.tokens import IGNORE_INDEX
+
+
+def test_empty_masks_give_zero_mask_losses_not_nan():
+    logits = torch.zeros(1, 4, 8)
+    labels = torch.tensor([[IGNORE_INDEX, 1, 2, IGNORE_INDEX]])
+    parts = lasagna_loss(logits, labels, [torch.zeros(0, 5, 5)], [torch.zeros(0, 5, 5)])
+    assert parts.bce.item() == 0.0 and parts.dice.item() == 0.0 and parts.num_masks == 0
+    assert math.isclose(parts.ce.item(), math.log(8), rel_tol=1e-6)  # uniform logits over 8 tokens
+    assert math.isclose(parts.total.item(), math.log(8), rel_tol=1e-6)
+
+
+def test_no_supervised_tokens_gives_zero_ce():
+    ce = token_ce(torch.randn(1, 3, 5), torch.full((1, 3), IGNORE_INDEX))
+    assert ce.item() == 0.0
+
+
+def test_bce_and_dice_hand_values():
+    # logits 0 -> p = 0.5: BCE = ln 2 for every pixel; 2 masks
+    pred = [torch.zeros(2, 2, 2)]
+    gt = [torch.tensor([[[1.0, 0], [0, 0]], [[1.0, 1], [1, 1]]])]
+    parts = lasagna_loss(torch.zeros(1, 2, 3), torch.full((1, 2), IGNORE_INDEX), pred, gt, cfg=LossConfig())
+    assert math.isclose(parts.bce.item(), math.log(2), rel_tol=1e-6)
+    # dice mask 1: I=0.5, P=2, T=1 -> 1 - (1/1000 + e)/(3/1000 + e); mask 2: I=2, P=2, T=4 -> 1 - (4/1000+e)/(6/1000+e)
+    e = 1e-6
+    d1 = 1 - (1 / 1000 + e) / (3 / 1000 + e)
+    d2 = 1 - (4 / 1000 + e) / (6 / 1000 + e)
+    assert math.isclose(parts.dice.item(), (d1 + d2) / 2, rel_tol=1e-5)
+    assert math.isclose(parts.total.item(), 2 * math.log(2) + 0.5 * (d1 + d2) / 2, rel_tol=1e-5)
+
+
+def test_perfect_masks_have_near_zero_dice_and_ignore_pixels_are_left_out():
+    gt = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    logits = (gt * 2 - 1) * 50
+    assert mask_dice_sum(logits, gt, None).item() < 1e-3
+    # a wrong pixel under the ignore mask does not count
+    bad = logits.clone()
+    bad[0, 0, 1] = 50
+    ignore = torch.tensor([[False, True], [False, False]])
+    parts = lasagna_loss(torch.zeros(1, 2, 3), torch.full((1, 2), IGNORE_INDEX), [bad], [gt], ignore=[ignore])
+    assert parts.bce.item() < 1e-6 and parts.dice.item() < 1e-3
+
+
+def test_mismatched_mask_count_is_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="k-th <ins>"):
+        lasagna_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2).long(), [torch.zeros(2, 4, 4)], [torch.zeros(1, 4, 4)])

@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from helpers import make_inputs
+from lasagna.config import preset
+from lasagna.losses import lasagna_loss
+from lasagna.model.build import TrainableConfig, configure_trainable
+from lasagna.model.lasagna import LasagnaModel
+from lasagna.model.mllm import expand_images
+from lasagna.tokens import IGNORE_INDEX, IMAGE_TOKEN_ID
+
+IMG = IMAGE_TOKEN_ID
+INS = 10
+
+
+def test_tiny_builds_fast_and_has_the_boxes():
+    import time
+
+    start = time.perf_counter()
+    model = LasagnaModel(preset("tiny"))
+    assert time.perf_counter() - start < 1.0
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert names == {"vision_tower", "projector", "llm", "sam", "text_projector"}
+
+
+def test_forward_backward_gradients_follow_trainable_config(tiny_model):
+    counts = configure_trainable(tiny_model, TrainableConfig())
+    assert counts["trainable"] > 0 and counts["frozen"] > 0
+    inputs = make_inputs([[1, IMG, 5, 6, INS, 7, INS, 2], [1, IMG, 8, INS, 2]], [0, 1], [(20, 30), (16, 16)])
+    out = tiny_model(inputs)
+    gt = [torch.zeros(2, 20, 30), torch.ones(1, 16, 16)]
+    loss = lasagna_loss(out.logits, out.labels, out.mask_logits, gt)
+    loss.total.backward()
+    for name, p in tiny_model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"trainable {name} got no gradient"
+        else:
+            assert p.grad is None, f"frozen {name} got a gradient"
+    trainable = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable)
+    assert any("mask_decoder" in n for n in trainable)
+    assert not any("image_encoder" in n or "vision_tower" in n or "q_proj.base_layer" in n for n in trainable)
+
+
+def test_full_training_switches_everything_on(tiny_model):
+    cfg = TrainableConfig(
+        lora_r=0,
+        llm_full=True,
+        vision_tower=True,
+        image_projector=True,
+        sam_image_encoder=True,
+        sam_prompt_encoder=True,
+    )
+    configure_trainable(tiny_model, cfg)
+    frozen = {n for n, p in tiny_model.named_parameters() if not p.requires_grad}
+    # only the heads that single-mask output never reads stay frozen
+    assert frozen and all("iou_prediction_head" in n or "output_hypernetworks_mlps" in n for n in frozen)
+    assert not any("output_hypernetworks_mlps.0." in n for n in frozen)
+    with pytest.raises(ValueError, match="llm_full"):
+        configure_trainable(LasagnaModel(preset("tiny")), TrainableConfig(llm_full=True))
+
+
+def test_image_expansion_places_features_by_id():
+    emb = torch.nn.Embedding(20, 4)
+    ids = torch.tensor([[1, IMG, 5, 2, 0], [1, 3, 4, IMG, 2]])
+    feats = torch.arange(2 * 3 * 4, dtype=torch.float).reshape(2, 3, 4) + 100
+    labels = ids.masked_fill(ids == IMG, IGNORE_INDEX)
+    out = expand_images(emb, ids, (ids != 0).long(), feats, pad_id=0, labels=labels)
+    assert out.embeds.shape == (2, 7, 4)
+    assert out.input_ids.tolist() == [[1, IMG, IMG, IMG, 5, 2, 0], [1, 3, 4, IMG, IMG, IMG, 2]]
+    assert out.attention_mask.tolist() == [[1, 1, 1, 1, 1, 1, 0], [1] * 7]
+    torch.testing.assert_close(out.embeds[0, 1:4], feats[0])
+    torch.testing.assert_close(out.embeds[1, 3:6], feats[1])
+    torch.testing.assert_close(out.embeds[1, 6], emb.weight[2])
+    assert out.labels[1, 3:6].tolist() == [IGNORE_INDEX] * 3
+    with pytest.raises(ValueError, match="exactly one <image>"):
+        expand_images(emb, torch.tensor([[1, 2, 3]]), torch.ones(1, 3), feats[:1], pad_id=0)
+
+
+def test_ins_embeddings_are_states_before_ins_grouped_per_image(tiny_model):
+    # three conversations: two about image 0, one about image 1
+    rows = [[1, IMG, 5, INS, 6, INS, 2], [1, IMG, 7, INS, 2], [1, IMG, 8, 9, INS, 2]]
+    inputs = make_inputs(rows, [0, 0, 1], [(12, 12), (9, 7)])
+    images = tiny_model.encode_images(inputs.clip_pixels, inputs.sam_pixels)
+    expanded = tiny_model.expand(inputs, images)
+    n = images.llm_feats.shape[1]
+    hidden = torch.arange(expanded.input_ids.numel(), dtype=torch.float)[:, None].repeat(1, 64)
+    hidden = hidden.reshape(*expanded.input_ids.shape, 64)
+    with torch.no_grad():
+        tiny_model.text_projector[0].weight.copy_(torch.eye(64))
+        tiny_model.text_projector[0].bias.zero_()
+    _, rows_of = tiny_model.select_mask_embeddings(hidden, expanded.input_ids)
+    assert rows_of.tolist() == [0, 0, 1, 2]
+    # recover the selected positions through the identity first layer
+    picked = tiny_model.text_projector[1](tiny_model.text_projector[0](hidden[expanded.input_ids.roll(-1, 1) == INS]))
+    width = expanded.input_ids.shape[1]
+    positions = [int(v) % width for v in picked[:, 0]]
+    # original token before each <ins> shifted by n - 1 image positions
+    assert positions == [2 + n - 1, 4 + n - 1, 2 + n - 1, 3 + n - 1]
+    out = tiny_model(inputs)
+    assert [tuple(m.shape) for m in out.mask_logits] == [(3, 12, 12), (1, 9, 7)]
