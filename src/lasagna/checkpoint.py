@@ -164,11 +164,11 @@ def save_pretrained(
 
 def _rebuild_buffers(model: LasagnaModel, device: torch.device) -> None:
     """Non-persistent buffers are not in the weights; recompute them after a meta-device build."""
-    emb = model.vision_tower.vision_model.embeddings
+    emb = model.vision_tower.embeddings
     emb.position_ids = torch.arange(emb.num_positions, device=device).expand(1, -1)
     backbone = model.llm.get_decoder()
     if hasattr(backbone, "rotary_emb"):
-        backbone.rotary_emb = type(backbone.rotary_emb)(config=backbone.config, device=device)
+        backbone.rotary_emb = type(backbone.rotary_emb)(config=backbone.config).to(device)
 
 
 def build_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor], what: str) -> LasagnaModel:

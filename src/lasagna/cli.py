@@ -9,7 +9,12 @@ import sys
 from . import __version__
 
 # Each module has `register(subparsers)`, which adds its subcommand and sets `func` to a callable(args) -> int.
-COMMAND_MODULES = ("lasagna.convert.cli",)
+COMMAND_MODULES = (
+    "lasagna.convert.cli",
+    "lasagna.data.cli",
+    "lasagna.data.shapeworld.cli",
+    "lasagna.eval.metrics_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

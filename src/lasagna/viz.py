@@ -112,8 +112,10 @@ def _outline(mask: np.ndarray, width: int) -> np.ndarray:
 
 
 def _check_inputs(image: np.ndarray, masks: list[tuple[str, np.ndarray]]) -> None:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} of shape {image.shape}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise ValueError(
+            f"image must be a non-empty (H, W, 3) uint8 RGB array, got {image.dtype} of shape {image.shape}"
+        )
     for name, mask in masks:
         mask = np.asarray(mask)
         if mask.dtype != np.bool_ or mask.shape != image.shape[:2]:
@@ -141,10 +143,9 @@ def overlay(
     _check_inputs(image, masks)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    height, width = image.shape[:2]
-    scale = max(1, math.ceil(min_height / max(height, 1)))
+    scale = max(1, math.ceil(min_height / image.shape[0]))
     out = image.repeat(scale, 0).repeat(scale, 1).astype(np.float32)
-    line = max(1, round(height * scale / 300))
+    line = max(1, round(image.shape[0] * scale / 300))
     for name, mask in masks:
         big = np.asarray(mask).repeat(scale, 0).repeat(scale, 1)
         color = np.array(class_color(name), dtype=np.float32)

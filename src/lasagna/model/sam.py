@@ -42,6 +42,7 @@ def hf_sam_config(cfg: SamConfig) -> HFSamConfig:
         num_attention_heads=cfg.decoder_num_heads,
         num_multimask_outputs=cfg.num_multimask_outputs,
         iou_head_hidden_dim=cfg.prompt_dim,
+        layer_norm_eps=1e-5,  # SAM's decoder uses nn.LayerNorm defaults
     )
     config = HFSamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
     config._attn_implementation = "sdpa"

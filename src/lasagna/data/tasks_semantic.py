@@ -1,0 +1,176 @@
+"""Semantic records -> complex-query conversations (the three LaSagnA strategies, each a config switch).
+
+Vocabulary used below:
+- present: a class with >= min_pixels labelled pixels; absent: a class with no pixel. A class with a few pixels
+  (0 < count < min_pixels) is neither: it is never asked about in the answer, so it is never called absent.
+- answered set: the classes the answer speaks about, all present ones plus sampled absent ones (`list_length`).
+- question list: the names between `<cat_start>` and `<cat_end>`: the answered set ("random", the paper's random
+  class list) or every dataset class ("full", the released code), always in a fresh random order.
+- answer order: the answered set in question order ("question", the paper's target order consistency) or in an
+  independent permutation ("shuffled", the released code).
+
+Released-code equivalent: class_list="full", answer_order="shuffled", list_length=(80, 80).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from lasagna.data import templates
+from lasagna.data.records import IGNORE_LABEL, SemanticRecord
+from lasagna.data.tasks_common import Conversation, Sample, SampleMeta, load_image, user_text
+
+
+@dataclass
+class SemanticTaskConfig:
+    """How a semantic record becomes a conversation; defaults are the paper's recipe.
+
+    negatives_in_answer: sequence augmentation. Absent classes are answered `name<no_ins>`; off, the answer lists
+        only present classes (the question still lists every class of the question list).
+    class_list: "random" asks about the answered set only; "full" lists every dataset class (released code).
+    list_length: [min, max] size of the answered set, drawn uniformly from the feasible range
+        [max(min, #present), min(max, #present + #absent)]. The default max of 80 is the released code's
+        `num_all_classes`: the longest answer it was trained on, and a 171-name question plus 80 answer items
+        fits LLaMA's 2048-token context. The min of 1 keeps short queries (a user asking for one or two classes,
+        an inference chunk) in distribution. When #present > max, the answered set is a random `max * 2 // 3`
+        present classes plus absent ones up to max: the released code's 2:1 ratio, so crowded images still teach
+        `<no_ins>`.
+    answer_order: "question" walks the question list in order; "shuffled" draws an independent permutation.
+    single_class: the LISA-style ablation baseline: one conversation per present class (at most
+        `max_conversations`), answer "<ins>"; the list switches above are then unused.
+    min_pixels: the pixels a class needs to count as present.
+    """
+
+    negatives_in_answer: bool = True
+    class_list: Literal["random", "full"] = "random"
+    list_length: tuple[int, int] = (1, 80)
+    answer_order: Literal["question", "shuffled"] = "question"
+    single_class: bool = False
+    max_conversations: int = 3
+    min_pixels: int = 1
+
+    def __post_init__(self) -> None:
+        low, high = self.list_length
+        if not 1 <= low <= high:
+            raise ValueError(f"list_length must be [min, max] with 1 <= min <= max, got {list(self.list_length)}")
+        if self.max_conversations < 1:
+            raise ValueError(f"max_conversations must be >= 1, got {self.max_conversations}")
+        if self.min_pixels < 1:
+            raise ValueError(f"min_pixels must be >= 1, got {self.min_pixels}")
+        if self.class_list not in ("random", "full"):
+            raise ValueError(f"class_list must be 'random' or 'full', got {self.class_list!r}")
+        if self.answer_order not in ("question", "shuffled"):
+            raise ValueError(f"answer_order must be 'question' or 'shuffled', got {self.answer_order!r}")
+
+
+@dataclass(frozen=True)
+class _LabelStats:
+    names: list[str]  # lower-cased, index = class id
+    present: list[int]
+    absent: list[int]
+    label: np.ndarray = field(repr=False)
+    ignore: np.ndarray = field(repr=False)
+
+
+def format_semantic(record: SemanticRecord, rng: random.Random, cfg: SemanticTaskConfig, source: str = "") -> Sample:
+    """One sample: a complex query over a class list, or (single_class) one query per present class."""
+    image = load_image(record.load_image, record.image_id)
+    stats = _label_stats(record, image.shape[:2], cfg.min_pixels)
+    if cfg.single_class:
+        return _single_class(image, stats, rng, cfg, source, record.image_id)
+    answered = _sample_answered(stats, rng, cfg.list_length)
+    meta = SampleMeta(source, record.image_id, "semantic")
+    if not answered:
+        return Sample(image, [], stats.ignore, meta)
+    listed = answered if cfg.class_list == "random" else list(range(len(stats.names)))
+    question_order = rng.sample(listed, len(listed))
+    present = set(stats.present)
+    spoken = set(answered) if cfg.negatives_in_answer else set(answered) & present
+    if cfg.answer_order == "question":
+        answer_order = [c for c in question_order if c in spoken]
+    else:
+        answer_order = rng.sample(sorted(spoken), len(spoken))
+    question = templates.SEMANTIC_QUESTION.format(
+        instruction=rng.choice(templates.SEMANTIC_INSTRUCTIONS),
+        classes=templates.CLASS_SEPARATOR.join(stats.names[c] for c in question_order),
+    )
+    item = {True: templates.PRESENT_ITEM, False: templates.ABSENT_ITEM}
+    answer = "".join(item[c in present].format(name=stats.names[c]) for c in answer_order)
+    mask_ids = [c for c in answer_order if c in present]
+    masks = _class_masks(stats.label, mask_ids)
+    meta = SampleMeta(
+        source,
+        record.image_id,
+        "semantic",
+        classes_present=[stats.names[c] for c in mask_ids],
+        classes_absent=[stats.names[c] for c in question_order if c not in present],
+    )
+    return Sample(image, [Conversation(question, answer, masks)], stats.ignore, meta)
+
+
+def _label_stats(record: SemanticRecord, size: tuple[int, int], min_pixels: int) -> _LabelStats:
+    """Load the label map, check it, and split the dataset's classes into present / absent by pixel count."""
+    num = len(record.classes)
+    if not 1 <= num <= IGNORE_LABEL:
+        raise ValueError(f"{record.image_id}: a semantic record needs 1..{IGNORE_LABEL} classes, got {num}")
+    names = [user_text(name, "class name", record.image_id).lower() for name in record.classes]
+    if len(set(names)) != num:
+        raise ValueError(f"{record.image_id}: class names must be unique after lower-casing, got {names}")
+    label = np.asarray(record.load_label())
+    if label.shape != size:
+        raise ValueError(f"{record.image_id}: label map {label.shape} does not match the image size {size}")
+    ignore = label == IGNORE_LABEL
+    valid = label[~ignore]
+    if valid.size and (valid.min() < 0 or valid.max() >= num):
+        raise ValueError(
+            f"{record.image_id}: label values must be 0..{num - 1} or {IGNORE_LABEL}, "
+            f"found {valid.min()}..{valid.max()}"
+        )
+    counts = np.bincount(valid.astype(np.int64), minlength=num)
+    return _LabelStats(
+        names=names,
+        present=np.flatnonzero(counts >= min_pixels).tolist(),
+        absent=np.flatnonzero(counts == 0).tolist(),
+        label=label,
+        ignore=ignore,
+    )
+
+
+def _sample_answered(stats: _LabelStats, rng: random.Random, list_length: tuple[int, int]) -> list[int]:
+    """The answered set (unordered): present classes plus sampled absent ones; see SemanticTaskConfig."""
+    low, high = list_length
+    present, absent = stats.present, stats.absent
+    if len(present) > high:
+        keep = max(1, high * 2 // 3)
+        chosen = rng.sample(present, keep)
+        return chosen + rng.sample(absent, min(high - keep, len(absent)))
+    low = max(low, len(present))
+    high = min(high, len(present) + len(absent))
+    length = rng.randint(low, high) if low <= high else high
+    return present + rng.sample(absent, length - len(present))
+
+
+def _class_masks(label: np.ndarray, class_ids: list[int]) -> np.ndarray:
+    """(len(class_ids), H, W) bool: label == id, in the given order; ignore pixels are never set."""
+    ids = np.asarray(class_ids, dtype=np.int64).reshape(-1, 1, 1)
+    return label[None] == ids
+
+
+def _single_class(
+    image: np.ndarray, stats: _LabelStats, rng: random.Random, cfg: SemanticTaskConfig, source: str, image_id: str
+) -> Sample:
+    chosen = rng.sample(stats.present, min(len(stats.present), cfg.max_conversations))
+    conversations = [
+        Conversation(
+            question=rng.choice(templates.SINGLE_CLASS_QUESTIONS).format(name=stats.names[c]),
+            answer=templates.SINGLE_CLASS_ANSWER,
+            masks=_class_masks(stats.label, [c]),
+        )
+        for c in chosen
+    ]
+    meta = SampleMeta(source, image_id, "semantic", classes_present=[stats.names[c] for c in chosen])
+    return Sample(image, conversations, stats.ignore, meta)

@@ -1,0 +1,117 @@
+"""`lasagna eval`: run a model over a dataset split and report the paper's metrics.
+
+Semantic sources: every image is queried with the split's full class list (chunked), the per-class masks are merged
+into a label map (pixels below threshold stay unlabelled, which counts as wrong), and SemanticIoU + PresenceAccuracy
+are accumulated; classes that are held out in ShapeWorld's open split also get their own mIoU. Referring sources:
+every expression is asked with the canonical template; the union of its `<ins>` masks is compared with the union of
+its targets (ReferIoU), and "any <ins>" is compared with "has a target" (NoTargetAccuracy).
+Work is split across processes by index (rank::world) and metric states are summed with `reduce`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.records import IGNORE_LABEL, ReferRecord, SemanticRecord, Source
+from .metrics import NoTargetAccuracy, PresenceAccuracy, ReferIoU, SemanticIoU
+
+
+def open_eval_sources(dataset: str, split: str, root: str | None = None) -> dict[str, Source]:
+    if dataset == "shapeworld":
+        from ..data.shapeworld import ShapeWorldReferring, ShapeWorldSemantic
+
+        return {"semantic": ShapeWorldSemantic(split), "referring": ShapeWorldReferring(split)}
+    from ..data.sources import open_source
+
+    source = open_source(dataset, root, split)
+    return {source.task: source}
+
+
+def _reduce_metric(metric, reduce: Callable | None) -> None:
+    if reduce is None:
+        return
+    total = reduce(torch.from_numpy(metric.state().astype(np.float64)), reduction="sum")
+    metric.reset()
+    metric.add_state(total.numpy().astype(metric.state().dtype))
+
+
+def evaluate_semantic(lasagna, source: Source, indices, chunk_size: int, decoder=None, held_out=(), progress=True):
+    first = source[indices[0]] if len(indices) else source[0]
+    classes = list(first.classes)
+    iou = SemanticIoU(len(classes))
+    presence = PresenceAccuracy()
+    held = [i for i, c in enumerate(classes) if c in set(held_out)]
+    for index in tqdm(indices, desc=f"eval {source.name}", disable=not progress):
+        record: SemanticRecord = source[index]
+        image, gt = record.load_image(), record.load_label()
+        pred = lasagna.segment(image, classes=classes, chunk_size=chunk_size, decoder=decoder)
+        iou.update(pred.semantic_map(classes), gt)
+        present = {classes[i] for i in np.unique(gt) if i != IGNORE_LABEL}
+        presence.update(set(pred.present), present, classes)
+    return iou, presence, held
+
+
+def evaluate_referring(lasagna, source: Source, indices, progress=True):
+    iou, notarget = ReferIoU(), NoTargetAccuracy()
+    for index in tqdm(indices, desc=f"eval {source.name}", disable=not progress):
+        record: ReferRecord = source[index]
+        image = record.load_image()
+        for expr in record.expressions:
+            gt = expr.load_masks()
+            pred = lasagna.segment(image, query=expr.text)
+            pred_union = np.zeros(image.shape[:2], bool)
+            for m in pred.masks:
+                pred_union |= m
+            iou.update(pred_union, gt.any(0) if len(gt) else np.zeros(image.shape[:2], bool))
+            notarget.update(len(pred.masks) > 0, len(gt) > 0)
+    return iou, notarget
+
+
+def evaluate_model(
+    lasagna,
+    dataset: str,
+    split: str,
+    root: str | None = None,
+    limit: int | None = None,
+    chunk_size: int = 16,
+    decoder=None,
+    rank: int = 0,
+    world: int = 1,
+    reduce: Callable | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate on the first `limit` items of each task source of the split; returns a JSON-ready report."""
+    report: dict = {"dataset": dataset, "split": split}
+    held_out = ()
+    if dataset == "shapeworld":
+        from ..data.shapeworld import HELD_OUT
+
+        held_out = HELD_OUT
+    for task, source in open_eval_sources(dataset, split, root).items():
+        count = len(source) if limit is None else min(limit, len(source))
+        indices = list(range(rank, count, world))
+        if task == "semantic":
+            iou, presence, held = evaluate_semantic(lasagna, source, indices, chunk_size, decoder, held_out, progress)
+            _reduce_metric(iou, reduce)
+            _reduce_metric(presence, reduce)
+            sem = iou.compute()
+            report["semantic"] = {
+                "images": count,
+                "mIoU": sem["mIoU"],
+                "pixel_acc": sem["pixel_acc"],
+                **{k: v for k, v in presence.compute().items() if k in ("present_recall", "absent_rejection")},
+                "per_class_iou": sem["per_class_iou"],
+            }
+            if held:
+                values = [sem["per_class_iou"][i] for i in held if sem["per_class_iou"][i] is not None]
+                report["semantic"]["held_out_mIoU"] = float(np.mean(values)) if values else None
+        elif task == "referring":
+            iou, notarget = evaluate_referring(lasagna, source, indices, progress)
+            _reduce_metric(iou, reduce)
+            _reduce_metric(notarget, reduce)
+            report["referring"] = {"images": count, **iou.compute(), **notarget.compute()}
+    return report

@@ -1,0 +1,232 @@
+"""Inference over one image: encode it once, run chunked class lists or a free query, decode masks.
+
+A class list longer than `chunk_size` is split into chunks that run as one batch over the same image: the vision
+tower and SAM image encoder run once, the shared prefix (system prompt + image + instruction) once through the KV
+cache, and the chunks' suffixes together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .. import prompts
+from ..data import templates
+from ..data.transforms import check_image, clip_pixels, sam_pixels
+from ..model.lasagna import ImageEncoding, LasagnaModel
+from ..tokenization import encode
+from ..tokens import check_user_text, token_ids
+from .decode import RowResult, decode_free, decode_template, encode_prefix
+from .parse import normalise, parse_row
+from .semantic import merge_semantic
+
+Decoder = Literal["free", "template"]
+
+
+@dataclass
+class ClassResult:
+    """One queried class: `present`, P(<ins>) `score`, `mask` (H, W) bool at the original size when present.
+
+    `answered` is False when free decoding never named the class (it is then reported absent).
+    """
+
+    name: str
+    present: bool
+    score: float
+    mask: np.ndarray | None = None
+    answered: bool = True
+
+
+@dataclass
+class Prediction:
+    image_size: tuple[int, int]
+    classes: list[ClassResult] = field(default_factory=list)
+    text: str = ""
+    masks: list[np.ndarray] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+    logits: torch.Tensor | None = field(default=None, repr=False)  # (K_present, H, W), order of present classes
+
+    @property
+    def present(self) -> list[str]:
+        return [c.name for c in self.classes if c.present]
+
+    @property
+    def absent(self) -> list[str]:
+        return [c.name for c in self.classes if not c.present]
+
+    def semantic_map(self, classes: list[str] | None = None, threshold: float = 0.0) -> np.ndarray:
+        """(H, W) int64: index into `classes` (default: the queried list) per pixel, -1 where unlabelled."""
+        classes = classes or [c.name for c in self.classes]
+        index = {name: i for i, name in enumerate(classes)}
+        present = [c for c in self.classes if c.present]
+        if self.logits is None or not present:
+            return np.full(self.image_size, -1, dtype=np.int64)
+        ids = torch.tensor([index[c.name] for c in present])
+        return merge_semantic(self.logits, ids, threshold).numpy()
+
+
+def check_classes(classes: list[str]) -> list[str]:
+    if isinstance(classes, str) or not isinstance(classes, list | tuple):
+        raise ValueError(f"classes must be a list of names, got {type(classes).__name__}")
+    if not classes:
+        raise ValueError("classes is empty: give at least one class name")
+    seen: dict[str, str] = {}
+    for name in classes:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"class names must be non-empty strings, got {name!r}")
+        check_user_text(name, "class name")
+        if "," in name:
+            raise ValueError(f"class name {name!r} contains a comma, which separates names in the query")
+        key = normalise(name)
+        if key in seen:
+            raise ValueError(f"class {name!r} is listed twice (as {seen[key]!r})")
+        seen[key] = name
+    return [name.strip() for name in classes]
+
+
+class Engine:
+    def __init__(self, model: LasagnaModel, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.ids = token_ids(tokenizer)
+        self.style = model.cfg.tokenization
+
+    def _encode(self, text: str) -> list[int]:
+        return encode(self.tokenizer, text, self.style)
+
+    @torch.no_grad()
+    def encode_image(self, image: np.ndarray) -> tuple[ImageEncoding, tuple[int, int], tuple[int, int]]:
+        image = check_image(image)
+        pre = self.model.cfg.preprocess
+        sam, resized = sam_pixels(image, pre)
+        dtype = next(self.model.parameters()).dtype
+        enc = self.model.encode_images(clip_pixels(image, pre)[None].to(dtype), sam[None].to(dtype))
+        return enc, resized, tuple(image.shape[:2])
+
+    def _masks(self, enc, hiddens: list[torch.Tensor], resized, original) -> torch.Tensor:
+        """Mask embeddings (hidden states before `<ins>`) -> (N, H, W) float32 logits."""
+        if not hiddens:
+            return torch.zeros((0, *original))
+        proj = self.model.text_projector
+        prompts_ = proj(torch.stack(hiddens).to(proj[0].weight.dtype))
+        low = self.model.sam.decode(enc.sam_embeds, prompts_)
+        return self.model.sam.postprocess(low, resized, original)
+
+    def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
+        rows, starts = [], []
+        for chunk in chunks:
+            question = semantic_question(chunk)
+            prompt_ids = self._encode(prompts.render([(question, None)], self.tokenizer.eos_token))
+            if decoder == "free":
+                rows.append(prompt_ids)
+                continue
+            answer = "".join(templates.PRESENT_ITEM.format(name=c.lower()) for c in chunk)
+            full = self._encode(prompts.render([(question, answer)], self.tokenizer.eos_token))
+            if full[: len(prompt_ids)] != prompt_ids:
+                raise RuntimeError("tokenizer merges the prompt into the answer; template decoding needs a boundary")
+            rows.append(full)
+            starts.append(len(prompt_ids))
+        shared = _common_prefix(rows)
+        prefix = encode_prefix(self.model, enc, 0, rows[0][:shared])
+        suffixes = [r[shared:] for r in rows]
+        if decoder == "free":
+            budget = max(len(s) for s in suffixes) * 2 + 16
+            return decode_free(self.model, prefix, suffixes, self.ids, max_new_tokens=budget)
+        return decode_template(self.model, prefix, suffixes, [s - shared for s in starts], self.ids)
+
+    @torch.no_grad()
+    def segment_classes(
+        self, image: np.ndarray, classes: list[str], chunk_size: int = 16, decoder: Decoder | None = None
+    ) -> Prediction:
+        classes = check_classes(classes)
+        decoder = decoder or self.model.cfg.default_decoder
+        if decoder not in ("free", "template"):
+            raise ValueError(f"decoder must be 'free' or 'template', got {decoder!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        enc, resized, original = self.encode_image(image)
+        chunks = [classes[i : i + chunk_size] for i in range(0, len(classes), chunk_size)]
+        results = self._run_chunks(enc, chunks, decoder)
+        found: dict[str, ClassResult] = {}
+        hiddens, owners, unmatched, texts = [], [], [], []
+        for chunk, row in zip(chunks, results, strict=True):
+            texts.append(self.tokenizer.decode(row.ids, skip_special_tokens=False))
+            if decoder == "template":
+                items = [(name, d) for name, d in zip(chunk, row.decisions, strict=True)]
+            else:
+                parsed = parse_row(self.tokenizer, row, chunk)
+                unmatched += [p.text for p in parsed if p.name is None]
+                items = [(p.name, d) for p, d in zip(parsed, row.decisions, strict=True) if p.name is not None]
+            for name, d in items:
+                found[name] = ClassResult(name, d.present, d.score)
+                if d.present:
+                    hiddens.append(d.hidden)
+                    owners.append(name)
+        logits = self._masks(enc, hiddens, resized, original)
+        for name, lg in zip(owners, logits, strict=True):
+            found[name].mask = (lg > 0).numpy()
+        out = [found.get(name, ClassResult(name, False, 0.0, answered=False)) for name in classes]
+        keep = [owners.index(c.name) for c in out if c.present]
+        return Prediction(
+            image_size=original,
+            classes=out,
+            text="\n".join(texts),
+            unmatched=unmatched,
+            logits=logits[keep] if keep else None,
+        )
+
+    @torch.no_grad()
+    def segment_query(self, image: np.ndarray, query: str, max_new_tokens: int = 128) -> Prediction:
+        """A referring or reasoning query: free decoding, one mask per `<ins>` in the answer."""
+        check_user_text(query, "query")
+        if not query.strip():
+            raise ValueError("query is empty")
+        enc, resized, original = self.encode_image(image)
+        row = self._generate(enc, query_question(query), max_new_tokens)
+        hiddens = [d.hidden for d in row.decisions if d.present]
+        logits = self._masks(enc, hiddens, resized, original)
+        return Prediction(
+            image_size=original,
+            text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
+            masks=[(lg > 0).numpy() for lg in logits],
+            logits=logits,
+        )
+
+    @torch.no_grad()
+    def chat(self, image: np.ndarray, text: str, max_new_tokens: int = 256) -> str:
+        check_user_text(text, "text")
+        enc, _, _ = self.encode_image(image)
+        row = self._generate(enc, templates.IMAGE_PREFIX + text.strip(), max_new_tokens)
+        return self.tokenizer.decode(row.ids, skip_special_tokens=True).strip()
+
+    def _generate(self, enc, question: str, max_new_tokens: int) -> RowResult:
+        ids = self._encode(prompts.render([(question, None)], self.tokenizer.eos_token))
+        prefix = encode_prefix(self.model, enc, 0, ids[:-1])
+        return decode_free(self.model, prefix, [ids[-1:]], self.ids, max_new_tokens=max_new_tokens)[0]
+
+
+def semantic_question(classes: list[str]) -> str:
+    """The canonical (first) semantic template, so test-time prompts are in the training distribution."""
+    names = templates.CLASS_SEPARATOR.join(c.lower() for c in classes)
+    return templates.SEMANTIC_QUESTION.format(instruction=templates.SEMANTIC_INSTRUCTIONS[0], classes=names)
+
+
+def query_question(query: str) -> str:
+    """A phrase ("the red star") goes into the canonical referring template; a full question or instruction
+    (ending in "?" or ".") is asked as it is."""
+    query = query.strip()
+    if query.endswith(("?", ".")):
+        return templates.IMAGE_PREFIX + query
+    return templates.REFER_QUESTIONS[0].format(text=query)
+
+
+def _common_prefix(rows: list[list[int]]) -> int:
+    """Length of the longest common prefix, leaving every row at least one token of its own."""
+    limit = min(len(r) for r in rows) - 1
+    n = 0
+    while n < limit and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n

@@ -1,0 +1,99 @@
+"""Training configuration: one dataclass tree, serialised as YAML, with dotted command-line overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import from_dict, to_dict
+from ..data.mixture import MixtureConfig
+from ..losses import LossConfig
+from ..model.build import TrainableConfig
+
+
+@dataclass
+class OptimConfig:
+    """The paper: AdamW lr 3e-4, betas (0.9, 0.95), no weight decay, 100 warmup steps, linear decay, clip 1.0."""
+
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    steps: int = 18000
+    grad_clip: float = 1.0
+    batch_size: int = 2  # images per process per micro-step
+    grad_accum: int = 10
+
+
+@dataclass
+class DataConfig:
+    """What to train on. `dataset: shapeworld` needs no files; `mixed` opens the named datasets under `root`."""
+
+    dataset: str = "shapeworld"
+    root: str | None = None
+    image_size: int = 128  # ShapeWorld render size
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    num_workers: int = 0
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    split: str = "val"
+    limit: int = 50
+    chunk_size: int = 16
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/shapeworld-small"
+    seed: int = 0
+    model_preset: str = "shapeworld-small"
+    init_from: str | None = None  # a checkpoint folder of ours (its tokenizer is used); else a fresh preset
+    tokenizer_vocab: int = 1024  # plain tokenizer size when training from scratch
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    save_every: int = 500
+    keep_last: int = 2
+    log_every: int = 10
+    export_dtype: str = "bf16"
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise KeyError(f"override {key}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """YAML file (optional) + `a.b=value` overrides (values parsed as YAML) -> TrainConfig, strictly."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"training config not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.sub=value")
+        key, value = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(value))
+    return from_dict(TrainConfig, data)
+
+
+def dump_train_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,227 @@
+"""One training loop, from a laptop CPU to many GPUs (accelerate: DDP; DeepSpeed through its plugin).
+
+Data is index-addressed: micro-batch g of rank r holds mixture items (g * world + r) * batch + j, and every item is a
+pure function of (seed, epoch, index); so a resumed run reads exactly the data the interrupted one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import check_keys, read_weights, save_pretrained, save_weights, write_atomic_dir
+from ..losses import lasagna_loss
+from ..model.build import configure_trainable, merge_lora
+from .config import TrainConfig, dump_train_config
+from .setup import build_model_and_tokenizer, build_training_set
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    seconds: float = 0.0
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warmup from 0, then linear decay to 0 at the last step (the released WarmupDecayLR)."""
+    warm, total = cfg.optim.warmup_steps, cfg.optim.steps
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return step / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return factor
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_training_state(out: Path, model, optimizer, scheduler, state: TrainState, keep_last: int) -> Path:
+    """Atomic folder with everything a resume needs; only the newest `keep_last` are kept."""
+
+    def fill(tmp: Path) -> None:
+        save_weights(model.state_dict(), tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(torch.get_rng_state(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": state.step, "seconds": state.seconds}))
+
+    path = write_atomic_dir(out / "checkpoints" / f"step-{state.step:07d}", fill, overwrite=True)
+    for old in _checkpoints(out)[:-keep_last]:
+        shutil.rmtree(old)
+    return path
+
+
+def load_training_state(path: Path, model, optimizer, scheduler) -> TrainState:
+    state = read_weights(path)
+    check_keys(set(model.state_dict()), set(state), str(path))
+    model.load_state_dict(state)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    info = json.loads((path / "state.json").read_text())
+    return TrainState(step=int(info["step"]), seconds=float(info["seconds"]))
+
+
+def _batches(dataset, collate, start: int, batch: int, rank: int, world: int):
+    """Endless micro-batches from global micro-batch index `start` on."""
+    g = start
+    while True:
+        base = (g * world + rank) * batch
+        yield collate([dataset[base + j] for j in range(batch)])
+        g += 1
+
+
+def fit(cfg: TrainConfig, resume: bool = False) -> Path:
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # why: unused-parameter detection, since a VQA-only micro-batch gives the mask decoder no gradient
+    accelerator = Accelerator(
+        mixed_precision="bf16" if cfg.bf16 else "no",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    out = Path(cfg.out_dir)
+    torch.manual_seed(cfg.seed)
+
+    # why: the tokenizer decides the vocabulary, so it comes before the model
+    model, tokenizer = build_model_and_tokenizer(cfg, out if accelerator.is_main_process else None)
+    accelerator.wait_for_everyone()
+    counts = configure_trainable(model, cfg.trainable)
+    if cfg.gradient_checkpointing:
+        model.llm.gradient_checkpointing_enable()
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_train_config(cfg))
+        log.info("parameters: %s", counts)
+
+    dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+
+    # why: resume restores model, optimizer, scheduler, RNG and (through the step) the data position
+    state = TrainState()
+    found = _checkpoints(out) if resume else []
+    if found:
+        state = load_training_state(found[-1], model, optimizer, scheduler)
+        log.info("resumed from %s", found[-1])
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accum, world = cfg.optim.grad_accum, accelerator.num_processes
+    batches = _batches(dataset, collate, state.step * accum, cfg.optim.batch_size, accelerator.process_index, world)
+    metrics_log = (out / "metrics.jsonl").open("a") if accelerator.is_main_process else None
+    bar = tqdm(total=cfg.optim.steps, initial=state.step, disable=not accelerator.is_main_process, desc="train")
+
+    while state.step < cfg.optim.steps:
+        started = time.perf_counter()
+        model.train()
+        sums = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "dice": 0.0}
+        # why: gradient accumulation; DDP syncs gradients only on the last micro-batch
+        for k in range(accum):
+            inputs = next(batches).to(accelerator.device)
+            sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(model)
+            with sync, accelerator.autocast():
+                output = model(inputs)
+                parts = lasagna_loss(
+                    output.logits, output.labels, output.mask_logits, inputs.gt_masks, inputs.ignore, cfg.loss
+                )
+                accelerator.backward(parts.total / accum)
+            for name, value in (("loss", parts.total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):
+                sums[name] += float(value) / accum
+        # why: the paper clips at 1.0 before every optimizer step
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.seconds += time.perf_counter() - started
+
+        if accelerator.is_main_process:
+            bar.update(1)
+            images_per_s = cfg.optim.batch_size * accum * world / max(1e-9, time.perf_counter() - started)
+            bar.set_postfix(
+                loss=f"{sums['loss']:.3f}",
+                ce=f"{sums['ce']:.3f}",
+                bce=f"{sums['bce']:.3f}",
+                dice=f"{sums['dice']:.3f}",
+                img_s=f"{images_per_s:.1f}",
+            )
+            if state.step % cfg.log_every == 0 or state.step == cfg.optim.steps:
+                record = {
+                    "step": state.step,
+                    **sums,
+                    "grad_norm": float(grad_norm),
+                    "lr": scheduler.get_last_lr()[0],
+                    "seconds": round(state.seconds, 1),
+                }
+                metrics_log.write(json.dumps(record) + "\n")
+                metrics_log.flush()
+        # why: periodic validation uses the same evaluation code as `lasagna eval`
+        if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < cfg.optim.steps:
+            _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
+        if state.step % cfg.save_every == 0 or state.step == cfg.optim.steps:
+            if accelerator.is_main_process:
+                save_training_state(out, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg.keep_last)
+            accelerator.wait_for_everyone()
+    bar.close()
+    _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
+    final = out / "final"
+    if accelerator.is_main_process:
+        export_model(accelerator.unwrap_model(model), tokenizer, final, cfg.export_dtype)
+        checksum = sum(float(p.detach().double().sum()) for p in accelerator.unwrap_model(model).parameters())
+        metrics_log.write(json.dumps({"step": state.step, "final_checksum": checksum}) + "\n")
+        metrics_log.close()
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState, metrics_log) -> None:
+    from ..api import Lasagna
+    from ..eval.evaluate import evaluate_model
+
+    if cfg.data.dataset != "shapeworld" or cfg.eval.limit <= 0:
+        return
+    inner = accelerator.unwrap_model(model)
+    inner.eval()
+    report = evaluate_model(
+        Lasagna(inner, tokenizer),
+        "shapeworld",
+        cfg.eval.split,
+        limit=cfg.eval.limit,
+        chunk_size=cfg.eval.chunk_size,
+        rank=accelerator.process_index,
+        world=accelerator.num_processes,
+        reduce=accelerator.reduce,
+        progress=False,
+    )
+    inner.train()
+    if metrics_log is not None:
+        metrics_log.write(json.dumps({"step": state.step, "eval": report}) + "\n")
+        metrics_log.flush()
+        log.info("step %d eval %s", state.step, report)
+
+
+def export_model(model, tokenizer, out: Path, dtype: str = "bf16", overwrite: bool = True) -> Path:
+    """Merge LoRA and write our checkpoint format (a copy: the training model keeps its adapters)."""
+    import copy
+
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if dtype not in dtypes:
+        raise ValueError(f"export dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    plain = copy.deepcopy(model)
+    merge_lora(plain)
+    return save_pretrained(plain, tokenizer, out, dtype=dtypes[dtype], overwrite=overwrite)

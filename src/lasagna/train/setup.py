@@ -1,0 +1,73 @@
+"""Build what the loop needs from a TrainConfig: model + tokenizer, and the training mixture + collate."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ..checkpoint import load_pretrained
+from ..config import ModelConfig, preset
+from ..data.collate import Collator
+from ..data.mixture import Mixture
+from ..data.records import Source
+from ..model.lasagna import LasagnaModel
+from ..tokenization import build_plain_tokenizer
+from ..tokens import token_ids
+from .config import TrainConfig
+
+CORPUS_SAMPLES = 3000
+
+
+def shapeworld_sources(split: str, size: int) -> dict[str, Source]:
+    from ..data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
+
+    kinds = (ShapeWorldSemantic, ShapeWorldReferring, ShapeWorldReasoning, ShapeWorldVQA)
+    return {f"shapeworld-{k.task}": k(split, size) for k in kinds}
+
+
+def training_sources(cfg: TrainConfig, split: str = "train") -> dict[str, Source]:
+    if cfg.data.dataset == "shapeworld":
+        return shapeworld_sources(split, cfg.data.image_size)
+    from ..data.sources import open_source
+
+    names = sorted({n for mapping in cfg.data.mixture.dataset_weights.values() for n in mapping})
+    if not names:
+        raise ValueError("data.mixture.dataset_weights must name the datasets to train on")
+    return {name: open_source(name, cfg.data.root, split) for name in names}
+
+
+def _corpus(cfg: TrainConfig) -> list[str]:
+    """Text the plain tokenizer is fitted on: formatted training samples (deterministic) and every class name."""
+    from ..data.shapeworld import classes
+
+    mixture = Mixture(training_sources(cfg), cfg.data.mixture, seed=cfg.seed + 1_000_003, length=CORPUS_SAMPLES)
+    texts = list(classes("test-open"))
+    rng = random.Random(cfg.seed)
+    for index in rng.sample(range(CORPUS_SAMPLES), CORPUS_SAMPLES):
+        for conv in mixture[index].conversations:
+            texts += [conv.question, conv.answer]
+    return texts
+
+
+def build_model_and_tokenizer(cfg: TrainConfig, save_tokenizer_to: Path | None = None):
+    if cfg.init_from:
+        model, tokenizer = load_pretrained(cfg.init_from)
+        return model, tokenizer
+    if cfg.data.dataset != "shapeworld":
+        raise ValueError("training from scratch builds a ShapeWorld tokenizer; set init_from for other data")
+    tokenizer = build_plain_tokenizer(_corpus(cfg), vocab_size=cfg.tokenizer_vocab)
+    model_cfg: ModelConfig = preset(cfg.model_preset)
+    model_cfg.llm.vocab_size = len(tokenizer)
+    model = LasagnaModel(model_cfg)
+    ids = token_ids(tokenizer)
+    model.set_token_ids(ids.ins, ids.pad)
+    if save_tokenizer_to is not None:
+        tokenizer.save_pretrained(str(Path(save_tokenizer_to) / "tokenizer"))
+    return model, tokenizer
+
+
+def build_training_set(cfg: TrainConfig, tokenizer, model_cfg: ModelConfig):
+    opt = cfg.optim
+    length = opt.steps * opt.grad_accum * opt.batch_size * 64  # ample: sampling is with replacement anyway
+    mixture = Mixture(training_sources(cfg), cfg.data.mixture, seed=cfg.seed, length=length)
+    return mixture, Collator(tokenizer, model_cfg)

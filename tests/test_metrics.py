@@ -1,0 +1,227 @@
+"""Metric values on hand-computed cases, merging of accumulators, and `lasagna metrics semseg` on PNG folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lasagna.eval import metrics_cli
+from lasagna.eval.metrics import NoTargetAccuracy, PresenceAccuracy, ReferIoU, SemanticIoU
+
+# K = 4; 255 is ignore in GT and "unlabelled" in the prediction; class 3 appears nowhere.
+GT = np.array([[0, 0, 1, 255], [1, 2, 255, 2]])
+PRED = np.array([[0, 1, 1, 0], [255, 2, 0, 2]])
+
+
+def test_semantic_iou_correct_convention():
+    # Scored (gt, pred) pairs: (0,0) (0,1) (1,1) (1,unlabelled) (2,2) (2,2); both ignore pixels are dropped.
+    # class 0: TP 1, FN 1, FP 0 -> 1/2.  class 1: TP 1, FN 1 (the unlabelled pixel), FP 1 -> 1/3.
+    # class 2: TP 2 -> 1.  class 3: never in GT or prediction -> None.  mIoU = (1/2 + 1/3 + 1) / 3 = 11/18.
+    m = SemanticIoU(4)
+    m.update(PRED, GT)
+    r = m.compute()
+    assert r["per_class_iou"] == pytest.approx([1 / 2, 1 / 3, 1.0, None])
+    assert r["per_class_iou"][3] is None
+    assert r["mIoU"] == pytest.approx(11 / 18)
+    assert r["pixel_acc"] == pytest.approx(4 / 6)
+    # GT shares 2/6, 2/6, 2/6 -> (1/2 + 1/3 + 1) / 3
+    assert r["freq_weighted_iou"] == pytest.approx(11 / 18)
+    assert r["num_pixels"] == 6
+    json.dumps(r)
+
+
+def test_semantic_iou_released_convention_counts_void_as_class_0():
+    # GT 255 -> 0 and unlabelled prediction -> 0, so pairs are the six above with (1,unl) -> (1,0), plus (0,0) twice.
+    # class 0: TP 3, FN 1, FP 1 -> 3/5.  class 1: TP 1, FN 1, FP 1 -> 1/3.  class 2: 1.  mIoU = 29/45.
+    m = SemanticIoU(4, convention="released")
+    m.update(PRED, GT)
+    r = m.compute()
+    assert r["per_class_iou"] == pytest.approx([3 / 5, 1 / 3, 1.0, None])
+    assert r["mIoU"] == pytest.approx(29 / 45)
+    assert r["pixel_acc"] == pytest.approx(6 / 8)
+
+
+def test_semantic_iou_negative_prediction_is_unlabelled_and_wrong():
+    # gt all class 1; pred -1 (unlabelled) on half: class 1 TP 2, FN 2 -> 1/2, and no class gets a false positive.
+    m = SemanticIoU(2)
+    m.update(np.array([[1, 1, -1, -1]]), np.array([[1, 1, 1, 1]]))
+    r = m.compute()
+    assert r["per_class_iou"] == [None, pytest.approx(0.5)]
+    assert r["pixel_acc"] == pytest.approx(0.5)
+
+
+def test_semantic_iou_all_ignore_image_contributes_nothing():
+    m = SemanticIoU(4)
+    m.update(PRED, GT)
+    before = m.compute()
+    m.update(np.zeros((5, 6), np.int64), np.full((5, 6), 255))
+    assert m.compute() == before
+    empty = SemanticIoU(3)
+    empty.update(np.zeros((2, 2), np.int64), np.full((2, 2), 255))
+    assert empty.compute()["mIoU"] is None and empty.compute()["pixel_acc"] is None
+
+
+def test_semantic_iou_errors():
+    with pytest.raises(ValueError, match="neither a class id"):
+        SemanticIoU(3).update(np.zeros((1, 2), np.int64), np.array([[0, 7]]))
+    with pytest.raises(ValueError, match="shape"):
+        SemanticIoU(3).update(np.zeros((1, 2), np.int64), np.zeros((2, 1), np.int64))
+    with pytest.raises(ValueError, match="convention"):
+        SemanticIoU(3, convention="paper")
+    with pytest.raises(ValueError, match="is a class id"):
+        SemanticIoU(3, ignore_index=0)
+
+
+def test_refer_iou_by_hand():
+    m = ReferIoU()
+    # I = 1, U = 3 -> 1/3
+    m.update(np.array([[1, 1, 0], [0, 0, 0]], bool), np.array([[0, 1, 1], [0, 0, 0]], bool))
+    # empty GT and empty prediction: U = 0 -> IoU 1.0 for gIoU, nothing for cIoU
+    m.update(np.zeros((2, 3), bool), np.zeros((2, 3), bool))
+    # the only disagreeing pixel (0, 1) is ignored: I = 2, U = 2 -> 1
+    pred, gt = np.array([[1, 1], [1, 0]], bool), np.array([[1, 0], [1, 0]], bool)
+    m.update(pred, gt, ignore=np.array([[0, 1], [0, 0]], bool))
+    r = m.compute()
+    assert r["cIoU"] == pytest.approx(3 / 5)
+    assert r["gIoU"] == pytest.approx((1 / 3 + 1 + 1) / 3)
+    assert r["num_samples"] == 3
+
+
+def test_refer_iou_undefined_and_errors():
+    assert ReferIoU().compute() == {"cIoU": None, "gIoU": None, "num_samples": 0}
+    with pytest.raises(TypeError, match="bool"):
+        ReferIoU().update(np.zeros((2, 2), np.float32), np.zeros((2, 2), bool))
+    with pytest.raises(ValueError, match="shape"):
+        ReferIoU().update(np.zeros((2, 2), bool), np.zeros((2, 3), bool))
+
+
+def test_no_target_accuracy():
+    m = NoTargetAccuracy()
+    for pred, gt in [(False, False), (True, False), (True, True), (False, True), (True, True)]:
+        m.update(pred, gt)
+    r = m.compute()
+    assert r["n_acc"] == pytest.approx(1 / 2)
+    assert r["t_acc"] == pytest.approx(2 / 3)
+    assert r["accuracy"] == pytest.approx(3 / 5)
+    assert (r["num_no_target"], r["num_target"]) == (2, 3)
+    only_targets = NoTargetAccuracy()
+    only_targets.update(True, True)
+    assert only_targets.compute()["n_acc"] is None
+
+
+def test_presence_accuracy():
+    m = PresenceAccuracy()
+    # cat TP, dog FN, car FP, tree TN; "bus" was predicted without being asked; "person" is present but not asked.
+    m.update({"cat", "car", "bus"}, {"cat", "dog", "person"}, ["cat", "dog", "car", "tree"])
+    m.update(set(), set(), ["sky"])  # TN
+    r = m.compute()
+    assert (r["tp"], r["fn"], r["tn"], r["fp"], r["unqueried_predictions"]) == (1, 1, 2, 1, 1)
+    assert r["present_recall"] == pytest.approx(1 / 2)
+    assert r["absent_rejection"] == pytest.approx(2 / 3)
+    assert r["precision"] == pytest.approx(1 / 2)
+    assert r["accuracy"] == pytest.approx(3 / 5)
+    only_present = PresenceAccuracy()
+    only_present.update({"cat"}, {"cat"}, ["cat"])
+    assert only_present.compute()["absent_rejection"] is None
+    with pytest.raises(TypeError, match="list of class names"):
+        PresenceAccuracy().update({"cat"}, {"cat"}, "cat")
+
+
+def _feed(metric, rng: np.random.Generator, n: int) -> list:
+    """Random samples for `metric`, fed to it; returned so they can be replayed."""
+    samples = []
+    for _ in range(n):
+        if isinstance(metric, SemanticIoU):
+            s = (rng.integers(-1, 5, (6, 7)), np.where(rng.random((6, 7)) < 0.2, 255, rng.integers(0, 5, (6, 7))))
+        elif isinstance(metric, ReferIoU):
+            s = (rng.random((5, 5)) < 0.5, rng.random((5, 5)) < 0.3, rng.random((5, 5)) < 0.1)
+        elif isinstance(metric, NoTargetAccuracy):
+            s = (bool(rng.random() < 0.5), bool(rng.random() < 0.5))
+        else:
+            names = [f"c{i}" for i in range(6)]
+            s = ({n for n in names if rng.random() < 0.5}, {n for n in names if rng.random() < 0.5}, names[:4])
+        metric.update(*s)
+        samples.append(s)
+    return samples
+
+
+@pytest.mark.parametrize("make", [lambda: SemanticIoU(5), ReferIoU, NoTargetAccuracy, PresenceAccuracy])
+def test_merge_equals_one_accumulator(make):
+    rng = np.random.default_rng(0)
+    a, b, whole = make(), make(), make()
+    for s in _feed(a, rng, 4) + _feed(b, rng, 3):
+        whole.update(*s)
+    summed = make()
+    summed.add_state(a.state() + b.state())  # what an all-reduce of the states gives
+    merged = a.merge(b)
+    np.testing.assert_allclose(merged.state(), whole.state())
+    np.testing.assert_allclose(summed.state(), whole.state())
+    for key, value in whole.compute().items():
+        assert merged.compute()[key] == pytest.approx(value)
+        assert summed.compute()[key] == pytest.approx(value)
+    a.reset()
+    assert a.compute() == make().compute()
+
+
+def test_merge_rejects_other_metrics():
+    with pytest.raises(TypeError, match="cannot merge"):
+        ReferIoU().merge(NoTargetAccuracy())
+    with pytest.raises(ValueError, match="number of classes"):
+        SemanticIoU(3).add_state(SemanticIoU(4).state())
+
+
+def _run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    metrics_cli.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _write(path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_cli_semseg(tmp_path, capsys):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    _write(pred_dir / "a.png", PRED.astype(np.uint8))
+    _write(gt_dir / "a.png", GT.astype(np.uint16))  # 16-bit GT
+    rng = np.random.default_rng(1)
+    pred_b, gt_b = rng.integers(0, 4, (3, 5)), rng.integers(0, 4, (3, 5))
+    _write(pred_dir / "city" / "b.png", pred_b.astype(np.uint8))
+    _write(gt_dir / "city" / "b.png", gt_b.astype(np.uint8))
+    assert _run_cli(["metrics", "semseg", "--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = SemanticIoU(4)
+    expected.update(PRED, GT)
+    expected.update(pred_b, gt_b)
+    assert out["num_images"] == 2
+    assert out["mIoU"] == pytest.approx(expected.compute()["mIoU"])
+    assert out["per_class_iou"] == pytest.approx(expected.compute()["per_class_iou"])
+    argv = ["metrics", "semseg", "--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "4"]
+    _run_cli([*argv, "--convention", "released"])
+    assert json.loads(capsys.readouterr().out)["convention"] == "released"
+
+
+def test_cli_semseg_errors_name_the_files(tmp_path):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    _write(gt_dir / "a.png", GT.astype(np.uint8))
+    _write(gt_dir / "b.png", GT.astype(np.uint8))
+    _write(pred_dir / "a.png", np.zeros((3, 4), np.uint8))
+    argv = ["metrics", "semseg", "--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "4"]
+    with pytest.raises(FileNotFoundError, match=r"no counterpart .*b\.png"):
+        _run_cli(argv)
+    _write(pred_dir / "b.png", PRED.astype(np.uint8))
+    with pytest.raises(ValueError, match=r"size mismatch: .*a\.png is \(3, 4\)"):
+        _run_cli(argv)
+    _write(pred_dir / "a.png", np.zeros((2, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="single-channel"):
+        _run_cli(argv)
+    _write(pred_dir / "a.png", PRED.astype(np.uint8))
+    _write(gt_dir / "b.png", np.full((2, 4), 9, np.uint8))
+    with pytest.raises(ValueError, match=r"b\.png: gt holds value 9"):
+        _run_cli(argv)
