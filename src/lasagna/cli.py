@@ -14,6 +14,9 @@ COMMAND_MODULES = (
     "lasagna.data.cli",
     "lasagna.data.shapeworld.cli",
     "lasagna.eval.metrics_cli",
+    "lasagna.eval.cli",
+    "lasagna.infer.cli",
+    "lasagna.train.cli",
 )
 
 
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
         if getattr(args, "debug", False):
             raise
         print(f"lasagna {args.command}: error: {e}", file=sys.stderr)

@@ -32,7 +32,7 @@ def clip_pixels(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC))
     top, left = (new_h - size) // 2, (new_w - size) // 2
     crop = resized[top : top + size, left : left + size]
-    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+    x = torch.tensor(crop).permute(2, 0, 1).float() / 255.0  # copies: inputs may be read-only
     mean = torch.tensor(cfg.clip_mean)[:, None, None]
     std = torch.tensor(cfg.clip_std)[:, None, None]
     return (x - mean) / std
@@ -49,7 +49,7 @@ def sam_pixels(image: np.ndarray, cfg: PreprocessConfig) -> tuple[torch.Tensor, 
     new_h, new_w = sam_resize_shape(h, w, cfg.sam_size)
     if (new_h, new_w) != (h, w):
         image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    x = torch.tensor(image).permute(2, 0, 1).float()
     x = (x - torch.tensor(cfg.sam_mean)[:, None, None]) / torch.tensor(cfg.sam_std)[:, None, None]
     out = torch.zeros(3, cfg.sam_size, cfg.sam_size)
     out[:, :new_h, :new_w] = x

@@ -39,20 +39,47 @@ def _reduce_metric(metric, reduce: Callable | None) -> None:
     metric.add_state(total.numpy().astype(metric.state().dtype))
 
 
-def evaluate_semantic(lasagna, source: Source, indices, chunk_size: int, decoder=None, held_out=(), progress=True):
+def _single_class_prediction(lasagna, image: np.ndarray, classes: list[str]):
+    """LISA-style: one query per class; a class is present when its answer carries a non-empty mask."""
+    from ..data import templates
+    from ..infer.engine import ClassResult, Prediction
+
+    results, logits = [], []
+    for name in classes:
+        question = templates.SINGLE_CLASS_QUESTIONS[0].format(name=name).removeprefix(templates.IMAGE_PREFIX)
+        pred = lasagna.engine.segment_query(image, question)
+        mask = np.zeros(image.shape[:2], bool)
+        for m in pred.masks:
+            mask |= m
+        present = bool(mask.any())
+        results.append(ClassResult(name, present, float(present), mask if present else None))
+        if present:
+            logits.append(pred.logits.max(0).values)
+    stacked = torch.stack(logits) if logits else None
+    return Prediction(image_size=image.shape[:2], classes=results, logits=stacked)
+
+
+def evaluate_semantic(
+    lasagna, source: Source, indices, chunk_size: int, decoder=None, held_out=(), progress=True, single_class=False
+):
     first = source[indices[0]] if len(indices) else source[0]
     classes = list(first.classes)
     iou = SemanticIoU(len(classes))
     presence = PresenceAccuracy()
+    unanswered = 0
     held = [i for i, c in enumerate(classes) if c in set(held_out)]
     for index in tqdm(indices, desc=f"eval {source.name}", disable=not progress):
         record: SemanticRecord = source[index]
         image, gt = record.load_image(), record.load_label()
-        pred = lasagna.segment(image, classes=classes, chunk_size=chunk_size, decoder=decoder)
+        if single_class:
+            pred = _single_class_prediction(lasagna, image, classes)
+        else:
+            pred = lasagna.segment(image, classes=classes, chunk_size=chunk_size, decoder=decoder)
+        unanswered += sum(not c.answered for c in pred.classes) + len(pred.unmatched)
         iou.update(pred.semantic_map(classes), gt)
         present = {classes[i] for i in np.unique(gt) if i != IGNORE_LABEL}
         presence.update(set(pred.present), present, classes)
-    return iou, presence, held
+    return iou, presence, held, unanswered
 
 
 def evaluate_referring(lasagna, source: Source, indices, progress=True):
@@ -71,6 +98,12 @@ def evaluate_referring(lasagna, source: Source, indices, progress=True):
     return iou, notarget
 
 
+def _sum_scalar(value: int, reduce: Callable | None) -> int:
+    if reduce is None:
+        return int(value)
+    return int(reduce(torch.tensor([float(value)]), reduction="sum").item())
+
+
 def evaluate_model(
     lasagna,
     dataset: str,
@@ -83,6 +116,8 @@ def evaluate_model(
     world: int = 1,
     reduce: Callable | None = None,
     progress: bool = True,
+    single_class: bool = False,
+    tasks: tuple[str, ...] = ("semantic", "referring"),
 ) -> dict:
     """Evaluate on the first `limit` items of each task source of the split; returns a JSON-ready report."""
     report: dict = {"dataset": dataset, "split": split}
@@ -92,10 +127,14 @@ def evaluate_model(
 
         held_out = HELD_OUT
     for task, source in open_eval_sources(dataset, split, root).items():
+        if task not in tasks:
+            continue
         count = len(source) if limit is None else min(limit, len(source))
         indices = list(range(rank, count, world))
         if task == "semantic":
-            iou, presence, held = evaluate_semantic(lasagna, source, indices, chunk_size, decoder, held_out, progress)
+            iou, presence, held, unanswered = evaluate_semantic(
+                lasagna, source, indices, chunk_size, decoder, held_out, progress, single_class
+            )
             _reduce_metric(iou, reduce)
             _reduce_metric(presence, reduce)
             sem = iou.compute()
@@ -104,6 +143,8 @@ def evaluate_model(
                 "mIoU": sem["mIoU"],
                 "pixel_acc": sem["pixel_acc"],
                 **{k: v for k, v in presence.compute().items() if k in ("present_recall", "absent_rejection")},
+                # classes the answer never named plus names that matched no queried class (free decoding)
+                "name_disagreements": _sum_scalar(unanswered, reduce),
                 "per_class_iou": sem["per_class_iou"],
             }
             if held:

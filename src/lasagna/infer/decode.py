@@ -55,9 +55,10 @@ class RowResult:
     finished: bool = True
 
 
+@torch.no_grad()
 def encode_prefix(model: LasagnaModel, images: ImageEncoding, image: int, prefix_ids: list[int]) -> Prefix:
     """Run the shared prefix (it holds the image token) once and keep its cache."""
-    ids = torch.tensor([prefix_ids])
+    ids = torch.tensor([prefix_ids], device=images.llm_feats.device)
     expanded = expand_images(
         model.embed_tokens, ids, torch.ones_like(ids), images.llm_feats[image : image + 1], model.pad_id
     )
@@ -66,14 +67,14 @@ def encode_prefix(model: LasagnaModel, images: ImageEncoding, image: int, prefix
     return Prefix(cache=cache, length=expanded.embeds.shape[1])
 
 
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
         mask[i, width - len(r) :] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 class _Rows:
@@ -84,7 +85,8 @@ class _Rows:
         self.prefix_len = prefix.length
         self.cache = copy.deepcopy(prefix.cache)
         self.cache.batch_repeat_interleave(batch)
-        self.mask = torch.ones((batch, prefix.length), dtype=torch.long)
+        self.device = prefix.cache.layers[0].keys.device
+        self.mask = torch.ones((batch, prefix.length), dtype=torch.long, device=self.device)
 
     def feed(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append columns (B, S) -> ((B, S, hidden) final-norm states, (B, S, V) logits)."""
@@ -122,7 +124,7 @@ def decode_free(
 ) -> list[RowResult]:
     """Greedy generation after each suffix (its prompt ends in "ASSISTANT:"); stops at eos per row."""
     rows = _Rows(model, prefix, len(suffixes))
-    col_ids, col_mask = _left_pad(suffixes, ids.pad)
+    col_ids, col_mask = _left_pad(suffixes, ids.pad, rows.device)
     hidden, logits = rows.feed(col_ids, col_mask)
     results = [RowResult(ids=[], finished=False) for _ in suffixes]
     last_hidden, last_logits = hidden[:, -1], logits[:, -1]
@@ -143,7 +145,7 @@ def decode_free(
             res.ids.append(tok)
         if all(res.finished for res in results):
             break
-        alive = torch.tensor([[0 if res.finished else 1] for res in results])
+        alive = torch.tensor([[0 if res.finished else 1] for res in results], device=rows.device)
         hidden, logits = rows.feed(next_ids[:, None].masked_fill(alive == 0, ids.pad), alive)
         last_hidden, last_logits = hidden[:, -1], logits[:, -1]
     return results
@@ -164,15 +166,15 @@ def decode_template(
     answer_starts[r] is where its answer begins in suffixes[r].
     """
     batch = len(suffixes)
-    guess, col_mask = _left_pad(suffixes, ids.pad)
+    rows = _Rows(model, prefix, batch)
+    guess, col_mask = _left_pad(suffixes, ids.pad, rows.device)
     width = guess.shape[1]
     offsets = [width - len(s) for s in suffixes]
     slots = (guess == ids.ins) | (guess == ids.no_ins)
     for r, start in enumerate(answer_starts):
         slots[r, : offsets[r] + start] = False  # only answer slots are decisions
-    rows = _Rows(model, prefix, batch)
-    hidden = torch.zeros(batch, width, model.cfg.llm.hidden_size)
-    scores = torch.zeros(batch, width)
+    hidden = torch.zeros(batch, width, model.cfg.llm.hidden_size, device=rows.device)
+    scores = torch.zeros(batch, width, device=rows.device)
     start = 0
     for _ in range(max_passes or width):
         h, logits = rows.feed(guess[:, start:], col_mask[:, start:])

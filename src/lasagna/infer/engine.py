@@ -102,14 +102,15 @@ class Engine:
         image = check_image(image)
         pre = self.model.cfg.preprocess
         sam, resized = sam_pixels(image, pre)
-        dtype = next(self.model.parameters()).dtype
-        enc = self.model.encode_images(clip_pixels(image, pre)[None].to(dtype), sam[None].to(dtype))
+        param = next(self.model.parameters())
+        to = {"device": param.device, "dtype": param.dtype}
+        enc = self.model.encode_images(clip_pixels(image, pre)[None].to(**to), sam[None].to(**to))
         return enc, resized, tuple(image.shape[:2])
 
     def _masks(self, enc, hiddens: list[torch.Tensor], resized, original) -> torch.Tensor:
         """Mask embeddings (hidden states before `<ins>`) -> (N, H, W) float32 logits."""
         if not hiddens:
-            return torch.zeros((0, *original))
+            return torch.zeros((0, *original), device=enc.sam_embeds.device)
         proj = self.model.text_projector
         prompts_ = proj(torch.stack(hiddens).to(proj[0].weight.dtype))
         low = self.model.sam.decode(enc.sam_embeds, prompts_)
@@ -130,6 +131,8 @@ class Engine:
             rows.append(full)
             starts.append(len(prompt_ids))
         shared = _common_prefix(rows)
+        if starts:  # decisions are never part of the shared prefix
+            shared = min(shared, *starts)
         prefix = encode_prefix(self.model, enc, 0, rows[0][:shared])
         suffixes = [r[shared:] for r in rows]
         if decoder == "free":
@@ -167,7 +170,7 @@ class Engine:
                     owners.append(name)
         logits = self._masks(enc, hiddens, resized, original)
         for name, lg in zip(owners, logits, strict=True):
-            found[name].mask = (lg > 0).numpy()
+            found[name].mask = (lg > 0).cpu().numpy()
         out = [found.get(name, ClassResult(name, False, 0.0, answered=False)) for name in classes]
         keep = [owners.index(c.name) for c in out if c.present]
         return Prediction(
@@ -175,7 +178,7 @@ class Engine:
             classes=out,
             text="\n".join(texts),
             unmatched=unmatched,
-            logits=logits[keep] if keep else None,
+            logits=logits[keep].cpu() if keep else None,
         )
 
     @torch.no_grad()
@@ -191,8 +194,8 @@ class Engine:
         return Prediction(
             image_size=original,
             text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
-            masks=[(lg > 0).numpy() for lg in logits],
-            logits=logits,
+            masks=[(lg > 0).cpu().numpy() for lg in logits],
+            logits=logits.cpu(),
         )
 
     @torch.no_grad()

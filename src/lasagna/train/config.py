@@ -54,6 +54,7 @@ class TrainConfig:
     model_preset: str = "shapeworld-small"
     init_from: str | None = None  # a checkpoint folder of ours (its tokenizer is used); else a fresh preset
     tokenizer_vocab: int = 1024  # plain tokenizer size when training from scratch
+    tokenizer_corpus: int = 3000  # formatted training samples the plain tokenizer is fitted on
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

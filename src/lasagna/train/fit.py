@@ -89,15 +89,19 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
 
     # why: unused-parameter detection, since a VQA-only micro-batch gives the mask decoder no gradient
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # why: without it accelerate never starts a gloo group on CPUs
         mixed_precision="bf16" if cfg.bf16 else "no",
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     out = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)
 
-    # why: the tokenizer decides the vocabulary, so it comes before the model
-    model, tokenizer = build_model_and_tokenizer(cfg, out if accelerator.is_main_process else None)
+    # why: the tokenizer decides the vocabulary, so it comes before the model (the main process saves it first)
+    if accelerator.is_main_process:
+        model, tokenizer = build_model_and_tokenizer(cfg, out)
     accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        model, tokenizer = build_model_and_tokenizer(cfg, out)
     counts = configure_trainable(model, cfg.trainable)
     if cfg.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
@@ -129,7 +133,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     while state.step < cfg.optim.steps:
         started = time.perf_counter()
         model.train()
-        sums = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "dice": 0.0}
+        sums = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "dice": 0.0, "tokens": 0.0}
         # why: gradient accumulation; DDP syncs gradients only on the last micro-batch
         for k in range(accum):
             inputs = next(batches).to(accelerator.device)
@@ -141,7 +145,9 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                 )
                 accelerator.backward(parts.total / accum)
             for name, value in (("loss", parts.total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):
-                sums[name] += float(value) / accum
+                sums[name] += float(value.detach()) / accum
+            # text tokens per conversation, before image expansion (the ablation's sequence length)
+            sums["tokens"] += float(inputs.attention_mask.sum()) / inputs.attention_mask.shape[0] / accum
         # why: the paper clips at 1.0 before every optimizer step
         grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip)
         optimizer.step()
@@ -180,10 +186,13 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     bar.close()
     _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
     final = out / "final"
+    # why: a cheap cross-rank check that DDP kept every replica identical
+    inner = accelerator.unwrap_model(model)
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in inner.parameters())], dtype=torch.float64)
+    checksums = accelerator.gather(checksum.to(accelerator.device)).tolist()
     if accelerator.is_main_process:
-        export_model(accelerator.unwrap_model(model), tokenizer, final, cfg.export_dtype)
-        checksum = sum(float(p.detach().double().sum()) for p in accelerator.unwrap_model(model).parameters())
-        metrics_log.write(json.dumps({"step": state.step, "final_checksum": checksum}) + "\n")
+        export_model(inner, tokenizer, final, cfg.export_dtype)
+        metrics_log.write(json.dumps({"step": state.step, "rank_checksums": checksums}) + "\n")
         metrics_log.close()
     accelerator.wait_for_everyone()
     return final
@@ -225,3 +234,24 @@ def export_model(model, tokenizer, out: Path, dtype: str = "bf16", overwrite: bo
     plain = copy.deepcopy(model)
     merge_lora(plain)
     return save_pretrained(plain, tokenizer, out, dtype=dtypes[dtype], overwrite=overwrite)
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path, dtype: str = "bf16", overwrite: bool = False) -> Path:
+    """A run folder (its newest checkpoint) or one checkpoints/step-N folder -> our checkpoint format."""
+    from .config import load_train_config
+    from .setup import build_model_and_tokenizer
+
+    ckpt = Path(ckpt)
+    run = ckpt if (ckpt / "config.yaml").exists() else ckpt.parent.parent
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{ckpt} is neither a training run folder nor a checkpoints/step-N folder in one")
+    step = ckpt if ckpt != run else (_checkpoints(run) or [None])[-1]
+    if step is None:
+        raise FileNotFoundError(f"{run} has no checkpoints/step-* folder")
+    cfg = load_train_config(run / "config.yaml")
+    model, tokenizer = build_model_and_tokenizer(cfg, run)
+    configure_trainable(model, cfg.trainable)
+    state = read_weights(step)
+    check_keys(set(model.state_dict()), set(state), str(step))
+    model.load_state_dict(state)
+    return export_model(model, tokenizer, Path(out), dtype, overwrite=overwrite)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from ..checkpoint import load_pretrained
@@ -14,8 +13,6 @@ from ..model.lasagna import LasagnaModel
 from ..tokenization import build_plain_tokenizer
 from ..tokens import token_ids
 from .config import TrainConfig
-
-CORPUS_SAMPLES = 3000
 
 
 def shapeworld_sources(split: str, size: int) -> dict[str, Source]:
@@ -40,29 +37,41 @@ def _corpus(cfg: TrainConfig) -> list[str]:
     """Text the plain tokenizer is fitted on: formatted training samples (deterministic) and every class name."""
     from ..data.shapeworld import classes
 
-    mixture = Mixture(training_sources(cfg), cfg.data.mixture, seed=cfg.seed + 1_000_003, length=CORPUS_SAMPLES)
+    count = cfg.tokenizer_corpus
+    mixture = Mixture(training_sources(cfg), cfg.data.mixture, seed=cfg.seed + 1_000_003, length=count)
     texts = list(classes("test-open"))
-    rng = random.Random(cfg.seed)
-    for index in rng.sample(range(CORPUS_SAMPLES), CORPUS_SAMPLES):
+    for index in range(count):
         for conv in mixture[index].conversations:
             texts += [conv.question, conv.answer]
     return texts
 
 
-def build_model_and_tokenizer(cfg: TrainConfig, save_tokenizer_to: Path | None = None):
+def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
+    """From `init_from`, or a fresh preset with a plain tokenizer fitted on the training text.
+
+    The tokenizer is kept in run_dir/tokenizer so a resumed run or an export reuses it instead of refitting.
+    """
+    saved = Path(run_dir) / "tokenizer" if run_dir is not None else None
     if cfg.init_from:
         model, tokenizer = load_pretrained(cfg.init_from)
+        if saved is not None and not saved.exists():
+            tokenizer.save_pretrained(str(saved))
         return model, tokenizer
     if cfg.data.dataset != "shapeworld":
         raise ValueError("training from scratch builds a ShapeWorld tokenizer; set init_from for other data")
-    tokenizer = build_plain_tokenizer(_corpus(cfg), vocab_size=cfg.tokenizer_vocab)
+    if saved is not None and saved.exists():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(saved))
+    else:
+        tokenizer = build_plain_tokenizer(_corpus(cfg), vocab_size=cfg.tokenizer_vocab)
     model_cfg: ModelConfig = preset(cfg.model_preset)
     model_cfg.llm.vocab_size = len(tokenizer)
     model = LasagnaModel(model_cfg)
     ids = token_ids(tokenizer)
     model.set_token_ids(ids.ins, ids.pad)
-    if save_tokenizer_to is not None:
-        tokenizer.save_pretrained(str(Path(save_tokenizer_to) / "tokenizer"))
+    if saved is not None and not saved.exists():
+        tokenizer.save_pretrained(str(saved))
     return model, tokenizer
 
 

@@ -1,0 +1,134 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lasagna.checkpoint import load_pretrained, read_weights
+from lasagna.losses import lasagna_loss
+from lasagna.model.build import TrainableConfig, configure_trainable
+from lasagna.train import fit as fit_module
+from lasagna.train.config import load_train_config
+from lasagna.train.fit import export_checkpoint, fit
+from lasagna.train.setup import build_model_and_tokenizer, build_training_set
+
+TINY = [
+    "model_preset=tiny",
+    "tokenizer_vocab=300",
+    "tokenizer_corpus=40",
+    "data.image_size=64",
+    "optim.batch_size=2",
+    "optim.grad_accum=2",
+    "optim.warmup_steps=1",
+    "optim.steps=4",
+    "save_every=2",
+    "keep_last=3",
+    "eval.limit=0",
+    "bf16=false",
+]
+
+
+def _cfg(out: Path, *extra: str):
+    return load_train_config(None, [f"out_dir={out}", *TINY, *extra])
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
+    cfg = _cfg(tmp_path)
+    torch.manual_seed(0)
+    model, tokenizer = build_model_and_tokenizer(cfg)
+    configure_trainable(model, TrainableConfig(lora_r=0, llm_full=True))
+    dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
+    batch = collate([dataset[i] for i in range(2)])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+
+    def loss():
+        out = model(batch)
+        return lasagna_loss(out.logits, out.labels, out.mask_logits, batch.gt_masks, batch.ignore).total
+
+    first = loss()
+    for _ in range(20):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    assert loss().item() < 0.7 * first.item()
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    fit(_cfg(full))
+
+    crashed = tmp_path / "crashed"
+    real_save = fit_module.save_training_state
+
+    def save_then_die(out, model, optimizer, scheduler, state, keep_last):
+        path = real_save(out, model, optimizer, scheduler, state, keep_last)
+        if state.step == 2:
+            raise KeyboardInterrupt("simulated kill after the step-2 checkpoint")
+        return path
+
+    monkeypatch.setattr(fit_module, "save_training_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_cfg(crashed))
+    monkeypatch.setattr(fit_module, "save_training_state", real_save)
+    assert [p.name for p in sorted((crashed / "checkpoints").iterdir())] == ["step-0000002"]
+    fit(_cfg(crashed), resume=True)
+
+    a = read_weights(full / "checkpoints" / "step-0000004")
+    b = read_weights(crashed / "checkpoints" / "step-0000004")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_export_merges_lora_and_round_trips(tmp_path):
+    run = tmp_path / "lora"
+    fit(_cfg(run, "optim.steps=2"))  # the default trainable config: LoRA on q_proj, v_proj
+    assert any("lora_A" in k for k in read_weights(run / "checkpoints" / "step-0000002"))
+    out = export_checkpoint(run, tmp_path / "exported", dtype="fp32")
+    model, tokenizer = load_pretrained(out)
+    assert not any("lora" in k for k in model.state_dict())
+
+    cfg = load_train_config(run / "config.yaml")
+    trained, _ = build_model_and_tokenizer(cfg, run)
+    configure_trainable(trained, cfg.trainable)
+    trained.load_state_dict(read_weights(run / "checkpoints" / "step-0000002"))
+    trained.eval()
+    dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
+    batch = collate([dataset[0]])
+    with torch.no_grad():
+        want, got = trained(batch), model(batch)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+    for g, w in zip(got.mask_logits, want.mask_logits, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+
+
+def test_two_processes_keep_identical_weights(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    with socket.socket() as sock:  # a free port; 0 makes torchrun's rendezvous wait forever
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "-m",
+        "lasagna.cli",
+        "train",
+        f"out_dir={out}",
+        *TINY,
+        "optim.steps=2",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    sums = next(r["rank_checksums"] for r in records if "rank_checksums" in r)
+    assert len(sums) == 2 and sums[0] == sums[1]
