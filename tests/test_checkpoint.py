@@ -1,0 +1,93 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import make_inputs
+from lasagna.checkpoint import CheckpointError, load_pretrained, read_weights, save_pretrained, save_weights
+from lasagna.config import preset
+from lasagna.model.lasagna import LasagnaModel
+from lasagna.tokens import IMAGE_TOKEN_ID, token_ids
+from lasagna.train.config import load_train_config
+
+
+def _tiny(tokenizer):
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    cfg.llm.vocab_size = len(tokenizer)
+    model = LasagnaModel(cfg).eval()
+    ids = token_ids(tokenizer)
+    model.set_token_ids(ids.ins, ids.pad)
+    return model, ids
+
+
+def test_save_load_round_trip_is_bit_exact(tiny_tokenizer, tmp_path):
+    model, ids = _tiny(tiny_tokenizer)
+    out = save_pretrained(model, tiny_tokenizer, tmp_path / "ckpt")
+    loaded, tokenizer = load_pretrained(out)
+    assert tokenizer.get_vocab() == tiny_tokenizer.get_vocab()
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    batch = make_inputs([[1, IMAGE_TOKEN_ID, 5, ids.ins, 2]], [0], [(20, 24)], ins_id=ids.ins)
+    with torch.no_grad():
+        want, got = model(batch), loaded(batch)
+    assert torch.equal(want.logits, got.logits)
+    # SAM's kernels may reduce in another order for differently laid out (memory-mapped) weights
+    torch.testing.assert_close(want.mask_logits[0], got.mask_logits[0], atol=1e-6, rtol=0)
+
+
+def test_strict_load_names_missing_and_unexpected_keys(tiny_tokenizer, tmp_path):
+    model, _ = _tiny(tiny_tokenizer)
+    out = save_pretrained(model, tiny_tokenizer, tmp_path / "ckpt")
+    state = read_weights(out)
+    state.pop("text_projector.0.weight")
+    state["sam.extra.weight"] = torch.zeros(1)
+    (out / "model.safetensors").unlink()
+    save_weights(state, out)
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(out)
+    assert "text_projector.0.weight" in str(err.value) and "sam.extra.weight" in str(err.value)
+
+
+def test_sharded_weights_and_failed_saves_leave_nothing_half_written(tiny_tokenizer, tmp_path):
+    model, _ = _tiny(tiny_tokenizer)
+    out = save_pretrained(model, tiny_tokenizer, tmp_path / "sharded", max_shard_bytes=200_000)
+    assert json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    loaded, _ = load_pretrained(out)
+    pairs = zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+    class Broken:
+        def save_pretrained(self, path):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_pretrained(model, Broken(), tmp_path / "broken")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded"]
+    with pytest.raises(FileExistsError):
+        save_pretrained(model, tiny_tokenizer, out)
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_pretrained(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"config\.json"):
+        load_pretrained(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/*/*.yaml")), ids=lambda p: p.name)
+def test_shipped_training_configs_load(path):
+    if path.parent.name == "accelerate":
+        pytest.skip("accelerate's own config format")
+    load_train_config(path)
+
+
+def test_bad_config_keys_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {lr: 0.1, lerning_rate: 3}\n")
+    with pytest.raises(KeyError, match="lerning_rate"):
+        load_train_config(bad)
+    with pytest.raises(ValueError, match="not one of"):
+        load_train_config(None, ["data.mixture.tasks.semantic.answer_order=sideways"])
