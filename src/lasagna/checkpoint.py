@@ -140,6 +140,11 @@ def read_config(folder: Path) -> ModelConfig:
     return from_dict(ModelConfig, data["model"], ".model")
 
 
+def write_config(folder: Path, cfg: ModelConfig) -> None:
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(cfg)}
+    (Path(folder) / "config.json").write_text(json.dumps(header, indent=2) + "\n")
+
+
 def save_pretrained(
     model: LasagnaModel,
     tokenizer,
@@ -155,8 +160,7 @@ def save_pretrained(
 
     def fill(tmp: Path) -> None:
         save_weights(state, tmp, max_shard_bytes)
-        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(model.cfg)}
-        (tmp / "config.json").write_text(json.dumps(header, indent=2) + "\n")
+        write_config(tmp, model.cfg)
         tokenizer.save_pretrained(str(tmp))
 
     return write_atomic_dir(Path(out), fill, overwrite=overwrite)

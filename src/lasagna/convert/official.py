@@ -7,7 +7,6 @@ drops every "vision_tower" key, so the user supplies a local openai/clip-vit-lar
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import DEFAULT_SHARD_BYTES, FORMAT, FORMAT_VERSION, write_atomic_dir
-from ..config import ModelConfig, to_dict
+from ..checkpoint import DEFAULT_SHARD_BYTES, write_atomic_dir, write_config
+from ..config import ModelConfig
 from ..model.lasagna import LasagnaModel
 from ..tokens import token_ids
 from .infer import SAM_DECODER_HEADS, model_config_from_release, read_json
@@ -152,8 +151,7 @@ def convert_official(
         counts["main"] = _stream(files, plan, writer, DTYPES[dtype], "released weights")
         counts["clip"] = _stream(clip_files, clip_plan, writer, DTYPES[dtype], "CLIP weights")
         writer.close()
-        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(cfg)}
-        (tmp / "config.json").write_text(json.dumps(header, indent=2) + "\n")
+        write_config(tmp, cfg)
 
     write_atomic_dir(out, fill, overwrite=overwrite)
     return ConvertReport(
