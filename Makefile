@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/lasagna --help
+	$(BIN)/lasagna segment examples/shapes.png --classes-file examples/shapes-classes.txt --out demo-out
+	@echo "open demo-out/overlay.png to see the masks (demo-out/result.json has them as COCO RLE)"
 
 test: venv
 	$(BIN)/ruff check src tests benchmarks

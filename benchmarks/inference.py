@@ -6,8 +6,10 @@
     included) at every step, no KV cache, hidden states read from the last full pass;
 (b) free decoding with a KV cache, the list in chunks batched over one image encode and one shared prefix;
 (c) template decoding (chunks, verification passes; needs a model trained with target order consistency).
-For 150 and 20 classes it prints per-image seconds and the ratios a/c and b/c, and checks that (b) and (c) find the
-same present/absent sets; (a) asks a different prompt (one long list), so its agreement is reported, not asserted.
+For 150 and 20 classes it prints per-image seconds, the ratios a/c and b/c, and on how many images (b) and (a)
+found the same present set as (c). They agree exactly only for a model that answers in the trained format (free
+decoding then emits the template); `--strict` makes a (b)/(c) disagreement an error. (a) asks a different prompt
+(one long list), so its agreement is only reported.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def main() -> None:
     ap.add_argument("--model", help="checkpoint folder (default: the embedded ShapeWorld model)")
     ap.add_argument("--images", type=int, default=3)
     ap.add_argument("--chunk-size", type=int, default=16)
+    ap.add_argument("--strict", action="store_true", help="fail unless (b) and (c) agree on every image")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = ap.parse_args()
     if args.threads:
@@ -101,7 +104,8 @@ def main() -> None:
             same_bc += set(b.present) == set(c.present)
             same_ac += a == set(c.present)
         k = len(images)
-        assert same_bc == k, f"free and template decoding disagree on {k - same_bc} of {k} images ({n} classes)"
+        if args.strict:
+            assert same_bc == k, f"free and template decoding disagree on {k - same_bc} of {k} images ({n} classes)"
         print(
             f"{n:>7} | {t['a'] / k:>14.2f} | {t['b'] / k:>16.2f} | {t['c'] / k:>14.2f} | "
             f"{t['a'] / t['c']:>6.1f} | {t['b'] / t['c']:>5.1f} | {same_bc}/{k}      | {same_ac}/{k}"
