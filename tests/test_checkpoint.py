@@ -91,3 +91,15 @@ def test_bad_config_keys_are_named(tmp_path):
         load_train_config(bad)
     with pytest.raises(ValueError, match="not one of"):
         load_train_config(None, ["data.mixture.tasks.semantic.answer_order=sideways"])
+
+
+def test_model_overrides_change_the_preset_strictly():
+    from lasagna.config import preset
+    from lasagna.train.setup import apply_overrides
+
+    cfg = apply_overrides(preset("shapeworld-small"), {"vision.patch_size": 8, "llm.num_hidden_layers": 2})
+    assert cfg.vision.patch_size == 8 and cfg.vision.num_features == 256 and cfg.llm.num_hidden_layers == 2
+    with pytest.raises(KeyError, match="vision.patch"):
+        apply_overrides(preset("tiny"), {"vision.patch": 8})
+    with pytest.raises(TypeError):
+        apply_overrides(preset("tiny"), {"vision.patch_size": "eight"})

@@ -52,6 +52,7 @@ class TrainConfig:
     out_dir: str = "runs/shapeworld-small"
     seed: int = 0
     model_preset: str = "shapeworld-small"
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # dotted ModelConfig fields, e.g. vision.patch_size
     init_from: str | None = None  # a checkpoint folder of ours (its tokenizer is used); else a fresh preset
     tokenizer_vocab: int = 1024  # plain tokenizer size when training from scratch
     tokenizer_corpus: int = 3000  # formatted training samples the plain tokenizer is fitted on

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint import load_pretrained
-from ..config import ModelConfig, preset
+from ..config import ModelConfig, from_dict, preset, to_dict
 from ..data.collate import Collator
 from ..data.mixture import Mixture
 from ..data.records import Source
@@ -46,6 +46,22 @@ def _corpus(cfg: TrainConfig) -> list[str]:
     return texts
 
 
+def apply_overrides(model_cfg: ModelConfig, overrides: dict) -> ModelConfig:
+    """Dotted ModelConfig fields -> a new, strictly re-validated config."""
+    data = to_dict(model_cfg)
+    for key, value in overrides.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise KeyError(f"model_overrides: {key!r} does not name a ModelConfig field")
+            node = node[p]
+        if leaf not in node:
+            raise KeyError(f"model_overrides: {key!r} does not name a ModelConfig field")
+        node[leaf] = value
+    return from_dict(ModelConfig, data)
+
+
 def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
     """From `init_from`, or a fresh preset with a plain tokenizer fitted on the training text.
 
@@ -65,7 +81,7 @@ def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
         tokenizer = AutoTokenizer.from_pretrained(str(saved))
     else:
         tokenizer = build_plain_tokenizer(_corpus(cfg), vocab_size=cfg.tokenizer_vocab)
-    model_cfg: ModelConfig = preset(cfg.model_preset)
+    model_cfg = apply_overrides(preset(cfg.model_preset), cfg.model_overrides)
     model_cfg.llm.vocab_size = len(tokenizer)
     model = LasagnaModel(model_cfg)
     ids = token_ids(tokenizer)
