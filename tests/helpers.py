@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import sentencepiece as spm
 import torch
 
 from lasagna.config import preset
@@ -26,3 +30,57 @@ def make_inputs(rows: list[list[int]], image_index: list[int], sizes: list[tuple
         original_sizes=sizes,
         labels=ids.masked_fill((ids == 0) | (ids == IMAGE_TOKEN_ID), -100),
     )
+
+
+RELEASED_ORDER = ("<cat_start>", "<cat_end>", "<semantic>", "<ins>", "<no_ins>", "<im_start>", "<im_end>")
+
+
+def write_released_layout(folder: Path, legacy: bool | None = True) -> int:
+    """tokenizer_config.json / special_tokens_map.json / added_tokens.json as 4.31's save_pretrained wrote them
+    beside a tokenizer.model; the LaSagnA tokens get ids vocab..vocab+6. Returns the tokenizer's length."""
+    vocab = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).get_piece_size()
+    (folder / "added_tokens.json").write_text(json.dumps({t: vocab + i for i, t in enumerate(RELEASED_ORDER)}))
+
+    def special(content):
+        return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": False, "rstrip": False}
+
+    specials = {"bos_token": special("<s>"), "eos_token": special("</s>"), "unk_token": special("<unk>")}
+    (folder / "special_tokens_map.json").write_text(json.dumps({**specials, "pad_token": "<unk>"}))
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "model_max_length": 1024,
+        "padding_side": "right",
+        "pad_token": None,
+        "clean_up_tokenization_spaces": False,
+        **specials,
+    }
+    if legacy is not None:
+        config["legacy"] = legacy
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return vocab + len(RELEASED_ORDER)
+
+
+def write_released_tokenizer(folder: Path, lines: list[str], vocab_size: int) -> int:
+    """Train a tiny sentencepiece BPE with LLaMA's settings offline and lay it out like the release."""
+    (folder / "train.txt").write_text("\n".join(lines))
+    spm.SentencePieceTrainer.train(
+        input=str(folder / "train.txt"),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=False,
+        character_coverage=1.0,
+        normalization_rule_name="identity",  # LLaMA's settings: no normalisation, keep repeated spaces
+        remove_extra_whitespaces=False,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
+    (folder / "train.txt").unlink()
+    (folder / "tokenizer.vocab").unlink()
+    return write_released_layout(folder)

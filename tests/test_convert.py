@@ -8,13 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-import sentencepiece as spm
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPVisionConfig
 
-from helpers import make_inputs
+from helpers import make_inputs, write_released_tokenizer
 from lasagna.checkpoint import load_pretrained
 from lasagna.cli import main
 from lasagna.config import preset
@@ -308,28 +307,7 @@ def test_hand_checked_name_pairs(official, ours):
 
 def write_sentencepiece_tokenizer(folder: Path) -> int:
     """A tiny tokenizer in the LaSagnA-7B layout (tokenizer.model + 4.31's json files); returns its length."""
-    (folder / "train.txt").write_text("\n".join(CORPUS * 20))
-    spm.SentencePieceTrainer.train(
-        input=str(folder / "train.txt"),
-        model_prefix=str(folder / "tokenizer"),
-        vocab_size=60,
-        model_type="bpe",
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-    )
-    (folder / "train.txt").unlink()
-    (folder / "tokenizer.vocab").unlink()
-    added = ("<cat_start>", "<cat_end>", "<semantic>", "<ins>", "<no_ins>", "<im_start>", "<im_end>")
-    (folder / "added_tokens.json").write_text(json.dumps({t: 60 + i for i, t in enumerate(added)}))
-    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-    (folder / "special_tokens_map.json").write_text(json.dumps({**specials, "pad_token": "<unk>"}))
-    config = {"tokenizer_class": "LlamaTokenizer", "legacy": True, "model_max_length": 1024, **specials}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return 60 + len(added)
+    return write_released_tokenizer(folder, CORPUS * 20, vocab_size=60)
 
 
 def test_sentencepiece_tokenizer_as_released(tmp_path):

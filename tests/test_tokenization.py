@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import string
@@ -12,6 +11,7 @@ import sentencepiece as spm
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from helpers import RELEASED_ORDER, write_released_layout, write_released_tokenizer
 from lasagna.prompts import SYSTEM, render
 from lasagna.tokenization import (
     PLAIN_SPECIALS,
@@ -23,36 +23,9 @@ from lasagna.tokenization import (
 from lasagna.tokens import ALL_TOKENS, IGNORE_INDEX, IMAGE, IMAGE_TOKEN_ID, find_special, register_tokens, token_ids
 
 # The released added_tokens.json order (spec §2.2): ids vocab .. vocab+6.
-RELEASED_ORDER = ("<cat_start>", "<cat_end>", "<semantic>", "<ins>", "<no_ins>", "<im_start>", "<im_end>")
 SEM_QUESTION = "<image>\n<semantic>Segment this image.<cat_start> wall, bed <cat_end>"
 SEM_ANSWER = "wall<ins>bed<no_ins>"
 CLASSES = ["wall", "bed", "sky", "floor", "circle", "square", "triangle", "star"]
-
-
-def _write_released_layout(folder, legacy: bool | None) -> None:
-    """tokenizer_config.json / special_tokens_map.json / added_tokens.json as 4.31's save_pretrained wrote them."""
-    vocab = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).get_piece_size()
-    added = {t: vocab + i for i, t in enumerate(RELEASED_ORDER)}
-    (folder / "added_tokens.json").write_text(json.dumps(added))
-
-    def special(content):
-        return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": False, "rstrip": False}
-
-    specials = {"bos_token": special("<s>"), "eos_token": special("</s>"), "unk_token": special("<unk>")}
-    (folder / "special_tokens_map.json").write_text(json.dumps({**specials, "pad_token": "<unk>"}))
-    config = {
-        "tokenizer_class": "LlamaTokenizer",
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "model_max_length": 1024,
-        "padding_side": "right",
-        "pad_token": None,
-        "clean_up_tokenization_spaces": False,
-        **specials,
-    }
-    if legacy is not None:
-        config["legacy"] = legacy
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
 @pytest.fixture(scope="module")
@@ -60,24 +33,7 @@ def released(tmp_path_factory):
     """(tokenizer, sentencepiece processor, folder): a tiny sentencepiece BPE in the LaSagnA-7B tokenizer layout."""
     folder = tmp_path_factory.mktemp("released")
     lines = [SYSTEM, "USER: Segment this image. ASSISTANT: wall bed", "Which is present? " + ", ".join(CLASSES)]
-    (folder / "train.txt").write_text("\n".join(lines * 30))
-    spm.SentencePieceTrainer.train(
-        input=str(folder / "train.txt"),
-        model_prefix=str(folder / "tokenizer"),
-        vocab_size=200,
-        model_type="bpe",
-        byte_fallback=False,
-        character_coverage=1.0,
-        normalization_rule_name="identity",  # LLaMA's settings: no normalisation, keep repeated spaces
-        remove_extra_whitespaces=False,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-    )
-    _write_released_layout(folder, legacy=True)
+    write_released_tokenizer(folder, lines * 30, vocab_size=200)
     sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
     return AutoTokenizer.from_pretrained(str(folder)), sp, folder
 
@@ -192,7 +148,7 @@ def test_direct_transformers_5_calls_differ(released, tmp_path):
     # Without "legacy": true (5.23 then defaults to legacy=False) a chunk after an added token loses its `▁`.
     no_legacy = tmp_path / "no_legacy"
     shutil.copytree(folder, no_legacy)
-    _write_released_layout(no_legacy, legacy=None)
+    write_released_layout(no_legacy, legacy=None)
     tok2 = AutoTokenizer.from_pretrained(str(no_legacy))
     assert "▁bed" not in direct(SEM_ANSWER, tok2)
     text = render([(SEM_QUESTION, SEM_ANSWER)], eos="</s>")
