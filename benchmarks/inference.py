@@ -9,7 +9,8 @@
 For 150 and 20 classes it prints per-image seconds, the ratios a/c and b/c, and on how many images (b) and (a)
 found the same present set as (c). They agree exactly only for a model that answers in the trained format (free
 decoding then emits the template); `--strict` makes a (b)/(c) disagreement an error. (a) asks a different prompt
-(one long list), so its agreement is only reported.
+(one long list), so its agreement is only reported; "(a) tokens" is how many tokens it generated per image (it
+stops at the model's end of sequence, so a model that gives up early makes (a) look cheaper than it is).
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ def class_list(n: int) -> list[str]:
 
 
 @torch.no_grad()
-def released_procedure(api: Lasagna, image, names: list[str], max_new_tokens: int) -> set[str]:
-    """Greedy decoding without a cache: every step re-encodes the image and re-runs the whole sequence."""
+def released_procedure(
+    api: Lasagna, image, names: list[str], max_new_tokens: int, stop_at_eos: bool = True
+) -> tuple[set[str], int]:
+    """Greedy decoding without a cache: every step re-encodes the image and re-runs the whole sequence.
+
+    With stop_at_eos False it runs all `max_new_tokens` steps: the cost of a model that answers every class.
+    """
     engine, model, tok = api.engine, api.model, api.tokenizer
     ids = encode(tok, prompts.render([(semantic_question(names), None)], tok.eos_token), engine.style)
     prompt_len = len(ids)
@@ -51,7 +57,7 @@ def released_procedure(api: Lasagna, image, names: list[str], max_new_tokens: in
         ex = expand_images(model.embed_tokens, x, torch.ones_like(x), enc.llm_feats, model.pad_id)
         hidden = model.llm.get_decoder()(inputs_embeds=ex.embeds, use_cache=False).last_hidden_state
         nxt = int(model.llm.get_output_embeddings()(hidden[0, -1]).argmax())
-        if nxt == engine.ids.eos:
+        if nxt == engine.ids.eos and stop_at_eos:
             break
         ids.append(nxt)
     answer = ids[prompt_len:]
@@ -59,7 +65,7 @@ def released_procedure(api: Lasagna, image, names: list[str], max_new_tokens: in
         Decision(i, t == engine.ids.ins, 1.0) for i, t in enumerate(answer) if t in (engine.ids.ins, engine.ids.no_ins)
     ]
     items = parse_row(tok, RowResult(ids=answer, decisions=decisions), names)
-    return {p.name for p in items if p.name is not None and p.present}
+    return {p.name for p in items if p.name is not None and p.present}, len(answer)
 
 
 def timed(fn, *args, **kwargs):
@@ -73,6 +79,9 @@ def main() -> None:
     ap.add_argument("--model", help="checkpoint folder (default: the embedded ShapeWorld model)")
     ap.add_argument("--images", type=int, default=3)
     ap.add_argument("--chunk-size", type=int, default=16)
+    ap.add_argument(
+        "--full-answers", action="store_true", help="(a) decodes a full-length answer instead of stopping at eos"
+    )
     ap.add_argument("--strict", action="store_true", help="fail unless (b) and (c) agree on every image")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = ap.parse_args()
@@ -92,10 +101,13 @@ def main() -> None:
     for n in (150, 20):
         names = check_classes(class_list(n))
         t = {"a": 0.0, "b": 0.0, "c": 0.0}
-        same_bc = same_ac = 0
-        budget = 4 * n + 16
+        same_bc = same_ac = generated = 0
+        # a full answer: every name's tokens plus its decision token, then eos
+        full = len(encode(api.tokenizer, "".join(f"{c}<ins>" for c in names), api.engine.style, add_bos=False)) + 1
+        budget = full if args.full_answers else 4 * n + 16
         for image in images:
-            a, ta = timed(released_procedure, api, image, names, budget)
+            (a, tokens), ta = timed(released_procedure, api, image, names, budget, not args.full_answers)
+            generated += tokens
             b, tb = timed(api.segment, image, classes=names, chunk_size=args.chunk_size, decoder="free")
             c, tc = timed(api.segment, image, classes=names, chunk_size=args.chunk_size, decoder="template")
             t["a"] += ta
@@ -108,7 +120,8 @@ def main() -> None:
             assert same_bc == k, f"free and template decoding disagree on {k - same_bc} of {k} images ({n} classes)"
         print(
             f"{n:>7} | {t['a'] / k:>14.2f} | {t['b'] / k:>16.2f} | {t['c'] / k:>14.2f} | "
-            f"{t['a'] / t['c']:>6.1f} | {t['b'] / t['c']:>5.1f} | {same_bc}/{k}      | {same_ac}/{k}"
+            f"{t['a'] / t['c']:>6.1f} | {t['b'] / t['c']:>5.1f} | {same_bc}/{k}      | {same_ac}/{k}      | "
+            f"{generated / k:.0f}"
         )
 
 
