@@ -128,6 +128,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     accum, world = cfg.optim.grad_accum, accelerator.num_processes
     batches = _batches(dataset, collate, state.step * accum, cfg.optim.batch_size, accelerator.process_index, world)
     metrics_log = (out / "metrics.jsonl").open("a") if accelerator.is_main_process else None
+    board = _tensorboard(out) if accelerator.is_main_process else None
     bar = tqdm(total=cfg.optim.steps, initial=state.step, disable=not accelerator.is_main_process, desc="train")
 
     while state.step < cfg.optim.steps:
@@ -176,6 +177,10 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                 }
                 metrics_log.write(json.dumps(record) + "\n")
                 metrics_log.flush()
+                if board is not None:
+                    for key, value in record.items():
+                        if key != "step":
+                            board.add_scalar(f"train/{key}", value, state.step)
         # why: periodic validation uses the same evaluation code as `lasagna eval`
         if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < cfg.optim.steps:
             _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
@@ -196,6 +201,15 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         metrics_log.close()
     accelerator.wait_for_everyone()
     return final
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer when tensorboard is installed (optional); the JSON-lines log is always written."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState, metrics_log) -> None:
