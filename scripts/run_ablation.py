@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,10 +36,13 @@ def lasagna(*args: str) -> list[str]:
 def run_all(commands: dict[str, list[str]], logs: Path, what: str) -> dict[str, float]:
     """Start every command at once, wait for all; returns wall seconds per row; fails loudly on any error."""
     started, procs = {}, {}
+    # why: N processes with torch's default thread count each oversubscribe the cores and crawl
+    threads = str(max(1, (os.cpu_count() or 1) // len(commands)))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     for row, cmd in commands.items():
         log = (logs / f"{row}-{what}.log").open("w")
         started[row] = time.perf_counter()
-        procs[row] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
+        procs[row] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
     seconds = {}
     for row, (proc, log) in procs.items():
         code = proc.wait()
