@@ -73,3 +73,48 @@ def test_eval_reports_metrics_on_shapeworld(tiny_ckpt, tmp_path):
     data = json.loads(report.read_text())
     assert data["semantic"]["images"] == 1 and 0.0 <= data["semantic"]["pixel_acc"] <= 1.0
     assert 0.0 <= data["referring"]["cIoU"] <= 1.0
+
+
+def test_eval_sharded_over_two_processes_matches_one(tiny_ckpt, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = [
+        "eval",
+        "--model",
+        str(tiny_ckpt),
+        "--dataset",
+        "shapeworld",
+        "--split",
+        "val",
+        "--limit",
+        "3",
+        "--tasks",
+        "semantic",
+    ]
+    assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "-m",
+        "lasagna.cli",
+        *args,
+        "--out",
+        str(tmp_path / "two.json"),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = json.loads((tmp_path / "one.json").read_text())["semantic"]
+    two = json.loads((tmp_path / "two.json").read_text())["semantic"]
+    for key in ("mIoU", "pixel_acc", "present_recall", "absent_rejection", "name_disagreements"):
+        assert two[key] == pytest.approx(one[key]), key
