@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import sentencepiece as spm
@@ -84,3 +88,22 @@ def write_released_tokenizer(folder: Path, lines: list[str], vocab_size: int) ->
     (folder / "train.txt").unlink()
     (folder / "tokenizer.vocab").unlink()
     return write_released_layout(folder)
+
+
+def run_two_processes(cli_args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=2 -m lasagna.cli ARGS` on CPU (gloo), one thread each, on a free port."""
+    with socket.socket() as sock:  # a free port; 0 makes torchrun's rendezvous wait forever
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "-m",
+        "lasagna.cli",
+        *cli_args,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

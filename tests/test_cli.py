@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import run_two_processes
 from lasagna import rle
 from lasagna.checkpoint import save_pretrained
 from lasagna.cli import main
@@ -76,12 +77,6 @@ def test_eval_reports_metrics_on_shapeworld(tiny_ckpt, tmp_path):
 
 
 def test_eval_sharded_over_two_processes_matches_one(tiny_ckpt, tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-
     args = [
         "eval",
         "--model",
@@ -96,23 +91,7 @@ def test_eval_sharded_over_two_processes_matches_one(tiny_ckpt, tmp_path):
         "semantic",
     ]
     assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={port}",
-        "-m",
-        "lasagna.cli",
-        *args,
-        "--out",
-        str(tmp_path / "two.json"),
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    done = run_two_processes([*args, "--out", str(tmp_path / "two.json")])
     assert done.returncode == 0, done.stderr[-3000:]
     one = json.loads((tmp_path / "one.json").read_text())["semantic"]
     two = json.loads((tmp_path / "two.json").read_text())["semantic"]

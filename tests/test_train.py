@@ -1,13 +1,10 @@
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import run_two_processes
 from lasagna.checkpoint import load_pretrained, read_weights
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
@@ -110,24 +107,7 @@ def test_export_merges_lora_and_round_trips(tmp_path):
 
 def test_two_processes_keep_identical_weights(tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    with socket.socket() as sock:  # a free port; 0 makes torchrun's rendezvous wait forever
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={port}",
-        "-m",
-        "lasagna.cli",
-        "train",
-        f"out_dir={out}",
-        *TINY,
-        "optim.steps=2",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    done = run_two_processes(["train", f"out_dir={out}", *TINY, "optim.steps=2"])
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     sums = next(r["rank_checksums"] for r in records if "rank_checksums" in r)

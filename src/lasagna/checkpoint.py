@@ -11,15 +11,13 @@ checkpoint. Loading is strict: missing and unexpected keys are listed in the err
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .atomic import write_atomic_dir
 from .config import ModelConfig, from_dict, to_dict
 from .model.lasagna import LasagnaModel
 
@@ -32,28 +30,6 @@ DEFAULT_SHARD_BYTES = 4 * 1024**3
 
 class CheckpointError(ValueError):
     """A checkpoint folder that cannot be read as one of ours."""
-
-
-def write_atomic_dir(out: Path, fill, overwrite: bool = False) -> Path:
-    """Create `out` by calling fill(tmp_dir) on a temporary sibling and renaming it into place."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        fill(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:

@@ -168,9 +168,11 @@ def decode_span(tokenizer, ids: Sequence[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
 
 
-def _prefix_length(tokenizer, rounds: list[tuple[str, str | None]], full: list[int], style: Style) -> int:
+def _prefix_length(
+    tokenizer, rounds: list[tuple[str, str | None]], full: list[int], style: Style, wrap_image: bool
+) -> int:
     """Length of the encoded dialogue prefix `rounds`, checked to be a prefix of the full encoding `full`."""
-    text = render(rounds, eos=tokenizer.eos_token)
+    text = render(rounds, eos=tokenizer.eos_token, wrap_image=wrap_image)
     ids = encode(tokenizer, text, style)
     if full[: len(ids)] != ids:
         raise ValueError(
@@ -181,7 +183,9 @@ def _prefix_length(tokenizer, rounds: list[tuple[str, str | None]], full: list[i
     return len(ids)
 
 
-def encode_dialogue(tokenizer, rounds: list[tuple[str, str | None]], style: Style) -> tuple[list[int], list[int]]:
+def encode_dialogue(
+    tokenizer, rounds: list[tuple[str, str | None]], style: Style, wrap_image: bool = True
+) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of a rendered LLaVA-v1 dialogue (prompts.render, eos = tokenizer.eos_token).
 
     labels equal input_ids on each answer's tokens and its closing eos, IGNORE_INDEX elsewhere (BOS, system prompt,
@@ -189,13 +193,13 @@ def encode_dialogue(tokenizer, rounds: list[tuple[str, str | None]], style: Styl
     "ASSISTANT:" or in an answer's eos and checking that the full encoding starts with it. An open last round
     (answer None) ends input_ids after "ASSISTANT:" and supervises nothing.
     """
-    input_ids = encode(tokenizer, render(rounds, eos=tokenizer.eos_token), style)
+    input_ids = encode(tokenizer, render(rounds, eos=tokenizer.eos_token, wrap_image=wrap_image), style)
     labels = [IGNORE_INDEX] * len(input_ids)
     for i, (question, answer) in enumerate(rounds):
         if answer is None:
             break
-        start = _prefix_length(tokenizer, [*rounds[:i], (question, None)], input_ids, style)
-        end = _prefix_length(tokenizer, rounds[: i + 1], input_ids, style)
+        start = _prefix_length(tokenizer, [*rounds[:i], (question, None)], input_ids, style, wrap_image)
+        end = _prefix_length(tokenizer, rounds[: i + 1], input_ids, style, wrap_image)
         labels[start:end] = input_ids[start:end]
     return input_ids, labels
 

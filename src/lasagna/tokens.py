@@ -94,17 +94,3 @@ def check_user_text(text: str, what: str = "text") -> str:
     if found:
         raise ValueError(f"{what} {text!r} contains the reserved token string(s) {sorted(set(found))}")
     return text
-
-
-def split_special(text: str) -> list[str]:
-    """Split `text` into plain chunks and special-token strings, keeping both, dropping empty chunks."""
-    parts: list[str] = []
-    pos = 0
-    for m in _SPECIAL_RE.finditer(text):
-        if m.start() > pos:
-            parts.append(text[pos : m.start()])
-        parts.append(m.group(0))
-        pos = m.end()
-    if pos < len(text):
-        parts.append(text[pos:])
-    return parts

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ..config import preset
-from .infer import SAM_DECODER_HEADS, read_json
-from .official import DTYPES, check_official_keys, convert_official, key_report_line
-from .sam import convert_sam
+# Converters import torch and transformers; they load inside the handlers so `lasagna --help` stays fast.
 
 
 def _official(args: argparse.Namespace) -> int:
-    report = convert_official(
-        args.src,
-        args.out,
-        clip=args.clip,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-        sam_decoder_heads=args.sam_decoder_heads,
-    )
+    from .official import convert_official
+
+    heads = {} if args.sam_decoder_heads is None else {"sam_decoder_heads": args.sam_decoder_heads}
+    report = convert_official(args.src, args.out, clip=args.clip, dtype=args.dtype, overwrite=args.overwrite, **heads)
     print(
         f"wrote {report.out}: {report.tensors} tensors ({report.clip_tensors} from CLIP) as {args.dtype}; "
         f"skipped {len(report.skipped)} allowed leftovers"
@@ -29,6 +21,8 @@ def _official(args: argparse.Namespace) -> int:
 
 
 def _sam(args: argparse.Namespace) -> int:
+    from .sam import convert_sam
+
     report = convert_sam(args.src, args.out, overwrite=args.overwrite)
     c = report.config
     print(
@@ -39,6 +33,10 @@ def _sam(args: argparse.Namespace) -> int:
 
 
 def _check_keys(args: argparse.Namespace) -> int:
+    from ..config import preset
+    from .infer import read_json
+    from .official import check_official_keys, key_report_line
+
     official = read_json(Path(args.official), "official key list")
     plan = check_official_keys(official, preset(args.preset))
     print(key_report_line(official, plan))
@@ -46,19 +44,6 @@ def _check_keys(args: argparse.Namespace) -> int:
         for line in plan.problems():
             print(f"  {line}")
     return 0 if plan.ok else 1
-
-
-def _exists_is_an_error(func):
-    """An existing output is a user error (exit 2 with a message), like the errors cli.main catches."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except FileExistsError as e:
-            print(f"lasagna convert: error: {e}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def register(subparsers) -> None:
@@ -69,21 +54,22 @@ def register(subparsers) -> None:
     p.add_argument("--src", required=True, type=Path, help="the released folder (config.json, weights, tokenizer)")
     p.add_argument("--clip", type=Path, help="a local openai/clip-vit-large-patch14 folder (not in the release)")
     p.add_argument("--out", required=True, type=Path, help="output checkpoint folder")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="weight dtype (default: bf16, as trained)")
+    p.add_argument(
+        "--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="weight dtype (default: bf16, as trained)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument(
         "--sam-decoder-heads",
         type=int,
-        default=SAM_DECODER_HEADS,
-        help=f"SAM mask-decoder heads, not recoverable from shapes (default {SAM_DECODER_HEADS}, every released SAM)",
+        help="SAM mask-decoder heads, not recoverable from shapes (default: 8, as in every released SAM)",
     )
-    p.set_defaults(func=_exists_is_an_error(_official))
+    p.set_defaults(func=_official)
 
     p = sub.add_parser("sam", help="an original SAM checkpoint (.pth) -> our sam.* names in a .safetensors file")
     p.add_argument("--src", required=True, type=Path, help="e.g. sam_vit_h_4b8939.pth")
     p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=_exists_is_an_error(_sam))
+    p.set_defaults(func=_sam)
 
     p = sub.add_parser("check-keys", help="map an official key list (name -> shape JSON) onto a preset")
     p.add_argument("--official", required=True, type=Path, help="JSON object {name: shape}")

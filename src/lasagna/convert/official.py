@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import DEFAULT_SHARD_BYTES, write_atomic_dir, write_config
+from ..atomic import write_atomic_dir
+from ..checkpoint import DEFAULT_SHARD_BYTES, write_config
 from ..config import ModelConfig
 from ..model.lasagna import LasagnaModel
 from ..tokens import token_ids

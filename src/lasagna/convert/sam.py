@@ -6,7 +6,6 @@ so the file holds exactly the `sam.*` keys of a LasagnaModel.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..atomic import write_atomic_file
 from ..checkpoint import check_keys
 from ..config import SamConfig
 from ..model.lasagna import LasagnaModel
@@ -53,13 +53,7 @@ def convert_sam(src: str | Path, out: str | Path, overwrite: bool = False) -> Sa
     plan = plan_keys(shapes, sam_rules(""), ours)
     plan.raise_if_bad(f"SAM checkpoint {src}")
     tensors = {plan.mapping[k]: state[k].to(copy=True).contiguous() for k in plan.mapping}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "source": src.name})
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic_file(out, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "source": src.name}))
     return SamConvertReport(out=out, config=cfg, tensors=len(tensors))
 
 

@@ -40,7 +40,9 @@ class Collator:
             originals.append(tuple(image.shape[:2]))
             masks = []
             for conv in sample.conversations:
-                ids, lab = encode_dialogue(self.tokenizer, list(conv.rounds), self.cfg.tokenization)
+                ids, lab = encode_dialogue(
+                    self.tokenizer, list(conv.rounds), self.cfg.tokenization, self.cfg.use_im_start_end
+                )
                 if len(ids) > self.max_length:
                     raise ValueError(
                         f"sample {sample.meta.image_id}: {len(ids)} tokens exceed the limit of {self.max_length}; "

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 
@@ -36,18 +34,6 @@ def read_classes(args) -> list[str]:
     return names
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def result_json(pred, image_path: str) -> dict:
     from .. import rle
 
@@ -73,9 +59,8 @@ def result_json(pred, image_path: str) -> dict:
 
 
 def run(args) -> int:
-    import io
-
     from ..api import Lasagna, to_rgb
+    from ..atomic import write_atomic_file
     from ..viz import overlay
 
     image = to_rgb(args.image)
@@ -90,10 +75,10 @@ def run(args) -> int:
         absent = pred.absent
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "result.json", (json.dumps(result_json(pred, str(args.image)), indent=1) + "\n").encode())
-    buf = io.BytesIO()
-    overlay(image, masks, absent).save(buf, format="PNG")
-    write_atomic(out / "overlay.png", buf.getvalue())
+    text = json.dumps(result_json(pred, str(args.image)), indent=1) + "\n"
+    write_atomic_file(out / "result.json", lambda tmp: tmp.write_text(text))
+    picture = overlay(image, masks, absent)
+    write_atomic_file(out / "overlay.png", lambda tmp: picture.save(tmp, format="PNG"))
     if args.query is not None:
         print(f"answer: {pred.text}")
         print(f"{len(pred.masks)} mask(s)")

@@ -94,6 +94,9 @@ class Engine:
         self.ids = token_ids(tokenizer)
         self.style = model.cfg.tokenization
 
+    def _render(self, rounds: list[tuple[str, str | None]]) -> str:
+        return prompts.render(rounds, self.tokenizer.eos_token, wrap_image=self.model.cfg.use_im_start_end)
+
     def _encode(self, text: str) -> list[int]:
         return encode(self.tokenizer, text, self.style)
 
@@ -120,12 +123,12 @@ class Engine:
         rows, starts = [], []
         for chunk in chunks:
             question = semantic_question(chunk)
-            prompt_ids = self._encode(prompts.render([(question, None)], self.tokenizer.eos_token))
+            prompt_ids = self._encode(self._render([(question, None)]))
             if decoder == "free":
                 rows.append(prompt_ids)
                 continue
             answer = "".join(templates.PRESENT_ITEM.format(name=c.lower()) for c in chunk)
-            full = self._encode(prompts.render([(question, answer)], self.tokenizer.eos_token))
+            full = self._encode(self._render([(question, answer)]))
             if full[: len(prompt_ids)] != prompt_ids:
                 raise RuntimeError("tokenizer merges the prompt into the answer; template decoding needs a boundary")
             rows.append(full)
@@ -206,7 +209,7 @@ class Engine:
         return self.tokenizer.decode(row.ids, skip_special_tokens=True).strip()
 
     def _generate(self, enc, question: str, max_new_tokens: int) -> RowResult:
-        ids = self._encode(prompts.render([(question, None)], self.tokenizer.eos_token))
+        ids = self._encode(self._render([(question, None)]))
         prefix = encode_prefix(self.model, enc, 0, ids[:-1])
         return decode_free(self.model, prefix, [ids[-1:]], self.ids, max_new_tokens=max_new_tokens)[0]
 

@@ -7,7 +7,7 @@ The mask embedding for each `<ins>` is the final-norm last-layer hidden state at
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -74,7 +74,6 @@ class LasagnaOutput:
     labels: torch.Tensor | None
     mask_logits: list[torch.Tensor]
     mask_embeddings: torch.Tensor
-    expanded: Expanded | None = field(default=None, repr=False)
 
 
 def _maybe_no_grad(module: nn.Module):
@@ -165,5 +164,4 @@ class LasagnaModel(nn.Module):
             labels=expanded.labels,
             mask_logits=mask_logits,
             mask_embeddings=prompts,
-            expanded=expanded,
         )

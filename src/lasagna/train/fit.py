@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import check_keys, read_weights, save_pretrained, save_weights, write_atomic_dir
+from ..atomic import write_atomic_dir
+from ..checkpoint import check_keys, read_weights, save_pretrained, save_weights
 from ..losses import lasagna_loss
 from ..model.build import configure_trainable, merge_lora
 from .config import TrainConfig, dump_train_config

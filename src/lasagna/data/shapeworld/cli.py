@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ...atomic import write_atomic_file
 from .reasoning import reasoning_item
 from .referring import referring_items
 from .scene import Scene, scene
@@ -132,12 +132,9 @@ def write_examples(out: Path) -> list[Path]:
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    picture = Image.fromarray(np.ascontiguousarray(array))
+    write_atomic_file(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic_file(path, lambda tmp: tmp.write_bytes(data))
