@@ -1,6 +1,10 @@
 """Train and evaluate the five ablation rows (configs/ablation/*.yaml), in parallel processes, then tabulate.
 
     python scripts/run_ablation.py --out runs/ablation [--steps 1200] [--limit 50] [--rows a-lisa,e-order]
+        [--encoders runs/shapeworld-small/encoders.safetensors]
+
+Every row starts from the same frozen image encoders, pretrained once by the default model's stage 0
+(`lasagna train --config configs/train/shapeworld-small.yaml` writes them), so rows differ only in their text.
 
 Each row: `lasagna train --config configs/ablation/ROW.yaml out_dir=OUT/ROW optim.steps=STEPS`, then
 `lasagna eval` on ShapeWorld `test` with the row's protocol below. Writes OUT/summary.json and OUT/summary.md.
@@ -66,7 +70,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=50)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--config-dir", default="configs/ablation")
+    ap.add_argument("--encoders", default="runs/shapeworld-small/encoders.safetensors")
     args = ap.parse_args()
+    if not Path(args.encoders).is_file():
+        raise SystemExit(f"encoder weights not found: {args.encoders}; run the default model's stage 0 first")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -75,7 +82,12 @@ def main() -> None:
         raise SystemExit(f"unknown rows {unknown}; known: {list(ROWS)}")
     train = {
         r: lasagna(
-            "train", "--config", f"{args.config_dir}/{r}.yaml", f"out_dir={out / r}", f"optim.steps={args.steps}"
+            "train",
+            "--config",
+            f"{args.config_dir}/{r}.yaml",
+            f"out_dir={out / r}",
+            f"optim.steps={args.steps}",
+            f"encoders.from_file={args.encoders}",
         )
         for r in rows
     }

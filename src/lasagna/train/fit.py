@@ -22,6 +22,7 @@ from ..checkpoint import check_keys, read_weights, save_pretrained, save_weights
 from ..losses import lasagna_loss
 from ..model.build import configure_trainable, merge_lora
 from .config import TrainConfig, dump_train_config
+from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders
 from .setup import build_model_and_tokenizer, build_training_set
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,10 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         model, tokenizer = build_model_and_tokenizer(cfg, out)
+    if cfg.encoders.from_file:
+        load_encoders(model, Path(cfg.encoders.from_file))
+    elif cfg.encoders.steps > 0:
+        _stage0(cfg, accelerator, model, out)
     counts = configure_trainable(model, cfg.trainable)
     if cfg.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
@@ -202,6 +207,19 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         metrics_log.close()
     accelerator.wait_for_everyone()
     return final
+
+
+def _stage0(cfg: TrainConfig, accelerator, model, out: Path) -> None:
+    """Pretrain the image encoders once (main process), or reuse the run's saved ones (a resume, the other ranks)."""
+    if cfg.data.dataset != "shapeworld":
+        raise ValueError("encoders.steps > 0 pretrains on ShapeWorld; set it to 0 for other datasets")
+    path = out / ENCODERS_FILE
+    if accelerator.is_main_process and not path.exists():
+        model.to(accelerator.device)
+        summary = pretrain_encoders(model, cfg.encoders, cfg.data.image_size, cfg.seed, out, bf16=cfg.bf16)
+        log.info("encoders pretrained: %s", summary)
+    accelerator.wait_for_everyone()
+    load_encoders(model, path)
 
 
 def _tensorboard(out: Path):

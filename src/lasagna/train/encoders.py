@@ -1,0 +1,195 @@
+"""Stage 0 for a model trained from scratch: pretrain the two image encoders on dense labels.
+
+The released LaSagnA starts from a pretrained CLIP tower and a pretrained SAM encoder and keeps both frozen. A model
+trained from scratch on ShapeWorld has neither, and learning them only through the LLM's few `<ins>`/`<no_ins>`
+decisions fails: the tower keeps the large stuff regions and loses the small shapes (docs/shapeworld-model.md). So
+this stage gives both encoders what pretraining gives the real ones: features that name what is in each patch.
+
+Objective: a linear head per encoder predicts, for every patch, which *words* of the class names cover it ("red
+circle" -> red, circle; "sky" -> sky), as soft targets (the fraction of the patch each word covers), with BCE.
+Words rather than classes, so a held-out combination such as "red square" is made of features the encoders learned.
+The heads are thrown away afterwards; only the encoders' weights are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..atomic import write_atomic_file
+from ..checkpoint import check_keys
+from ..data.shapeworld import SPLIT_LENGTHS, classes, scene
+from ..data.transforms import clip_pixels, sam_pixels
+from ..model.lasagna import LasagnaModel
+from ..model.mllm import vision_features
+
+log = logging.getLogger(__name__)
+
+ENCODERS_FILE = "encoders.safetensors"
+"""Where the pretrained encoders of a run are kept, in the run folder; a resumed run reuses them."""
+_PREFIXES = ("vision_tower.", "sam.image_encoder.")
+
+
+@dataclass
+class EncoderPretrainConfig:
+    steps: int = 0  # 0 = no stage 0 (the encoders start from init_from, or at random)
+    from_file: str | None = None  # reuse another run's encoders.safetensors instead of pretraining (ablation rows)
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    batch_size: int = 32
+    log_every: int = 50
+
+
+def word_matrix(class_names: list[str]) -> tuple[list[str], torch.Tensor]:
+    """Class names -> (the sorted words, a (C, V) 0/1 matrix saying which words each class name has)."""
+    words = sorted({w for name in class_names for w in name.split()})
+    index = {w: i for i, w in enumerate(words)}
+    matrix = torch.zeros(len(class_names), len(words))
+    for c, name in enumerate(class_names):
+        for w in name.split():
+            matrix[c, index[w]] = 1.0
+    return words, matrix
+
+
+def patch_targets(semantic: torch.Tensor, words: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, S, S) class ids, (C, V) word matrix -> (B, grid*grid, V) fraction of each patch each word covers."""
+    one_hot = F.one_hot(semantic, words.shape[0]).permute(0, 3, 1, 2).float()  # (B, C, S, S)
+    fractions = F.adaptive_avg_pool2d(one_hot, grid).flatten(2).transpose(1, 2)  # (B, P, C)
+    return (fractions @ words).clamp(max=1.0)
+
+
+class EncoderHeads(nn.Module):
+    """The two throw-away linear heads: CLIP patch features and SAM embedding cells -> word logits."""
+
+    def __init__(self, model: LasagnaModel, num_words: int):
+        super().__init__()
+        self.vision = nn.Linear(model.cfg.vision.hidden_size, num_words)
+        self.sam = nn.Conv2d(model.cfg.sam.prompt_dim, num_words, kernel_size=1)
+
+    def forward(self, model: LasagnaModel, clip: torch.Tensor, sam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (B, P_clip, V) and (B, P_sam, V) word logits."""
+        feats = vision_features(model.vision_tower, model.cfg.vision, clip)
+        cells = self.sam(model.sam.embed_images(sam)).flatten(2).transpose(1, 2)
+        return self.vision(feats), cells
+
+
+def _shapeworld_batch(split: str, indices: list[int], size: int, model: LasagnaModel):
+    scenes = [scene(split, i, size) for i in indices]
+    for s in scenes:
+        if s.image.shape[0] != s.image.shape[1]:
+            raise ValueError("encoder pretraining needs square images (both encoders then see the whole image)")
+    pre = model.cfg.preprocess
+    clip = torch.stack([clip_pixels(s.image, pre) for s in scenes])
+    sam = torch.stack([sam_pixels(s.image, pre)[0] for s in scenes])
+    semantic = torch.from_numpy(np.stack([s.semantic for s in scenes]))
+    return clip, sam, semantic
+
+
+def pretrain_encoders(
+    model: LasagnaModel,
+    cfg: EncoderPretrainConfig,
+    image_size: int,
+    seed: int,
+    out: Path | None = None,
+    bf16: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Train the vision tower and the SAM image encoder of `model` in place on ShapeWorld `train` scenes.
+
+    Scenes are drawn with a generator of their own (`seed`), so the stage is reproducible and leaves the caller's
+    RNGs alone. With `out`, the encoders' weights are written there atomically, with a JSON summary beside them.
+    Returns the summary: final loss and per-encoder word accuracy on 64 `val` scenes (patch words over 0.5).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _pretrain(model, cfg, image_size, seed, out, bf16, progress)
+
+
+def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
+    device = next(model.parameters()).device
+    words_list, words = word_matrix(list(classes("train")))
+    words = words.to(device)
+    heads = EncoderHeads(model, len(words_list)).to(device)
+    grid_clip = model.cfg.vision.image_size // model.cfg.vision.patch_size
+    grid_sam = model.cfg.sam.embedding_size
+    encoders = [model.vision_tower, model.sam.image_encoder]
+    for module in encoders:
+        module.train()
+        module.requires_grad_(True)
+    params = [p for m in (*encoders, heads) for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    warm, total = cfg.warmup_steps, cfg.steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: s / warm if warm and s < warm else max(0.0, (total - s) / max(1, total - warm))
+    )
+    rng = np.random.default_rng(seed)
+    started, loss_value = time.perf_counter(), float("nan")
+    bar = tqdm(range(cfg.steps), desc="encoders", disable=not progress)
+    for step in bar:
+        indices = rng.integers(0, SPLIT_LENGTHS["train"], cfg.batch_size).tolist()
+        clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("train", indices, image_size, model))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            clip_logits, sam_logits = heads(model, clip, sam)
+        loss = F.binary_cross_entropy_with_logits(
+            clip_logits.float(), patch_targets(semantic, words, grid_clip)
+        ) + F.binary_cross_entropy_with_logits(sam_logits.float(), patch_targets(semantic, words, grid_sam))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = float(loss.detach())
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        if (step + 1) % cfg.log_every == 0:
+            log.info("encoders step %d loss %.4f", step + 1, loss_value)
+    summary = {
+        "steps": cfg.steps,
+        "seconds": round(time.perf_counter() - started, 1),
+        "loss": loss_value,
+        **_word_accuracy(model, heads, words, grid_clip, grid_sam, image_size),
+    }
+    if out is not None:
+        save_encoders(model, Path(out), summary)
+    model.eval()
+    return summary
+
+
+@torch.no_grad()
+def _word_accuracy(model, heads, words, grid_clip: int, grid_sam: int, size: int) -> dict:
+    """Patch-word recall and specificity on 64 `val` scenes (most patch words are 0: plain accuracy flatters)."""
+    device = words.device
+    clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("val", list(range(64)), size, model))
+    clip_logits, sam_logits = heads(model, clip, sam)
+    result = {}
+    for name, logits, grid in (("vision", clip_logits, grid_clip), ("sam", sam_logits, grid_sam)):
+        target = patch_targets(semantic, words, grid) > 0.5
+        predicted = logits > 0
+        result[f"{name}_word_recall"] = round(float((predicted & target).sum() / target.sum().clamp(min=1)), 4)
+        result[f"{name}_word_specificity"] = round(float((~predicted & ~target).sum() / (~target).sum()), 4)
+    return result
+
+
+def save_encoders(model: LasagnaModel, out: Path, summary: dict) -> Path:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(_PREFIXES)}
+    path = write_atomic_file(out / ENCODERS_FILE, lambda tmp: save_file(state, str(tmp)))
+    write_atomic_file(out / "encoders.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
+    return path
+
+
+def load_encoders(model: LasagnaModel, path: Path) -> None:
+    """Strictly load saved encoder weights: exactly the two encoders' keys, with matching shapes."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"encoder weights not found: {path}")
+    state = load_file(str(path))
+    check_keys({k for k in model.state_dict() if k.startswith(_PREFIXES)}, set(state), str(path))
+    model.load_state_dict(state, strict=False)

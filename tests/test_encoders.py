@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from lasagna.config import preset
+from lasagna.model.lasagna import LasagnaModel
+from lasagna.train import encoders as enc
+from lasagna.train.config import load_train_config
+from lasagna.train.encoders import EncoderPretrainConfig, patch_targets, pretrain_encoders, word_matrix
+from lasagna.train.fit import fit
+
+
+def test_word_matrix_splits_class_names_into_shared_words():
+    words, matrix = word_matrix(["sky", "red circle", "blue circle"])
+    assert words == ["blue", "circle", "red", "sky"]
+    assert matrix.tolist() == [[0, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 0]]
+
+
+def test_patch_targets_are_the_fraction_of_each_patch_each_word_covers():
+    _, matrix = word_matrix(["sky", "red circle", "blue circle"])
+    # 4x4 map, 2x2 grid: top-left patch all sky; top-right half red circle, half blue circle; bottom all red circle.
+    semantic = torch.tensor([[[0, 0, 1, 1], [0, 0, 2, 2], [1, 1, 1, 1], [1, 1, 1, 1]]])
+    t = patch_targets(semantic, matrix, 2)
+    assert t.shape == (1, 4, 4)
+    assert t[0, 0].tolist() == [0, 0, 0, 1]  # sky
+    assert t[0, 1].tolist() == [0.5, 1.0, 0.5, 0]  # circle covers it all, each colour half
+    assert t[0, 2].tolist() == [0, 1, 1, 0]
+
+
+def _encoder_state(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("vision_tower.", "sam.image_encoder."))}
+
+
+def test_pretraining_changes_only_the_encoders_saves_them_and_leaves_the_rng_alone(tmp_path):
+    torch.manual_seed(0)
+    model = LasagnaModel(preset("tiny"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    summary = pretrain_encoders(
+        model, EncoderPretrainConfig(steps=3, batch_size=2, warmup_steps=1), 32, 0, tmp_path, bf16=False
+    )
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert 0 <= summary["vision_word_recall"] <= 1 and summary["steps"] == 3
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("vision_tower.", "sam.image_encoder.")) for k in changed)
+
+    fresh = LasagnaModel(preset("tiny"))
+    enc.load_encoders(fresh, tmp_path / enc.ENCODERS_FILE)
+    assert all(torch.equal(v, _encoder_state(model)[k]) for k, v in _encoder_state(fresh).items())
+
+
+def test_loading_encoders_of_another_model_names_the_bad_keys(tmp_path):
+    model = LasagnaModel(preset("tiny"))
+    enc.save_encoders(model, tmp_path, {})
+    other = preset("tiny")
+    other.vision.num_hidden_layers = 3
+    with pytest.raises(ValueError, match="missing"):
+        enc.load_encoders(LasagnaModel(other), tmp_path / enc.ENCODERS_FILE)
+
+
+def test_fit_runs_stage0_once_and_a_resume_reuses_it(tmp_path, monkeypatch):
+    overrides = [
+        f"out_dir={tmp_path}",
+        "model_preset=tiny",
+        "tokenizer_vocab=300",
+        "tokenizer_corpus=20",
+        "data.image_size=32",
+        "optim.batch_size=1",
+        "optim.steps=1",
+        "optim.warmup_steps=0",
+        "eval.limit=0",
+        "bf16=false",
+        "encoders.steps=2",
+        "encoders.batch_size=2",
+    ]
+    calls = []
+    real = enc.pretrain_encoders
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("lasagna.train.fit.pretrain_encoders", counting)
+    fit(load_train_config(None, overrides))
+    assert (tmp_path / enc.ENCODERS_FILE).exists() and len(calls) == 1
+    fit(load_train_config(None, [*overrides, "optim.steps=2"]), resume=True)
+    assert len(calls) == 1
