@@ -27,7 +27,9 @@ def test_patch_targets_are_the_fraction_of_each_patch_each_word_covers():
 
 
 def _encoder_state(model):
-    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("vision_tower.", "sam.image_encoder."))}
+    return {
+        k: v.clone() for k, v in model.state_dict().items() if k.startswith(("vision_tower.", "sam.image_encoder."))
+    }
 
 
 def test_pretraining_changes_only_the_encoders_saves_them_and_leaves_the_rng_alone(tmp_path):

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from lasagna.losses import LossConfig, lasagna_loss, mask_dice_sum, token_ce
@@ -47,7 +48,26 @@ def test_perfect_masks_have_near_zero_dice_and_ignore_pixels_are_left_out():
 
 
 def test_mismatched_mask_count_is_a_clear_error():
-    import pytest
-
     with pytest.raises(ValueError, match="k-th <ins>"):
         lasagna_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2).long(), [torch.zeros(2, 4, 4)], [torch.zeros(1, 4, 4)])
+
+
+def test_decision_weight_is_a_weighted_mean_and_1_is_the_plain_mean():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 6)
+    labels = torch.tensor([[IGNORE_INDEX, 1, 4, 2, 5], [IGNORE_INDEX, 4, 3, IGNORE_INDEX, IGNORE_INDEX]])
+    per_token = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 6), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    flat = labels[:, 1:].reshape(-1)
+    kept = flat != IGNORE_INDEX
+    w = torch.where((flat == 4) | (flat == 5), 3.0, 1.0)[kept]
+    expected = (per_token[kept] * w).sum() / w.sum()
+    assert torch.allclose(token_ce(logits, labels, (4, 5), 3.0), expected)
+    assert torch.allclose(token_ce(logits, labels, (4, 5), 1.0), token_ce(logits, labels))
+    assert torch.allclose(token_ce(logits, labels), per_token[kept].mean())
+
+
+def test_decision_weight_without_ids_is_refused():
+    with pytest.raises(ValueError, match="decision_ids"):
+        lasagna_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2).long(), [], [], cfg=LossConfig(decision_weight=2.0))

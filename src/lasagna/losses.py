@@ -3,6 +3,10 @@
 Normalisation follows the released code: CE is the mean over supervised tokens; BCE is a per-mask mean over pixels,
 Dice a per-mask soft Dice (sums scaled by 1/1000, eps 1e-6); both summed over masks and divided by the number of
 masks in the batch. A batch with no masks has mask losses of exactly 0. Pixels marked ignore are left out of both.
+
+One addition, off by default: `decision_weight` counts each `<ins>`/`<no_ins>` label that many times in the CE mean
+(a weighted mean, so 1.0 is exactly the released CE). A model trained from scratch uses it to make the presence
+decisions, a third of its answer tokens, outweigh the mask losses that otherwise steer its LLM.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class LossConfig:
     ce_weight: float = 1.0
     bce_weight: float = 2.0
     dice_weight: float = 0.5
+    decision_weight: float = 1.0  # CE weight of <ins>/<no_ins> labels; 1.0 = the released plain mean
 
 
 @dataclass
@@ -34,15 +39,28 @@ class LossParts:
     num_masks: int
 
 
-def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token CE: logits (B, L, V) at t predict labels at t+1; mean over labels != IGNORE_INDEX (0 if none)."""
+def token_ce(
+    logits: torch.Tensor, labels: torch.Tensor, weighted_ids: tuple[int, ...] = (), weight: float = 1.0
+) -> torch.Tensor:
+    """Next-token CE: logits (B, L, V) at t predict labels at t+1; mean over labels != IGNORE_INDEX (0 if none).
+
+    Labels in `weighted_ids` count `weight` times in the mean.
+    """
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
-    if not bool((shift_labels != IGNORE_INDEX).any()):
+    supervised = shift_labels != IGNORE_INDEX
+    if not bool(supervised.any()):
         return shift_logits.sum() * 0.0
-    return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX
-    )
+    per_token = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).reshape(shift_labels.shape)
+    w = supervised.float()
+    if weight != 1.0 and weighted_ids:
+        w = torch.where(torch.isin(shift_labels, torch.tensor(weighted_ids, device=w.device)), weight * w, w)
+    return (per_token * w).sum() / w.sum()
 
 
 def mask_bce_sum(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -73,12 +91,18 @@ def lasagna_loss(
     gt_masks: list[torch.Tensor],
     ignore: list[torch.Tensor | None] | None = None,
     cfg: LossConfig | None = None,
+    decision_ids: tuple[int, ...] = (),
 ) -> LossParts:
-    """Combine the three parts; mask_logits[i] and gt_masks[i] are (N_i, H_i, W_i) for image i."""
+    """Combine the three parts; mask_logits[i] and gt_masks[i] are (N_i, H_i, W_i) for image i.
+
+    decision_ids: the `<ins>` and `<no_ins>` ids, needed when cfg.decision_weight != 1.
+    """
     cfg = cfg or LossConfig()
     if len(mask_logits) != len(gt_masks):
         raise ValueError(f"{len(mask_logits)} images of predicted masks but {len(gt_masks)} of targets")
-    ce = token_ce(logits, labels)
+    if cfg.decision_weight != 1.0 and not decision_ids:
+        raise ValueError("loss.decision_weight != 1 needs the <ins>/<no_ins> ids (decision_ids)")
+    ce = token_ce(logits, labels, decision_ids, cfg.decision_weight)
     bce = ce.new_zeros(())
     dice = ce.new_zeros(())
     num_masks = 0

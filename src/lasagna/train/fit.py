@@ -21,6 +21,7 @@ from ..atomic import write_atomic_dir
 from ..checkpoint import check_keys, read_weights, save_pretrained, save_weights
 from ..losses import lasagna_loss
 from ..model.build import configure_trainable, merge_lora
+from ..tokens import token_ids
 from .config import TrainConfig, dump_train_config
 from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders
 from .setup import build_model_and_tokenizer, build_training_set
@@ -117,6 +118,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         log.info("parameters: %s", counts)
 
     dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
+    ids = token_ids(tokenizer)
+    decision_ids = (ids.ins, ids.no_ins)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
@@ -148,7 +151,13 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
             with sync, accelerator.autocast():
                 output = model(inputs)
                 parts = lasagna_loss(
-                    output.logits, output.labels, output.mask_logits, inputs.gt_masks, inputs.ignore, cfg.loss
+                    output.logits,
+                    output.labels,
+                    output.mask_logits,
+                    inputs.gt_masks,
+                    inputs.ignore,
+                    cfg.loss,
+                    decision_ids,
                 )
                 accelerator.backward(parts.total / accum)
             for name, value in (("loss", parts.total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):
