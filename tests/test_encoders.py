@@ -5,7 +5,7 @@ from lasagna.config import preset
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.train import encoders as enc
 from lasagna.train.config import load_train_config
-from lasagna.train.encoders import EncoderPretrainConfig, patch_targets, pretrain_encoders, word_matrix
+from lasagna.train.encoders import EncoderPretrainConfig, image_targets, patch_targets, pretrain_encoders, word_matrix
 from lasagna.train.fit import fit
 
 
@@ -26,6 +26,15 @@ def test_patch_targets_are_the_fraction_of_each_patch_each_word_covers():
     assert t[0, 2].tolist() == [0, 1, 1, 0]
 
 
+def test_image_targets_name_present_classes_then_their_words():
+    _, matrix = word_matrix(["sky", "red circle", "blue circle"])
+    semantic = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [2, 2]]])
+    assert image_targets(semantic, matrix).tolist() == [
+        [1, 1, 0, 0, 1, 1, 1],  # sky, red circle | words blue, circle, red, sky
+        [0, 0, 1, 1, 1, 0, 0],
+    ]
+
+
 def _encoder_state(model):
     return {
         k: v.clone() for k, v in model.state_dict().items() if k.startswith(("vision_tower.", "sam.image_encoder."))
@@ -34,19 +43,21 @@ def _encoder_state(model):
 
 def test_pretraining_changes_only_the_encoders_saves_them_and_leaves_the_rng_alone(tmp_path):
     torch.manual_seed(0)
-    model = LasagnaModel(preset("tiny"))
+    cfg = preset("tiny")
+    cfg.vision.drop_cls, cfg.vision.feature_norm = False, True  # as shapeworld-small: the CLS head trains too
+    model = LasagnaModel(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     summary = pretrain_encoders(
         model, EncoderPretrainConfig(steps=3, batch_size=2, warmup_steps=1), 32, 0, tmp_path, bf16=False
     )
     assert torch.equal(torch.get_rng_state(), rng)
-    assert 0 <= summary["vision_word_recall"] <= 1 and summary["steps"] == 3
+    assert 0 <= summary["vision_recall"] <= 1 and 0 <= summary["cls_recall"] <= 1 and summary["steps"] == 3
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(("vision_tower.", "sam.image_encoder.")) for k in changed)
 
-    fresh = LasagnaModel(preset("tiny"))
+    fresh = LasagnaModel(cfg)
     enc.load_encoders(fresh, tmp_path / enc.ENCODERS_FILE)
     assert all(torch.equal(v, _encoder_state(model)[k]) for k, v in _encoder_state(fresh).items())
 
@@ -87,3 +98,17 @@ def test_fit_runs_stage0_once_and_a_resume_reuses_it(tmp_path, monkeypatch):
     assert (tmp_path / enc.ENCODERS_FILE).exists() and len(calls) == 1
     fit(load_train_config(None, [*overrides, "optim.steps=2"]), resume=True)
     assert len(calls) == 1
+
+
+def test_feature_norm_applies_the_towers_post_layernorm_to_the_read_layer():
+    from lasagna.model.mllm import vision_features
+
+    cfg = preset("tiny")
+    cfg.vision.feature_norm = True
+    model = LasagnaModel(cfg)
+    with torch.no_grad():
+        model.vision_tower.post_layernorm.bias.fill_(0.5)
+        pixels = torch.randn(2, 3, 32, 32)
+        raw = model.vision_tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+        expected = torch.nn.functional.layer_norm(raw, (raw.shape[-1],), eps=cfg.vision.layer_norm_eps) + 0.5
+        assert torch.allclose(vision_features(model.vision_tower, cfg.vision, pixels), expected, atol=1e-5)

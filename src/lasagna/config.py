@@ -29,6 +29,9 @@ class VisionConfig:
     layer_norm_eps: float = 1e-5
     feature_layer: int = -2
     drop_cls: bool = True
+    # Pass the features through the tower's own post_layernorm (no new weights). The released model does not; a
+    # tower trained from scratch does, because its raw residual stream reaches norms in the thousands.
+    feature_norm: bool = False
 
     @property
     def num_features(self) -> int:
@@ -153,6 +156,8 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
             intermediate_size=768,
             num_hidden_layers=4,
             num_attention_heads=3,
+            drop_cls=False,  # stage 0 teaches CLS which classes the image holds (train/encoders.py)
+            feature_norm=True,
         ),
         llm=LLMConfig(
             vocab_size=1024,

@@ -49,6 +49,8 @@ def vision_features(tower: CLIPVisionModel, cfg: VisionConfig, pixels: torch.Ten
     """(I, 3, S, S) CLIP-normalised images -> (I, N, vision_hidden) features from `cfg.feature_layer`."""
     out = tower(pixel_values=pixels, output_hidden_states=True)
     feats = out.hidden_states[cfg.feature_layer]
+    if cfg.feature_norm:
+        feats = tower.post_layernorm(feats)
     return feats[:, 1:] if cfg.drop_cls else feats
 
 

@@ -68,19 +68,44 @@ def patch_targets(semantic: torch.Tensor, words: torch.Tensor, grid: int) -> tor
     return (fractions @ words).clamp(max=1.0)
 
 
-class EncoderHeads(nn.Module):
-    """The two throw-away linear heads: CLIP patch features and SAM embedding cells -> word logits."""
+def image_targets(semantic: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """(B, S, S) class ids, (C, V) word matrix -> (B, C + V): which classes, and which words, the image holds."""
+    present = torch.zeros(semantic.shape[0], words.shape[0], device=semantic.device)
+    present.scatter_(1, semantic.flatten(1), 1.0)
+    return torch.cat([present, (present @ words).clamp(max=1.0)], dim=1)
 
-    def __init__(self, model: LasagnaModel, num_words: int):
+
+class EncoderHeads(nn.Module):
+    """The throw-away linear heads: CLIP patches, SAM cells -> word logits; CLIP's CLS (when kept) -> class logits.
+
+    The CLS head names whole classes, "red circle" and not just red and circle, so one token the LLM reads at a
+    fixed place says which of the training classes the image holds.
+    """
+
+    def __init__(self, model: LasagnaModel, num_classes: int, num_words: int):
         super().__init__()
         self.vision = nn.Linear(model.cfg.vision.hidden_size, num_words)
         self.sam = nn.Conv2d(model.cfg.sam.prompt_dim, num_words, kernel_size=1)
+        self.cls = (
+            None if model.cfg.vision.drop_cls else nn.Linear(model.cfg.vision.hidden_size, num_classes + num_words)
+        )
 
-    def forward(self, model: LasagnaModel, clip: torch.Tensor, sam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (B, P_clip, V) and (B, P_sam, V) word logits."""
+    def forward(self, model: LasagnaModel, clip: torch.Tensor, sam: torch.Tensor) -> dict[str, torch.Tensor]:
+        """-> {"vision": (B, P_clip, V), "sam": (B, P_sam, V), "cls": (B, C + V) when CLS is kept} logits."""
         feats = vision_features(model.vision_tower, model.cfg.vision, clip)
         cells = self.sam(model.sam.embed_images(sam)).flatten(2).transpose(1, 2)
-        return self.vision(feats), cells
+        if self.cls is None:
+            return {"vision": self.vision(feats), "sam": cells}
+        return {"vision": self.vision(feats[:, 1:]), "sam": cells, "cls": self.cls(feats[:, 0])}
+
+
+def _targets(model: LasagnaModel, semantic: torch.Tensor, words: torch.Tensor) -> dict[str, torch.Tensor]:
+    grid_clip = model.cfg.vision.image_size // model.cfg.vision.patch_size
+    return {
+        "vision": patch_targets(semantic, words, grid_clip),
+        "sam": patch_targets(semantic, words, model.cfg.sam.embedding_size),
+        "cls": image_targets(semantic, words),
+    }
 
 
 def _shapeworld_batch(split: str, indices: list[int], size: int, model: LasagnaModel):
@@ -119,9 +144,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
     device = next(model.parameters()).device
     words_list, words = word_matrix(list(classes("train")))
     words = words.to(device)
-    heads = EncoderHeads(model, len(words_list)).to(device)
-    grid_clip = model.cfg.vision.image_size // model.cfg.vision.patch_size
-    grid_sam = model.cfg.sam.embedding_size
+    heads = EncoderHeads(model, words.shape[0], len(words_list)).to(device)
     encoders = [model.vision_tower, model.sam.image_encoder]
     for module in encoders:
         module.train()
@@ -139,10 +162,9 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
         indices = rng.integers(0, SPLIT_LENGTHS["train"], cfg.batch_size).tolist()
         clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("train", indices, image_size, model))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            clip_logits, sam_logits = heads(model, clip, sam)
-        loss = F.binary_cross_entropy_with_logits(
-            clip_logits.float(), patch_targets(semantic, words, grid_clip)
-        ) + F.binary_cross_entropy_with_logits(sam_logits.float(), patch_targets(semantic, words, grid_sam))
+            logits = heads(model, clip, sam)
+        targets = _targets(model, semantic, words)
+        loss = sum(F.binary_cross_entropy_with_logits(v.float(), targets[k]) for k, v in logits.items())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -156,7 +178,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
         "steps": cfg.steps,
         "seconds": round(time.perf_counter() - started, 1),
         "loss": loss_value,
-        **_word_accuracy(model, heads, words, grid_clip, grid_sam, image_size),
+        **_accuracy(model, heads, words, image_size),
     }
     if out is not None:
         save_encoders(model, Path(out), summary)
@@ -165,17 +187,17 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
 
 
 @torch.no_grad()
-def _word_accuracy(model, heads, words, grid_clip: int, grid_sam: int, size: int) -> dict:
-    """Patch-word recall and specificity on 64 `val` scenes (most patch words are 0: plain accuracy flatters)."""
+def _accuracy(model, heads, words, size: int) -> dict:
+    """Recall and specificity of every head on 64 `val` scenes (most targets are 0: plain accuracy flatters)."""
     device = words.device
     clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("val", list(range(64)), size, model))
-    clip_logits, sam_logits = heads(model, clip, sam)
+    logits = heads(model, clip, sam)
+    targets = _targets(model, semantic, words)
     result = {}
-    for name, logits, grid in (("vision", clip_logits, grid_clip), ("sam", sam_logits, grid_sam)):
-        target = patch_targets(semantic, words, grid) > 0.5
-        predicted = logits > 0
-        result[f"{name}_word_recall"] = round(float((predicted & target).sum() / target.sum().clamp(min=1)), 4)
-        result[f"{name}_word_specificity"] = round(float((~predicted & ~target).sum() / (~target).sum()), 4)
+    for name, value in logits.items():
+        target, predicted = targets[name] > 0.5, value > 0
+        result[f"{name}_recall"] = round(float((predicted & target).sum() / target.sum().clamp(min=1)), 4)
+        result[f"{name}_specificity"] = round(float((~predicted & ~target).sum() / (~target).sum()), 4)
     return result
 
 
