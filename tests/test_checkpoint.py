@@ -98,7 +98,7 @@ def test_model_overrides_change_the_preset_strictly():
     from lasagna.train.setup import apply_overrides
 
     cfg = apply_overrides(preset("shapeworld-small"), {"vision.patch_size": 8, "llm.num_hidden_layers": 2})
-    assert cfg.vision.patch_size == 8 and cfg.vision.num_features == 256 and cfg.llm.num_hidden_layers == 2
+    assert cfg.vision.patch_size == 8 and cfg.vision.num_features == 257 and cfg.llm.num_hidden_layers == 2
     with pytest.raises(KeyError, match=r"vision\.patch"):
         apply_overrides(preset("tiny"), {"vision.patch": 8})
     with pytest.raises(TypeError):

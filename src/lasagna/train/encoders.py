@@ -5,10 +5,11 @@ trained from scratch on ShapeWorld has neither, and learning them only through t
 decisions fails: the tower keeps the large stuff regions and loses the small shapes (docs/shapeworld-model.md). So
 this stage gives both encoders what pretraining gives the real ones: features that name what is in each patch.
 
-Objective: a linear head per encoder predicts, for every patch, which *words* of the class names cover it ("red
-circle" -> red, circle; "sky" -> sky), as soft targets (the fraction of the patch each word covers), with BCE.
-Words rather than classes, so a held-out combination such as "red square" is made of features the encoders learned.
-The heads are thrown away afterwards; only the encoders' weights are kept.
+Objective, all BCE: a linear head per encoder predicts, for every patch, which *words* of the class names cover it
+("red circle" -> red, circle; "sky" -> sky), as soft targets (the fraction of the patch each word covers). Words
+rather than classes, so a held-out combination such as "red square" is made of features the encoders learned. When
+the tower keeps its CLS token, a third head on CLS predicts which classes and words the whole image holds. The heads
+are thrown away afterwards; only the encoders' weights are kept.
 """
 
 from __future__ import annotations
@@ -73,6 +74,21 @@ def image_targets(semantic: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
     present = torch.zeros(semantic.shape[0], words.shape[0], device=semantic.device)
     present.scatter_(1, semantic.flatten(1), 1.0)
     return torch.cat([present, (present @ words).clamp(max=1.0)], dim=1)
+
+
+MAX_POS_WEIGHT = 50.0
+
+
+def balanced_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BCE with each output's positives weighted by its negative/positive ratio in the batch (capped).
+
+    why: a shape covers a few patches and the stuff bands the rest, so plain BCE learns stuff and leaves every shape
+    word at "absent" (a probe of such encoders finds no shape word at all).
+    """
+    flat = targets.reshape(-1, targets.shape[-1])
+    pos = flat.sum(0)
+    weight = ((flat.shape[0] - pos) / pos.clamp(min=1.0)).clamp(1.0, MAX_POS_WEIGHT)
+    return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight)
 
 
 class EncoderHeads(nn.Module):
@@ -164,7 +180,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = heads(model, clip, sam)
         targets = _targets(model, semantic, words)
-        loss = sum(F.binary_cross_entropy_with_logits(v.float(), targets[k]) for k, v in logits.items())
+        loss = sum(balanced_bce(v.float(), targets[k]) for k, v in logits.items())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -178,7 +194,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
         "steps": cfg.steps,
         "seconds": round(time.perf_counter() - started, 1),
         "loss": loss_value,
-        **_accuracy(model, heads, words, image_size),
+        **_accuracy(model, heads, words, words_list, image_size),
     }
     if out is not None:
         save_encoders(model, Path(out), summary)
@@ -187,7 +203,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
 
 
 @torch.no_grad()
-def _accuracy(model, heads, words, size: int) -> dict:
+def _accuracy(model, heads, words, names: list[str], size: int) -> dict:
     """Recall and specificity of every head on 64 `val` scenes (most targets are 0: plain accuracy flatters)."""
     device = words.device
     clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("val", list(range(64)), size, model))
@@ -198,6 +214,12 @@ def _accuracy(model, heads, words, size: int) -> dict:
         target, predicted = targets[name] > 0.5, value > 0
         result[f"{name}_recall"] = round(float((predicted & target).sum() / target.sum().clamp(min=1)), 4)
         result[f"{name}_specificity"] = round(float((~predicted & ~target).sum() / (~target).sum()), 4)
+        # per word (the last V outputs of every head): shape words are the rare, hard ones
+        hit = (predicted & target).flatten(0, -2)[:, -len(names) :].sum(0)
+        total = target.flatten(0, -2)[:, -len(names) :].sum(0).clamp(min=1)
+        result[f"{name}_recall_per_word"] = {
+            w: round(float(h / t), 3) for w, h, t in zip(names, hit, total, strict=True)
+        }
     return result
 
 
