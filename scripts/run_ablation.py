@@ -1,6 +1,6 @@
 """Train and evaluate the five ablation rows (configs/ablation/*.yaml), in parallel processes, then tabulate.
 
-    python scripts/run_ablation.py --out runs/ablation [--steps 1200] [--limit 50] [--rows a-lisa,e-order]
+    python scripts/run_ablation.py --out runs/ablation [--steps 3000] [--limit 50] [--rows a-lisa,e-order]
         [--encoders runs/shapeworld-small/encoders.safetensors]
 
 Every row starts from the same frozen image encoders, pretrained once by the default model's stage 0
@@ -66,7 +66,7 @@ def mean_tokens(metrics: Path) -> float | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ablation")
-    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--limit", type=int, default=50)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--config-dir", default="configs/ablation")
