@@ -53,43 +53,20 @@ def test_segment_errors_name_the_problem(tiny_ckpt, tmp_path, capsys):
     assert "empty" in capsys.readouterr().err
 
 
+def _shapeworld_eval(ckpt, limit: int) -> list[str]:
+    return ["eval", "--model", str(ckpt), "--dataset", "shapeworld", "--split", "val", "--limit", str(limit)]
+
+
 def test_eval_reports_metrics_on_shapeworld(tiny_ckpt, tmp_path):
     report = tmp_path / "report.json"
-    code = main(
-        [
-            "eval",
-            "--model",
-            str(tiny_ckpt),
-            "--dataset",
-            "shapeworld",
-            "--split",
-            "val",
-            "--limit",
-            "1",
-            "--out",
-            str(report),
-        ]
-    )
-    assert code == 0
+    assert main([*_shapeworld_eval(tiny_ckpt, 1), "--out", str(report)]) == 0
     data = json.loads(report.read_text())
     assert data["semantic"]["images"] == 1 and 0.0 <= data["semantic"]["pixel_acc"] <= 1.0
     assert 0.0 <= data["referring"]["cIoU"] <= 1.0
 
 
 def test_eval_sharded_over_two_processes_matches_one(tiny_ckpt, tmp_path):
-    args = [
-        "eval",
-        "--model",
-        str(tiny_ckpt),
-        "--dataset",
-        "shapeworld",
-        "--split",
-        "val",
-        "--limit",
-        "3",
-        "--tasks",
-        "semantic",
-    ]
+    args = [*_shapeworld_eval(tiny_ckpt, 3), "--tasks", "semantic"]
     assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
     done = run_two_processes([*args, "--out", str(tmp_path / "two.json")])
     assert done.returncode == 0, done.stderr[-3000:]
