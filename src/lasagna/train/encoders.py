@@ -51,6 +51,18 @@ class EncoderPretrainConfig:
     log_every: int = 50
 
 
+def warmup_linear_decay(warm: int, total: int):
+    """LR factor: linear warmup from 0 over `warm` steps, then linear decay to 0 at `total` (the released
+    WarmupDecayLR); both training stages use it."""
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return step / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return factor
+
+
 def word_matrix(class_names: list[str]) -> tuple[list[str], torch.Tensor]:
     """Class names -> (the sorted words, a (C, V) 0/1 matrix saying which words each class name has)."""
     words = sorted({w for name in class_names for w in name.split()})
@@ -149,7 +161,8 @@ def pretrain_encoders(
 
     Scenes are drawn with a generator of their own (`seed`), so the stage is reproducible and leaves the caller's
     RNGs alone. With `out`, the encoders' weights are written there atomically, with a JSON summary beside them.
-    Returns the summary: final loss and per-encoder word accuracy on 64 `val` scenes (patch words over 0.5).
+    Returns the summary: steps, seconds, final loss, and each head's recall and specificity on 64 `val` scenes,
+    overall and per word.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -167,10 +180,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
         module.requires_grad_(True)
     params = [p for m in (*encoders, heads) for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    warm, total = cfg.warmup_steps, cfg.steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: s / warm if warm and s < warm else max(0.0, (total - s) / max(1, total - warm))
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(cfg.warmup_steps, cfg.steps))
     rng = np.random.default_rng(seed)
     started, loss_value = time.perf_counter(), float("nan")
     bar = tqdm(range(cfg.steps), desc="encoders", disable=not progress)

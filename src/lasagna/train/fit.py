@@ -23,7 +23,7 @@ from ..losses import lasagna_loss
 from ..model.build import configure_trainable, merge_lora
 from ..tokens import token_ids
 from .config import TrainConfig, dump_train_config
-from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders
+from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders, warmup_linear_decay
 from .setup import build_model_and_tokenizer, build_training_set
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,7 @@ class TrainState:
 
 def lr_lambda(cfg: TrainConfig):
     """Linear warmup from 0, then linear decay to 0 at the last step (the released WarmupDecayLR)."""
-    warm, total = cfg.optim.warmup_steps, cfg.optim.steps
-
-    def factor(step: int) -> float:
-        if warm and step < warm:
-            return step / warm
-        return max(0.0, (total - step) / max(1, total - warm))
-
-    return factor
+    return warmup_linear_decay(cfg.optim.warmup_steps, cfg.optim.steps)
 
 
 def _checkpoints(out: Path) -> list[Path]:

@@ -1,0 +1,68 @@
+"""Which class-name words can a linear probe read from a model's frozen image encoders, patch by patch?
+
+    python scripts/word_probe.py [--model DIR] [--train 384] [--val 64]
+
+For the CLIP tower's patches (the features the LLM reads) and SAM's embedding cells, a logistic regression per word
+("red", "circle", "sky", ...) is fitted on `train` scenes and scored on `val` scenes: recall on the patches that word
+covers more than half of, threshold 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from lasagna.api import default_model_dir
+from lasagna.checkpoint import load_pretrained
+from lasagna.data.shapeworld import classes
+from lasagna.model.mllm import vision_features
+from lasagna.train.encoders import _shapeworld_batch, patch_targets, word_matrix
+
+
+def encode(model, words, split: str, count: int) -> tuple[dict, dict]:
+    size = model.cfg.preprocess.clip_size
+    grids = {"vision": model.cfg.vision.image_size // model.cfg.vision.patch_size, "sam": model.cfg.sam.embedding_size}
+    feats, targets = {k: [] for k in grids}, {k: [] for k in grids}
+    for start in range(0, count, 32):
+        clip, sam, semantic = _shapeworld_batch(split, list(range(start, min(count, start + 32))), size, model)
+        with torch.no_grad():
+            v = vision_features(model.vision_tower, model.cfg.vision, clip)
+            v = v if model.cfg.vision.drop_cls else v[:, 1:]
+            s = model.sam.embed_images(sam).flatten(2).transpose(1, 2)
+        for key, value in (("vision", v), ("sam", s)):
+            feats[key].append(value.reshape(-1, value.shape[-1]))
+            targets[key].append(patch_targets(semantic, words, grids[key]).reshape(-1, words.shape[1]))
+    return {k: torch.cat(v) for k, v in feats.items()}, {k: torch.cat(v) for k, v in targets.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--train", type=int, default=384)
+    ap.add_argument("--val", type=int, default=64)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model, _ = load_pretrained(args.model or default_model_dir(), dtype=torch.float32)
+    model.eval()
+    names, words = word_matrix(list(classes("train")))
+    x_train, y_train = encode(model, words, "train", args.train)
+    x_val, y_val = encode(model, words, "val", args.val)
+    for key in ("vision", "sam"):
+        mean, std = x_train[key].mean(0), x_train[key].std(0) + 1e-5
+        probe = torch.nn.Linear(x_train[key].shape[1], len(names))
+        opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
+        for _ in range(300):
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(probe((x_train[key] - mean) / std), y_train[key]).backward()
+            opt.step()
+        with torch.no_grad():
+            predicted = probe((x_val[key] - mean) / std) > 0
+        covered = y_val[key] > 0.5
+        recall = (predicted & covered).sum(0) / covered.sum(0).clamp(min=1)
+        print(key, {w: round(float(r), 2) for w, r in zip(names, recall, strict=True)})
+
+
+if __name__ == "__main__":
+    main()
