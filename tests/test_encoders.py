@@ -26,6 +26,16 @@ def test_patch_targets_are_the_fraction_of_each_patch_each_word_covers():
     assert t[0, 2].tolist() == [0, 1, 1, 0]
 
 
+def test_patch_class_targets_bind_colour_to_shape():
+    _, matrix = word_matrix(["sky", "red circle", "blue circle"])
+    semantic = torch.tensor([[[0, 0, 1, 1], [0, 0, 2, 2], [1, 1, 1, 1], [1, 1, 1, 1]]])
+    t = patch_targets(semantic, matrix, 2, with_classes=True)
+    assert t.shape == (1, 4, 3 + 4)
+    # classes sky, red circle, blue circle | words blue, circle, red, sky
+    assert t[0, 1].tolist() == [0, 0.5, 0.5, 0.5, 1.0, 0.5, 0]
+    assert t[0, 2].tolist() == [0, 1, 0, 0, 1, 1, 0]
+
+
 def test_image_targets_name_present_classes_then_their_words():
     _, matrix = word_matrix(["sky", "red circle", "blue circle"])
     semantic = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [2, 2]]])
@@ -49,7 +59,12 @@ def test_pretraining_changes_only_the_encoders_saves_them_and_leaves_the_rng_alo
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     summary = pretrain_encoders(
-        model, EncoderPretrainConfig(steps=3, batch_size=2, warmup_steps=1), 32, 0, tmp_path, bf16=False
+        model,
+        EncoderPretrainConfig(steps=3, batch_size=2, warmup_steps=1, patch_classes=True),
+        32,
+        0,
+        tmp_path,
+        bf16=False,
     )
     assert torch.equal(torch.get_rng_state(), rng)
     assert 0 <= summary["vision_recall"] <= 1 and 0 <= summary["cls_recall"] <= 1 and summary["steps"] == 3

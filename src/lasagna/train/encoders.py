@@ -6,10 +6,12 @@ decisions fails: the tower keeps the large stuff regions and loses the small sha
 this stage gives both encoders what pretraining gives the real ones: features that name what is in each patch.
 
 Objective, all BCE: a linear head per encoder predicts, for every patch, which *words* of the class names cover it
-("red circle" -> red, circle; "sky" -> sky), as soft targets (the fraction of the patch each word covers). Words
-rather than classes, so a held-out combination such as "red square" is made of features the encoders learned. When
-the tower keeps its CLS token, a third head on CLS predicts which classes and words the whole image holds. The heads
-are thrown away afterwards; only the encoders' weights are kept.
+("red circle" -> red, circle; "sky" -> sky), as soft targets (the fraction of the patch each word covers). Words, so
+that a held-out combination such as "red square" is made of features the encoders learned. With `patch_classes` the
+heads also predict the whole classes that cover each patch, so that a patch's features already bind "red" to
+"circle" and the LLM matches one class direction instead of a conjunction of two words. When the tower keeps its CLS
+token, a third head on CLS predicts which classes and words the whole image holds. The heads are thrown away
+afterwards; only the encoders' weights are kept.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class EncoderPretrainConfig:
     warmup_steps: int = 50
     batch_size: int = 32
     log_every: int = 50
+    patch_classes: bool = False  # patch heads predict whole classes as well as words (see the module docstring)
 
 
 def warmup_linear_decay(warm: int, total: int):
@@ -74,11 +77,13 @@ def word_matrix(class_names: list[str]) -> tuple[list[str], torch.Tensor]:
     return words, matrix
 
 
-def patch_targets(semantic: torch.Tensor, words: torch.Tensor, grid: int) -> torch.Tensor:
-    """(B, S, S) class ids, (C, V) word matrix -> (B, grid*grid, V) fraction of each patch each word covers."""
+def patch_targets(semantic: torch.Tensor, words: torch.Tensor, grid: int, with_classes: bool = False) -> torch.Tensor:
+    """(B, S, S) class ids, (C, V) word matrix -> (B, grid*grid, V) fraction of each patch each word covers;
+    with_classes: (B, grid*grid, C + V), the fraction each class covers first."""
     one_hot = F.one_hot(semantic, words.shape[0]).permute(0, 3, 1, 2).float()  # (B, C, S, S)
     fractions = F.adaptive_avg_pool2d(one_hot, grid).flatten(2).transpose(1, 2)  # (B, P, C)
-    return (fractions @ words).clamp(max=1.0)
+    per_word = (fractions @ words).clamp(max=1.0)
+    return torch.cat([fractions, per_word], dim=-1) if with_classes else per_word
 
 
 def image_targets(semantic: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
@@ -104,16 +109,17 @@ def balanced_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class EncoderHeads(nn.Module):
-    """The throw-away linear heads: CLIP patches, SAM cells -> word logits; CLIP's CLS (when kept) -> class logits.
+    """The throw-away linear heads: CLIP patches, SAM cells -> word (and class) logits; CLIP's CLS -> class logits.
 
     The CLS head names whole classes, "red circle" and not just red and circle, so one token the LLM reads at a
     fixed place says which of the training classes the image holds.
     """
 
-    def __init__(self, model: LasagnaModel, num_classes: int, num_words: int):
+    def __init__(self, model: LasagnaModel, num_classes: int, num_words: int, patch_classes: bool = False):
         super().__init__()
-        self.vision = nn.Linear(model.cfg.vision.hidden_size, num_words)
-        self.sam = nn.Conv2d(model.cfg.sam.prompt_dim, num_words, kernel_size=1)
+        per_patch = num_words + (num_classes if patch_classes else 0)
+        self.vision = nn.Linear(model.cfg.vision.hidden_size, per_patch)
+        self.sam = nn.Conv2d(model.cfg.sam.prompt_dim, per_patch, kernel_size=1)
         self.cls = (
             None if model.cfg.vision.drop_cls else nn.Linear(model.cfg.vision.hidden_size, num_classes + num_words)
         )
@@ -127,11 +133,13 @@ class EncoderHeads(nn.Module):
         return {"vision": self.vision(feats[:, 1:]), "sam": cells, "cls": self.cls(feats[:, 0])}
 
 
-def _targets(model: LasagnaModel, semantic: torch.Tensor, words: torch.Tensor) -> dict[str, torch.Tensor]:
+def _targets(
+    model: LasagnaModel, semantic: torch.Tensor, words: torch.Tensor, classes: bool
+) -> dict[str, torch.Tensor]:
     grid_clip = model.cfg.vision.image_size // model.cfg.vision.patch_size
     return {
-        "vision": patch_targets(semantic, words, grid_clip),
-        "sam": patch_targets(semantic, words, model.cfg.sam.embedding_size),
+        "vision": patch_targets(semantic, words, grid_clip, classes),
+        "sam": patch_targets(semantic, words, model.cfg.sam.embedding_size, classes),
         "cls": image_targets(semantic, words),
     }
 
@@ -173,7 +181,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
     device = next(model.parameters()).device
     words_list, words = word_matrix(list(classes("train")))
     words = words.to(device)
-    heads = EncoderHeads(model, words.shape[0], len(words_list)).to(device)
+    heads = EncoderHeads(model, words.shape[0], len(words_list), cfg.patch_classes).to(device)
     encoders = [model.vision_tower, model.sam.image_encoder]
     for module in encoders:
         module.train()
@@ -189,7 +197,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
         clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("train", indices, image_size, model))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = heads(model, clip, sam)
-        targets = _targets(model, semantic, words)
+        targets = _targets(model, semantic, words, cfg.patch_classes)
         loss = sum(balanced_bce(v.float(), targets[k]) for k, v in logits.items())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -204,7 +212,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
         "steps": cfg.steps,
         "seconds": round(time.perf_counter() - started, 1),
         "loss": loss_value,
-        **_accuracy(model, heads, words, words_list, image_size),
+        **_accuracy(model, heads, words, words_list, image_size, cfg.patch_classes),
     }
     if out is not None:
         save_encoders(model, Path(out), summary)
@@ -213,12 +221,12 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
 
 
 @torch.no_grad()
-def _accuracy(model, heads, words, names: list[str], size: int) -> dict:
+def _accuracy(model, heads, words, names: list[str], size: int, patch_classes: bool) -> dict:
     """Recall and specificity of every head on 64 `val` scenes (most targets are 0: plain accuracy flatters)."""
     device = words.device
     clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("val", list(range(64)), size, model))
     logits = heads(model, clip, sam)
-    targets = _targets(model, semantic, words)
+    targets = _targets(model, semantic, words, patch_classes)
     result = {}
     for name, value in logits.items():
         target, predicted = targets[name] > 0.5, value > 0
