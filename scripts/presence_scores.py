@@ -4,7 +4,9 @@
 
 Every scene is asked its split's full class list (16-class chunks, the checkpoint's default decoder); the scores of
 colour-shape classes and of stuff classes are averaged separately for present and absent ones, and the AUC of
-present against absent shapes is printed (0.5 = no signal).
+present against absent shapes is printed (0.5 = no signal). Absent shapes are then split by whether their colour and
+their shape appear elsewhere in the scene ("red circle" absent, but a red square and a blue circle present): a model
+that reads words but does not bind them scores those absent shapes like present ones.
 """
 
 from __future__ import annotations
@@ -28,13 +30,19 @@ def main() -> None:
     api = Lasagna.from_pretrained(args.model)
     source = ShapeWorldSemantic(args.split)
     scores: dict[tuple[str, bool], list[float]] = {(g, p): [] for g in ("shape", "stuff") for p in (True, False)}
+    # absent shapes by (colour seen elsewhere, shape seen elsewhere)
+    parts: dict[tuple[bool, bool], list[float]] = {(c, s): [] for c in (False, True) for s in (False, True)}
     for i in range(args.n):
         record = source[i]
         classes = list(record.classes)
         gt = record.load_label()
         present = {classes[k] for k in np.unique(gt) if k != IGNORE_LABEL}
+        seen = {w for name in present - set(STUFF) for w in name.split()}
         for c in api.segment(record.load_image(), classes=classes, chunk_size=16).classes:
             scores["stuff" if c.name in STUFF else "shape", c.name in present].append(c.score)
+            if c.name not in STUFF and c.name not in present:
+                colour, shape = c.name.split()
+                parts[colour in seen, shape in seen].append(c.score)
     for group in ("shape", "stuff"):
         yes, no = scores[group, True], scores[group, False]
         print(
@@ -42,6 +50,9 @@ def main() -> None:
         )
     auc = np.mean([a > b for a, b in product(scores["shape", True], scores["shape", False])])
     print(f"shape AUC present vs absent: {auc:.3f}")
+    for (colour, shape), values in parts.items():
+        where = f"colour {'seen' if colour else 'unseen'}, shape {'seen' if shape else 'unseen'}"
+        print(f"  absent shapes, {where}: mean P(<ins>) {np.mean(values):.3f} (n={len(values)})")
 
 
 if __name__ == "__main__":
