@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lasagna.data.records import IGNORE_LABEL, LABEL_PNG_IGNORE
 from lasagna.eval import metrics_cli
 from lasagna.eval.metrics import NoTargetAccuracy, PresenceAccuracy, ReferIoU, SemanticIoU
 
-# K = 4; 255 is ignore in GT and "unlabelled" in the prediction; class 3 appears nowhere.
-GT = np.array([[0, 0, 1, 255], [1, 2, 255, 2]])
-PRED = np.array([[0, 1, 1, 0], [255, 2, 0, 2]])
+# K = 4; IGNORE_LABEL is ignore in GT, -1 is "unlabelled" in the prediction; class 3 appears nowhere.
+GT = np.array([[0, 0, 1, IGNORE_LABEL], [1, 2, IGNORE_LABEL, 2]])
+PRED = np.array([[0, 1, 1, 0], [-1, 2, 0, 2]])
+
+
+def _png_values(label: np.ndarray) -> np.ndarray:
+    """An in-memory label map as an 8-bit label PNG stores it: negative values (ignore, unlabelled) -> 255."""
+    return np.where(label < 0, LABEL_PNG_IGNORE, label)
 
 
 def test_semantic_iou_correct_convention():
@@ -35,7 +41,7 @@ def test_semantic_iou_correct_convention():
 
 
 def test_semantic_iou_released_convention_counts_void_as_class_0():
-    # GT 255 -> 0 and unlabelled prediction -> 0, so pairs are the six above with (1,unl) -> (1,0), plus (0,0) twice.
+    # GT ignore -> 0 and unlabelled prediction -> 0, so pairs are the six above with (1,unl) -> (1,0), plus (0,0) twice.
     # class 0: TP 3, FN 1, FP 1 -> 3/5.  class 1: TP 1, FN 1, FP 1 -> 1/3.  class 2: 1.  mIoU = 29/45.
     m = SemanticIoU(4, convention="released")
     m.update(PRED, GT)
@@ -58,10 +64,10 @@ def test_semantic_iou_all_ignore_image_contributes_nothing():
     m = SemanticIoU(4)
     m.update(PRED, GT)
     before = m.compute()
-    m.update(np.zeros((5, 6), np.int64), np.full((5, 6), 255))
+    m.update(np.zeros((5, 6), np.int64), np.full((5, 6), IGNORE_LABEL))
     assert m.compute() == before
     empty = SemanticIoU(3)
-    empty.update(np.zeros((2, 2), np.int64), np.full((2, 2), 255))
+    empty.update(np.zeros((2, 2), np.int64), np.full((2, 2), IGNORE_LABEL))
     assert empty.compute()["mIoU"] is None and empty.compute()["pixel_acc"] is None
 
 
@@ -74,6 +80,17 @@ def test_semantic_iou_errors():
         SemanticIoU(3, convention="paper")
     with pytest.raises(ValueError, match="is a class id"):
         SemanticIoU(3, ignore_index=0)
+    with pytest.raises(ValueError, match="neither a class id"):  # 255 is no longer ignore in memory
+        SemanticIoU(3).update(np.zeros((1, 2), np.int64), np.array([[0, 255]]))
+
+
+def test_semantic_iou_class_255_counts_with_many_classes():
+    # 459 classes (PASCAL-Context-459): class 255 is scored like any other class, only IGNORE_LABEL is dropped.
+    m = SemanticIoU(459)
+    m.update(np.array([[255, 255, 0, 458]]), np.array([[255, 255, IGNORE_LABEL, 458]]))
+    r = m.compute()
+    assert r["num_pixels"] == 3 and r["pixel_acc"] == 1.0
+    assert r["per_class_iou"][255] == 1.0 and r["per_class_iou"][458] == 1.0 and r["per_class_iou"][0] is None
 
 
 def test_refer_iou_by_hand():
@@ -136,7 +153,10 @@ def _feed(metric, rng: np.random.Generator, n: int) -> list:
     samples = []
     for _ in range(n):
         if isinstance(metric, SemanticIoU):
-            s = (rng.integers(-1, 5, (6, 7)), np.where(rng.random((6, 7)) < 0.2, 255, rng.integers(0, 5, (6, 7))))
+            s = (
+                rng.integers(-1, 5, (6, 7)),
+                np.where(rng.random((6, 7)) < 0.2, IGNORE_LABEL, rng.integers(0, 5, (6, 7))),
+            )
         elif isinstance(metric, ReferIoU):
             s = (rng.random((5, 5)) < 0.5, rng.random((5, 5)) < 0.3, rng.random((5, 5)) < 0.1)
         elif isinstance(metric, NoTargetAccuracy):
@@ -188,8 +208,8 @@ def _write(path, array: np.ndarray) -> None:
 
 def test_cli_semseg(tmp_path, capsys):
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
-    _write(pred_dir / "a.png", PRED.astype(np.uint8))
-    _write(gt_dir / "a.png", GT.astype(np.uint16))  # 16-bit GT
+    _write(pred_dir / "a.png", _png_values(PRED).astype(np.uint8))
+    _write(gt_dir / "a.png", _png_values(GT).astype(np.uint16))  # 16-bit GT, void stored as 255
     rng = np.random.default_rng(1)
     pred_b, gt_b = rng.integers(0, 4, (3, 5)), rng.integers(0, 4, (3, 5))
     _write(pred_dir / "city" / "b.png", pred_b.astype(np.uint8))
@@ -209,19 +229,33 @@ def test_cli_semseg(tmp_path, capsys):
 
 def test_cli_semseg_errors_name_the_files(tmp_path):
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
-    _write(gt_dir / "a.png", GT.astype(np.uint8))
-    _write(gt_dir / "b.png", GT.astype(np.uint8))
+    _write(gt_dir / "a.png", _png_values(GT).astype(np.uint8))
+    _write(gt_dir / "b.png", _png_values(GT).astype(np.uint8))
     _write(pred_dir / "a.png", np.zeros((3, 4), np.uint8))
     argv = ["metrics", "semseg", "--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "4"]
     with pytest.raises(FileNotFoundError, match=r"no counterpart .*b\.png"):
         _run_cli(argv)
-    _write(pred_dir / "b.png", PRED.astype(np.uint8))
+    _write(pred_dir / "b.png", _png_values(PRED).astype(np.uint8))
     with pytest.raises(ValueError, match=r"size mismatch: .*a\.png is \(3, 4\)"):
         _run_cli(argv)
     _write(pred_dir / "a.png", np.zeros((2, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="single-channel"):
         _run_cli(argv)
-    _write(pred_dir / "a.png", PRED.astype(np.uint8))
+    _write(pred_dir / "a.png", _png_values(PRED).astype(np.uint8))
     _write(gt_dir / "b.png", np.full((2, 4), 9, np.uint8))
     with pytest.raises(ValueError, match=r"b\.png: gt holds value 9"):
         _run_cli(argv)
+
+
+def test_cli_semseg_more_than_255_classes(tmp_path, capsys):
+    # 16-bit GT with 300 classes: 255 is a class, 65535 the files' void value (passed with --ignore).
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    _write(gt_dir / "a.png", np.array([[255, 255, 299, 65535]], np.uint16))
+    _write(pred_dir / "a.png", np.array([[255, 0, 299, 7]], np.uint16))
+    argv = ["metrics", "semseg", "--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "300"]
+    with pytest.raises(ValueError, match="ignore value 255 is a class id"):
+        _run_cli(argv)  # the 8-bit default would silently drop class 255
+    assert _run_cli([*argv, "--ignore", "65535"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["num_pixels"] == 3 and out["pixel_acc"] == pytest.approx(2 / 3)
+    assert out["per_class_iou"][255] == pytest.approx(1 / 2) and out["per_class_iou"][299] == 1.0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lasagna.data.records import ReasonRecord, ReferRecord, SemanticRecord, VQARecord
+from lasagna.data.records import IGNORE_LABEL, LABEL_PNG_IGNORE, ReasonRecord, ReferRecord, SemanticRecord, VQARecord
 from lasagna.data.shapeworld import (
     COLOURS,
     HELD_OUT,
@@ -297,3 +297,13 @@ def test_render_command_writes_images_labels_and_annotations(tmp_path, capsys):
     assert [o["name"] for o in entry["objects"]] == [o.name for o in sc.objects]
     assert [r["text"] for r in entry["referring"]] == [i.text for i in referring_items(sc)]
     assert entry["reasoning"]["queries"] and entry["vqa"]
+
+
+def test_label_png_stores_ignore_as_255_and_rejects_ids_that_do_not_fit():
+    label = np.array([[0, 57, IGNORE_LABEL], [254, 3, IGNORE_LABEL]])
+    png = shapeworld_cli.label_png(label)
+    assert png.dtype == np.uint8 and png.tolist() == [[0, 57, LABEL_PNG_IGNORE], [254, 3, LABEL_PNG_IGNORE]]
+    with pytest.raises(ValueError, match=r"class ids must be 0\.\.254"):
+        shapeworld_cli.label_png(np.array([[0, 255]]))
+    with pytest.raises(ValueError, match=r"class ids must be 0\.\.254"):
+        shapeworld_cli.label_png(np.array([[0, -2]]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import random
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from lasagna.data.sources import SOURCES, open_source
 from lasagna.data.sources.classnames import COCO_STUFF_171, PASCAL_CONTEXT_59, PASCAL_CONTEXT_459
 from lasagna.data.sources.imageio import ImageReadError, read_image, read_image_size, read_label
 from lasagna.data.sources.refer import load_plain_pickle
+from lasagna.data.tasks import format_record
 
 # pycocotools' compiled decode trips numpy 2's `copy=` deprecation; harmless, and not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -205,6 +207,30 @@ def test_pascal_context_59_and_459(tmp_path):
         open_source("pascal-context-59", tmp_path, "train")
 
 
+def test_pascal_context_459_class_255_is_a_class_not_ignore(tmp_path):
+    base = tmp_path / "VOCdevkit" / "VOC2010"
+    _photo(base / "JPEGImages" / "2008_000002.jpg")
+    raw = _label([0, 254, 255, 256, 458, 65535, 65535], np.uint16)
+    _write(base / "annotations_detectron2" / "pc459_val" / "2008_000002.tif", raw)
+    assert read_label(base / "annotations_detectron2" / "pc459_val" / "2008_000002.tif").dtype == np.uint16
+    record = open_source("pascal-context-459", tmp_path)[0]
+    label = record.load_label()
+    assert label.dtype == np.int64
+    assert label[0, :7].tolist() == [0, 254, 255, 256, 458, IGNORE_LABEL, IGNORE_LABEL]
+    assert not 0 <= IGNORE_LABEL < len(PASCAL_CONTEXT_459)  # the ignore value can be no class id
+    assert (label == 255).sum() == 1 and (label == IGNORE_LABEL).sum() == 2
+
+    # through the semantic task formatter: class 255 is a present class with its pixel, only 65535 is ignore
+    sample = format_record(record, random.Random(0))
+    name_255 = PASCAL_CONTEXT_459[255]
+    assert name_255 in sample.meta.classes_present
+    assert set(sample.meta.classes_present) == {PASCAL_CONTEXT_459[i] for i in (0, 254, 255, 256, 458)}
+    np.testing.assert_array_equal(sample.ignore, raw == 65535)
+    (conv,) = sample.conversations
+    mask_255 = conv.masks[sample.meta.classes_present.index(name_255)]
+    np.testing.assert_array_equal(mask_255, raw == 255)
+
+
 # ---------------------------------------------------------------- referring
 
 
@@ -350,7 +376,8 @@ def test_reasonseg_paints_largest_first_with_ignore(tmp_path):
     assert record.queries == ("what keeps the food cold?",) and record.is_sentence
     assert record.explanation == "The fridge keeps food cold."
     mask = record.load_mask()
-    assert mask.shape == (10, 10) and mask.dtype == np.uint8
+    assert mask.shape == (10, 10) and mask.dtype == np.int64
+    assert set(np.unique(mask).tolist()) == {IGNORE_LABEL, 0, 1}  # the canvas's 255 never leaks out
     assert (mask[3:5, 3:5] == 1).all()  # painted after the larger ignore region
     assert mask[0, 0] == IGNORE_LABEL and mask[5, 9] == IGNORE_LABEL  # 9.7 truncates to 9, outline included
     assert mask[6].sum() == 0  # the "flag" shape is dropped

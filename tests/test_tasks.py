@@ -182,6 +182,25 @@ def test_bad_label_values_are_rejected():
         format_record(record, random.Random(0))
 
 
+def test_more_than_255_classes_are_accepted():
+    # 300 classes: 255 and 299 are ordinary class ids; only IGNORE_LABEL is void
+    classes = tuple(f"class {i}" for i in range(300))
+    label = np.array([[0, 255, 255], [299, IGNORE_LABEL, 254]])
+    cfg = TasksConfig(semantic=SemanticTaskConfig(list_length=(1, 300)))
+    sample = format_record(semantic_record(classes, label), random.Random(0), cfg)
+    (conv,) = sample.conversations
+    assert sorted(sample.meta.classes_present) == ["class 0", "class 254", "class 255", "class 299"]
+    np.testing.assert_array_equal(sample.ignore, label == IGNORE_LABEL)
+    for name, mask in zip(sample.meta.classes_present, conv.masks, strict=True):
+        np.testing.assert_array_equal(mask, label == int(name.split()[1]))
+
+
+def test_old_255_ignore_value_is_rejected_for_few_classes():
+    record = semantic_record(classes=("wall", "bed"), label=np.array([[0, 1], [255, 1]]))
+    with pytest.raises(ValueError, match=r"label values must be 0\.\.1 or -1"):
+        format_record(record, random.Random(0))
+
+
 def refer_record(*mask_counts: int) -> ReferRecord:
     def masks(k):
         out = np.zeros((k, 3, 4), bool)
@@ -217,7 +236,7 @@ def test_referring_samples_at_most_max_expressions():
 
 
 def reason_record(explanation=None, is_sentence=True) -> ReasonRecord:
-    mask = np.array([[0, 1, 1, 255], [0, 1, 0, 255], [0, 0, 0, 0]], np.uint8)
+    mask = np.array([[0, 1, 1, IGNORE_LABEL], [0, 1, 0, IGNORE_LABEL], [0, 0, 0, 0]], np.int64)
     return ReasonRecord("rs0", lambda: IMAGE_3x4, ("What holds the water?",), is_sentence, lambda: mask, explanation)
 
 
@@ -238,6 +257,13 @@ def test_reasoning_target_ignore_and_explanatory():
 
     phrase = format_record(reason_record(is_sentence=False), random.Random(0)).conversations[0]
     assert phrase.question in [t.format(text="what holds the water?") for t in templates.REFER_QUESTIONS]
+
+
+def test_reasoning_mask_with_old_255_ignore_is_rejected():
+    mask = np.array([[0, 1, 1, 255], [0, 1, 0, 255], [0, 0, 0, 0]], np.uint8)
+    record = ReasonRecord("rs0", lambda: IMAGE_3x4, ("What holds the water?",), True, lambda: mask)
+    with pytest.raises(ValueError, match=r"reasoning mask values must be 0, 1 or -1, found \[255\]"):
+        format_record(record, random.Random(0))
 
 
 def test_vqa_rounds():

@@ -12,8 +12,16 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-IGNORE_LABEL = 255
-"""Label value for pixels that belong to no class (void); never a target pixel, excluded from metrics."""
+IGNORE_LABEL = -1
+"""Label value for pixels that belong to no class (void); never a target pixel, excluded from metrics.
+
+Negative, so it can never be a class id: class ids are 0..C-1 for any C (PASCAL-Context-459 has a class 255).
+It lives only in memory (int64 label maps and masks); label files keep their own void values (255, 65535, 0, ...)
+and their readers map those to IGNORE_LABEL. Writers of 8-bit label PNGs use LABEL_PNG_IGNORE.
+"""
+
+LABEL_PNG_IGNORE = 255
+"""Void value in the 8-bit label PNGs this project writes and, by default, reads (`lasagna metrics semseg`)."""
 
 Loader = Callable[[], np.ndarray]
 TaskName = Literal["semantic", "referring", "reasoning", "vqa"]
@@ -52,7 +60,7 @@ class ReferRecord:
 
 @dataclass(frozen=True)
 class ReasonRecord:
-    """A reasoning query. load_mask() -> (H, W) uint8: 1 target, 0 background, IGNORE_LABEL ignore."""
+    """A reasoning query. load_mask() -> (H, W) int64: 1 target, 0 background, IGNORE_LABEL ignore."""
 
     image_id: str
     load_image: Loader

@@ -115,8 +115,8 @@ def format_semantic(record: SemanticRecord, rng: random.Random, cfg: SemanticTas
 def _label_stats(record: SemanticRecord, size: tuple[int, int], min_pixels: int) -> _LabelStats:
     """Load the label map, check it, and split the dataset's classes into present / absent by pixel count."""
     num = len(record.classes)
-    if not 1 <= num <= IGNORE_LABEL:
-        raise ValueError(f"{record.image_id}: a semantic record needs 1..{IGNORE_LABEL} classes, got {num}")
+    if num < 1:
+        raise ValueError(f"{record.image_id}: a semantic record needs at least 1 class, got {num}")
     names = [user_text(name, "class name", record.image_id).lower() for name in record.classes]
     if len(set(names)) != num:
         raise ValueError(f"{record.image_id}: class names must be unique after lower-casing, got {names}")

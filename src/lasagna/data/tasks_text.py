@@ -95,11 +95,16 @@ def format_refer(record: ReferRecord, rng: random.Random, cfg: ReferTaskConfig, 
 
 
 def format_reason(record: ReasonRecord, rng: random.Random, cfg: ReasonTaskConfig, source: str = "") -> Sample:
-    """One conversation per sampled query, all about the record's one target (mask == 1; 255 is ignore)."""
+    """One conversation per sampled query, all about the record's one target (mask == 1; IGNORE_LABEL is ignore)."""
     image = load_image(record.load_image, record.image_id)
     mask = np.asarray(record.load_mask())
     if mask.shape != image.shape[:2]:
         raise ValueError(f"{record.image_id}: reasoning mask {mask.shape} does not match the image {image.shape[:2]}")
+    unexpected = np.setdiff1d(mask, [0, 1, IGNORE_LABEL])
+    if unexpected.size:
+        raise ValueError(
+            f"{record.image_id}: reasoning mask values must be 0, 1 or {IGNORE_LABEL}, found {unexpected[:5].tolist()}"
+        )
     target = (mask == 1)[None]
     ignore = mask == IGNORE_LABEL
     explanation = None

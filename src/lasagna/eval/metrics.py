@@ -76,8 +76,9 @@ class SemanticIoU(_Accumulator):
     update(pred, gt): pred and gt are (H, W) integer label maps of the same shape, ids 0..K-1.
 
     Conventions, chosen by `convention`:
-    - "correct" (default): GT pixels equal to `ignore_index` are excluded from every count. Any other GT value
-      outside 0..K-1 is an error. A predicted value outside 0..K-1 (e.g. -1 or 255, "unlabelled": no mask covered
+    - "correct" (default): GT pixels equal to `ignore_index` (default IGNORE_LABEL, -1, the in-memory void value;
+      pass the file's value, e.g. 255, when scoring raw label files) are excluded from every count. Any other GT
+      value outside 0..K-1 is an error. A predicted value outside 0..K-1 (e.g. -1, "unlabelled": no mask covered
       the pixel) is wrong: it is a false negative of the GT class and a false positive of no class.
     - "released": reproduces the released LaSagnA / LISA evaluation (spec §6.1, §9.8): every GT value outside
       0..K-1, ignore included, becomes class 0, and every unlabelled prediction becomes class 0, so void pixels

@@ -4,7 +4,9 @@
 
 compares label PNGs of the same relative path under both folders (subfolders included, e.g. Cityscapes cities).
 PNGs are single-channel, 8- or 16-bit (palette PNGs are read as their indices). GT holds class ids 0..K-1 or the
-ignore value; in a prediction any value outside 0..K-1 means "unlabelled" (see `SemanticIoU` for how it counts).
+file's ignore value, `--ignore` (default 255, LABEL_PNG_IGNORE; it must not be a class id, so with more than 255
+classes pass the 16-bit file's void value, e.g. 65535); GT ignore pixels become IGNORE_LABEL once read. In a
+prediction any value outside 0..K-1 means "unlabelled" (see `SemanticIoU` for how it counts).
 Prints one JSON object on stdout.
 """
 
@@ -18,12 +20,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.records import IGNORE_LABEL
+from ..data.records import IGNORE_LABEL, LABEL_PNG_IGNORE
 from .metrics import CONVENTIONS, SemanticIoU
 
 
 def read_label_png(path: Path) -> np.ndarray:
-    """(H, W) int64 label map of a single-channel (L, P, I;16 or I) PNG."""
+    """(H, W) int64 raw values of a single-channel (L, P, I;16 or I) PNG; void keeps the file's value."""
     with Image.open(path) as im:
         if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
             raise ValueError(f"{path}: label PNGs must be single-channel 8- or 16-bit, got mode {im.mode}")
@@ -57,14 +59,23 @@ def semseg_metrics(
     pred_dir: Path,
     gt_dir: Path,
     num_classes: int,
-    ignore_index: int = IGNORE_LABEL,
+    ignore_index: int = LABEL_PNG_IGNORE,
     convention: str = "correct",
 ) -> dict:
-    """mIoU, pixel accuracy and per-class IoU over all paired label PNGs of two folders."""
-    metric = SemanticIoU(num_classes, ignore_index=ignore_index, convention=convention)
+    """mIoU, pixel accuracy and per-class IoU over all paired label PNGs of two folders.
+
+    `ignore_index` is the GT files' void value; it must not be a class id (0..num_classes-1).
+    """
+    if 0 <= ignore_index < num_classes:
+        raise ValueError(
+            f"ignore value {ignore_index} is a class id (0..{num_classes - 1}); pass the GT files' void value, "
+            "e.g. --ignore 65535 for 16-bit label PNGs"
+        )
+    metric = SemanticIoU(num_classes, convention=convention)
     pairs = paired_pngs(pred_dir, gt_dir)
     for pred_path, gt_path in tqdm(pairs, desc="semseg metrics", unit="img"):
         pred, gt = read_label_png(pred_path), read_label_png(gt_path)
+        gt[gt == ignore_index] = IGNORE_LABEL
         if pred.shape != gt.shape:
             raise ValueError(f"size mismatch: {pred_path} is {pred.shape} but {gt_path} is {gt.shape} (H, W)")
         try:
@@ -97,7 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     semseg.add_argument("--pred", type=Path, required=True, help="folder of predicted label PNGs")
     semseg.add_argument("--gt", type=Path, required=True, help="folder of GT label PNGs (same relative names)")
     semseg.add_argument("--num-classes", type=int, required=True, help="K: class ids are 0..K-1")
-    semseg.add_argument("--ignore", type=int, default=IGNORE_LABEL, help="GT value excluded from scoring")
+    semseg.add_argument(
+        "--ignore",
+        type=int,
+        default=LABEL_PNG_IGNORE,
+        help=f"GT file value excluded from scoring (default {LABEL_PNG_IGNORE}); must not be a class id",
+    )
     semseg.add_argument(
         "--convention",
         choices=CONVENTIONS,

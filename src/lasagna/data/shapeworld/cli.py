@@ -1,6 +1,7 @@
 """`lasagna shapeworld render|examples`: write scenes, label maps and annotations to disk.
 
-render writes, per scene, NNNN.png (image), NNNN_label.png (uint8 class ids into the split's class list) and
+render writes, per scene, NNNN.png (image), NNNN_label.png (uint8 class ids into the split's class list; void,
+which ShapeWorld never has, would be 255 = LABEL_PNG_IGNORE, read back as IGNORE_LABEL by `lasagna metrics semseg`) and
 NNNN_label_color.png (a visualisation), plus one objects.json with every scene's objects, stuff, referring
 expressions (target instance ids), reasoning query and VQA turns. Every file is written under a temporary name
 and renamed, so an interrupted run never leaves a half-written file.
@@ -18,6 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ...atomic import write_atomic_file
+from ..records import IGNORE_LABEL, LABEL_PNG_IGNORE
 from .reasoning import reasoning_item
 from .referring import referring_items
 from .scene import Scene, scene
@@ -63,13 +65,28 @@ def render_scenes(split: str, indices: range, out: Path, size: int = 128) -> Pat
         sc = scene(split, index, size)
         stem = f"{index:04d}"
         _write_png(out / f"{stem}.png", sc.image)
-        _write_png(out / f"{stem}_label.png", sc.semantic.astype(np.uint8))
+        _write_png(out / f"{stem}_label.png", label_png(sc.semantic))
         _write_png(out / f"{stem}_label_color.png", colorize(sc))
         records.append({"index": index, "image": f"{stem}.png", "label": f"{stem}_label.png", **describe(sc)})
     meta = {"split": split, "size": size, "classes": list(classes(split)), "held_out": list(HELD_OUT)}
     path = out / "objects.json"
     _write_bytes(path, json.dumps({**meta, "scenes": records}, indent=1).encode())
     return path
+
+
+def label_png(label: np.ndarray) -> np.ndarray:
+    """(H, W) int label map (class ids, IGNORE_LABEL for void) -> uint8 for a label PNG, void as LABEL_PNG_IGNORE.
+
+    Class ids must fit below LABEL_PNG_IGNORE; a larger id is an error rather than a silently wrapped value.
+    """
+    label = np.asarray(label)
+    void = label == IGNORE_LABEL
+    ids = label[~void]
+    if ids.size and (ids.min() < 0 or ids.max() >= LABEL_PNG_IGNORE):
+        raise ValueError(
+            f"class ids must be 0..{LABEL_PNG_IGNORE - 1} for an 8-bit label PNG, got {ids.min()}..{ids.max()}"
+        )
+    return np.where(void, LABEL_PNG_IGNORE, label).astype(np.uint8)
 
 
 def describe(sc: Scene) -> dict:

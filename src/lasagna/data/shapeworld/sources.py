@@ -40,9 +40,9 @@ def load_masks(split: str, index: int, size: int, targets: tuple[int, ...]) -> n
 
 
 def load_reason_mask(split: str, index: int, size: int) -> np.ndarray:
-    """(S, S) uint8: 1 on the reasoning target, 0 elsewhere."""
+    """(S, S) int64: 1 on the reasoning target, 0 elsewhere (no ignore), as ReasonRecord.load_mask gives."""
     sc = scene(split, index, size)
-    return reasoning_item(sc).mask(sc)
+    return reasoning_item(sc).mask(sc).astype(np.int64)
 
 
 @dataclass(frozen=True)

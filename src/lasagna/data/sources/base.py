@@ -20,8 +20,9 @@ from lasagna.data.records import IGNORE_LABEL, Record, SemanticRecord, TaskName
 from lasagna.data.sources.imageio import read_image, read_label
 
 DATA_ENV = "LASAGNA_DATA"
-INVALID = -1
-"""Lookup-table value for raw label ids that the dataset never uses: meeting one is an error, not ignore."""
+INVALID = IGNORE_LABEL - 1
+"""Lookup-table value for raw label ids that the dataset never uses: meeting one is an error, not ignore.
+Negative like IGNORE_LABEL and distinct from it, so it is neither a class id nor void."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,11 @@ class Layout:
 
 
 def build_lut(size: int, raw_ids: Sequence[int], ignore_ids: Iterable[int]) -> np.ndarray:
-    """(size,) int64 table: raw_ids[k] -> k, ignore_ids -> IGNORE_LABEL, every other raw value -> INVALID."""
+    """(size,) int64 table: raw_ids[k] -> k, ignore_ids -> IGNORE_LABEL, every other raw value -> INVALID.
+
+    `size` is one more than the largest raw value the label files can hold (256 for 8-bit, 65536 for 16-bit).
+    A raw id listed in both raw_ids and ignore_ids is a class: the class ids are written last.
+    """
     lut = np.full(size, INVALID, dtype=np.int64)
     lut[list(ignore_ids)] = IGNORE_LABEL
     lut[list(raw_ids)] = np.arange(len(raw_ids))
@@ -86,7 +91,10 @@ def build_lut(size: int, raw_ids: Sequence[int], ignore_ids: Iterable[int]) -> n
 
 
 def read_mapped_label(path: str | Path, lut: np.ndarray) -> np.ndarray:
-    """Read a label file and map raw ids to contiguous class ids: (H, W) int64, IGNORE_LABEL for void pixels."""
+    """Read a label file and map raw ids to contiguous class ids: (H, W) int64, IGNORE_LABEL for void pixels.
+
+    The file's own void values (255, 65535, ...) never reach the result: `lut` maps them to IGNORE_LABEL.
+    """
     raw = read_label(path)
     if raw.size and (raw.min() < 0 or raw.max() >= len(lut)):
         raise ValueError(f"label file {path} has values in [{raw.min()}, {raw.max()}], expected 0..{len(lut) - 1}")

@@ -12,8 +12,9 @@ VOC is read straight from the official tarball). Expected trees under the data r
     VOCdevkit/VOC2010/annotations_detectron2/pc459_val/<id>.tif   uint16: 0..458 classes, 65535 ignore
 
 Label conventions: VOC-20 follows the usual 20-class protocol, background is not a class (raw 0 and 255 -> ignore,
-raw k -> k - 1). Context ids are already contiguous. The label files decide which images belong to a Context split
-(JPEGImages also holds the training images).
+raw k -> k - 1). Context ids are already contiguous; in Context-459, raw 255 is an ordinary class (class 255), only
+65535 is void. Every file void value becomes IGNORE_LABEL in memory. The label files decide which images belong to a
+Context split (JPEGImages also holds the training images).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ Expected tree under the data root:
 The original JSON files are read directly (no `*_new.json` preprocessing step, spec 3.4). The mask is painted the
 way the benchmark's reference does, so that scores stay comparable: shapes labelled "flag" are dropped (deprecated
 annotations); points are truncated to integer pixels; every polygon is filled with its 1-pixel outline; polygons
-are painted largest pixel area first (ties: later shape first), 255 (ignore) when the label contains "ignore",
-1 (target) otherwise. Polygons are in the upright frame (labelme applies EXIF orientation), so images are read
-with EXIF orientation applied and the mask has the same (H, W).
+are painted largest pixel area first (ties: later shape first), ignore when the label contains "ignore" (255 on
+the 8-bit canvas, IGNORE_LABEL in the returned int64 mask), 1 (target) otherwise. Polygons are in the upright
+frame (labelme applies EXIF orientation), so images are read with EXIF orientation applied and the mask has the
+same (H, W).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ REASONSEG = Layout(
     "  reason_seg/ReasonSeg/explanatory/train.json  (optional explanations)",
 )
 TARGET = 1
+_CANVAS_IGNORE = 255  # the 8-bit drawing canvas cannot hold IGNORE_LABEL; mapped to it once painting is done
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,15 @@ def _area(shape: Shape, height: int, width: int) -> int:
 
 
 def draw_reason_mask(shapes: tuple[Shape, ...], image_path: str | Path) -> np.ndarray:
-    """(H, W) uint8 mask at the upright size of `image_path`: 0 background, 1 target, IGNORE_LABEL ignore."""
+    """(H, W) int64 mask at the upright size of `image_path`: 0 background, 1 target, IGNORE_LABEL ignore."""
     height, width = read_image_size(image_path)
     areas = [_area(shape, height, width) for shape in shapes]
     canvas = Image.new("L", (width, height), 0)
     for index in np.argsort(areas, kind="stable")[::-1]:
-        _paint(canvas, shapes[index], shapes[index].value)
-    return np.array(canvas, dtype=np.uint8)
+        value = shapes[index].value
+        _paint(canvas, shapes[index], _CANVAS_IGNORE if value == IGNORE_LABEL else value)
+    painted = np.asarray(canvas)
+    return np.where(painted == _CANVAS_IGNORE, IGNORE_LABEL, painted.astype(np.int64))
 
 
 def _read_json(path: Path):

@@ -1,8 +1,9 @@
 """Training semantic-segmentation datasets: ADE20K, COCO-Stuff 171, Cityscapes, Mapillary Vistas v1.2.
 
 Every reader lists the label files of a split, pairs each with its image (a missing image is an error), and maps
-raw label values to contiguous class ids 0..C-1 with IGNORE_LABEL (255) for void; a raw value the dataset never
-defines is an error when the label is loaded. Splits are named "train" and "val" everywhere.
+raw label values to contiguous class ids 0..C-1 with IGNORE_LABEL (-1, whatever the file's void value) for void; a
+raw value the dataset never defines is an error when the label is loaded. Splits are named "train" and "val"
+everywhere.
 
 Expected trees under the data root (ids are file stems):
 
