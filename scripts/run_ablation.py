@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from lasagna.atomic import write_atomic_file
+
 ROWS = ("a-lisa", "b-complex", "c-negatives", "d-random-list", "e-order")
 # How each row is asked at test time: models trained on the full list are asked the full list (58 classes) in one
 # query, as the released evaluation does; random-list models get 16-class chunks; only the order-consistent model
@@ -130,7 +132,7 @@ def main() -> None:
                 "protocol": " ".join(PROTOCOL[r]),
             }
         )
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_atomic_file(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1) + "\n"))
     lines = [
         "| row | mIoU | present recall | absent rejection | name disagreements | mean tokens | train s |",
         "|---|---|---|---|---|---|---|",
@@ -141,7 +143,7 @@ def main() -> None:
             f"| {s['row']} | {fmt(s['mIoU'])} | {fmt(s['present_recall'])} | {fmt(s['absent_rejection'])} | "
             f"{s['name_disagreements']} | {s['mean_tokens']:.0f} | {s['train_seconds']:.0f} |"
         )
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_atomic_file(out / "summary.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
 
 
