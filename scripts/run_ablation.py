@@ -1,7 +1,7 @@
 """Train and evaluate the five ablation rows (configs/ablation/*.yaml), in parallel processes, then tabulate.
 
-    python scripts/run_ablation.py --out runs/ablation [--steps 3000] [--limit 50] [--rows a-lisa,e-order]
-        [--encoders runs/shapeworld-small/encoders.safetensors]
+    python scripts/run_ablation.py --out runs/ablation [--steps 1500] [--limit 50] [--rows a-lisa,e-order]
+        [--encoders runs/shapeworld-small/encoders.safetensors] [--skip-done]
 
 Every row starts from the same frozen image encoders, pretrained once by the default model's stage 0
 (`lasagna train --config configs/train/shapeworld-small.yaml` writes them), so rows differ only in their text.
@@ -41,6 +41,8 @@ def lasagna(*args: str) -> list[str]:
 
 def run_all(commands: dict[str, list[str]], logs: Path, what: str) -> dict[str, float]:
     """Start every command at once, wait for all; returns wall seconds per row; fails loudly on any error."""
+    if not commands:
+        return {}
     started, procs = {}, {}
     # why: N processes with torch's default thread count each oversubscribe the cores and crawl
     threads = str(max(1, (os.cpu_count() or 1) // len(commands)))
@@ -50,29 +52,50 @@ def run_all(commands: dict[str, list[str]], logs: Path, what: str) -> dict[str, 
         started[row] = time.perf_counter()
         procs[row] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
     seconds = {}
-    for row, (proc, log) in procs.items():
-        code = proc.wait()
-        log.close()
-        seconds[row] = time.perf_counter() - started[row]
-        if code != 0:
-            raise SystemExit(f"{row} {what} failed with exit code {code}; see {logs / f'{row}-{what}.log'}")
+    # why: poll, so each row's time ends when that row ends, not when the rows before it in the dict do
+    while procs:
+        for row, (proc, log) in list(procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            seconds[row] = time.perf_counter() - started[row]
+            log.close()
+            del procs[row]
+            if code != 0:
+                for other, _ in procs.values():
+                    other.terminate()
+                raise SystemExit(f"{row} {what} failed with exit code {code}; see {logs / f'{row}-{what}.log'}")
+        time.sleep(1.0)
     return seconds
 
 
+def _logged(metrics: Path, key: str) -> list[float]:
+    values = [json.loads(line).get(key) for line in metrics.read_text().splitlines()]
+    return [v for v in values if v is not None]
+
+
 def mean_tokens(metrics: Path) -> float | None:
-    values = [json.loads(line).get("tokens") for line in metrics.read_text().splitlines()]
-    values = [v for v in values if v is not None]
+    values = _logged(metrics, "tokens")
     return sum(values) / len(values) if values else None
+
+
+def train_seconds(metrics: Path) -> float | None:
+    """The run's own training time (optimizer steps only, summed over resumes), from its metrics log."""
+    values = _logged(metrics, "seconds")
+    return values[-1] if values else None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ablation")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--limit", type=int, default=50)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--config-dir", default="configs/ablation")
     ap.add_argument("--encoders", default="runs/shapeworld-small/encoders.safetensors")
+    ap.add_argument(
+        "--skip-done", action="store_true", help="keep rows already trained (OUT/ROW/final) and evaluated (eval.json)"
+    )
     args = ap.parse_args()
     if not Path(args.encoders).is_file():
         raise SystemExit(f"encoder weights not found: {args.encoders}; run the default model's stage 0 first")
@@ -92,8 +115,9 @@ def main() -> None:
             f"encoders.from_file={args.encoders}",
         )
         for r in rows
+        if not (args.skip_done and (out / r / "final").is_dir())
     }
-    train_s = run_all(train, out, "train")
+    run_all(train, out, "train")
     evals = {
         r: lasagna(
             "eval",
@@ -112,6 +136,7 @@ def main() -> None:
             *PROTOCOL[r],
         )
         for r in rows
+        if not (args.skip_done and (out / r / "eval.json").is_file())
     }
     eval_s = run_all(evals, out, "eval")
     summary = []
@@ -120,14 +145,14 @@ def main() -> None:
         summary.append(
             {
                 "row": r,
-                "steps": args.steps,
+                "steps": int(_logged(out / r / "metrics.jsonl", "step")[-1]),
                 "mIoU": sem["mIoU"],
                 "present_recall": sem["present_recall"],
                 "absent_rejection": sem["absent_rejection"],
                 "name_disagreements": sem["name_disagreements"],
                 "mean_tokens": mean_tokens(out / r / "metrics.jsonl"),
-                "train_seconds": round(train_s[r], 1),
-                "eval_seconds": round(eval_s[r], 1),
+                "train_seconds": train_seconds(out / r / "metrics.jsonl"),
+                "eval_seconds": round(eval_s[r], 1) if r in eval_s else None,
                 "eval_images": sem["images"],
                 "protocol": " ".join(PROTOCOL[r]),
             }
