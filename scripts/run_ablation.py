@@ -69,19 +69,23 @@ def run_all(commands: dict[str, list[str]], logs: Path, what: str) -> dict[str, 
     return seconds
 
 
-def _logged(metrics: Path, key: str) -> list[float]:
-    values = [json.loads(line).get(key) for line in metrics.read_text().splitlines()]
-    return [v for v in values if v is not None]
+def read_log(metrics: Path) -> dict[str, list[float]]:
+    """A run's metrics.jsonl as {key: every value logged under it, in order}, read once."""
+    logged: dict[str, list[float]] = {}
+    for line in metrics.read_text().splitlines():
+        for key, value in json.loads(line).items():
+            logged.setdefault(key, []).append(value)
+    return logged
 
 
-def mean_tokens(metrics: Path) -> float | None:
-    values = _logged(metrics, "tokens")
+def mean_tokens(logged: dict[str, list[float]]) -> float | None:
+    values = logged.get("tokens", [])
     return sum(values) / len(values) if values else None
 
 
-def train_seconds(metrics: Path) -> float | None:
-    """The run's own training time (optimizer steps only, summed over resumes), from its metrics log."""
-    values = _logged(metrics, "seconds")
+def train_seconds(logged: dict[str, list[float]]) -> float | None:
+    """The run's own training time (optimizer steps only, summed over resumes)."""
+    values = logged.get("seconds", [])
     return values[-1] if values else None
 
 
@@ -142,16 +146,17 @@ def main() -> None:
     summary = []
     for r in rows:
         sem = json.loads((out / r / "eval.json").read_text())["semantic"]
+        logged = read_log(out / r / "metrics.jsonl")
         summary.append(
             {
                 "row": r,
-                "steps": int(_logged(out / r / "metrics.jsonl", "step")[-1]),
+                "steps": int(logged["step"][-1]),
                 "mIoU": sem["mIoU"],
                 "present_recall": sem["present_recall"],
                 "absent_rejection": sem["absent_rejection"],
                 "name_disagreements": sem["name_disagreements"],
-                "mean_tokens": mean_tokens(out / r / "metrics.jsonl"),
-                "train_seconds": train_seconds(out / r / "metrics.jsonl"),
+                "mean_tokens": mean_tokens(logged),
+                "train_seconds": train_seconds(logged),
                 "eval_seconds": round(eval_s[r], 1) if r in eval_s else None,
                 "eval_images": sem["images"],
                 "protocol": " ".join(PROTOCOL[r]),
