@@ -197,6 +197,43 @@ def test_plain_ascii_round_trips(plain):
     assert plain.unk_token_id in encode(plain, "café", "plain")
 
 
+@pytest.fixture(scope="module")
+def phrased():
+    """A plain tokenizer that keeps two-word class names whole."""
+    rng = random.Random(2)
+    names = ["red circle", "blue square", "red square", "sky"]
+    corpus = []
+    for _ in range(40):
+        listed = rng.sample(names, 3)
+        corpus.append(f"Segment {', '.join(listed)}.<cat_start> {', '.join(listed)} <cat_end>")
+        corpus.append("".join(f"{n}<{rng.choice(['ins', 'no_ins'])}>" for n in listed))
+    corpus.append("the red ball left of the blue one")
+    return build_plain_tokenizer(corpus, vocab_size=300, whole_phrases=["red circle", "blue square"])
+
+
+def test_whole_phrases_become_one_piece(phrased, tmp_path):
+    def split(text):
+        return pieces(phrased, encode(phrased, text, "plain", add_bos=False))
+
+    assert split("red circle") == ["▁red▁circle"]
+    assert split("Segment red circle, sky.") == ["▁Segment", "▁red▁circle", ",", "▁sky."]  # as the corpus has it
+    assert split("blue square<ins>red circle<no_ins>")[0] == "▁blue▁square"
+    assert split("red square") == ["▁red", "▁square"]  # not listed: spelled by its words
+    assert split("red circles")[0] == "▁red"  # a phrase only ends at a non-letter
+    for text in ["red circle", "the red circle, sky", "a  blue square.", "red circles and blue squares"]:
+        assert phrased.decode(encode(phrased, text, "plain", add_bos=False)) == text
+        assert decode_span(phrased, encode(phrased, text, "plain", add_bos=False)) == text
+    phrased.save_pretrained(str(tmp_path))
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert encode(loaded, "Segment red circle, sky.", "plain") == encode(phrased, "Segment red circle, sky.", "plain")
+
+
+def test_whole_phrases_must_be_multi_word_ascii():
+    for bad in (["sky"], ["red  circle"], ["café noir"]):
+        with pytest.raises(ValueError, match="whole phrases"):
+            build_plain_tokenizer(["red circle"], vocab_size=150, whole_phrases=bad)
+
+
 def test_plain_tokenizer_save_and_load(plain, tmp_path):
     plain.save_pretrained(str(tmp_path))
     loaded = AutoTokenizer.from_pretrained(str(tmp_path))

@@ -112,3 +112,9 @@ def test_two_processes_keep_identical_weights(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     sums = next(r["rank_checksums"] for r in records if "rank_checksums" in r)
     assert len(sums) == 2 and sums[0] == sums[1]
+
+
+def test_whole_names_tokenizer_keeps_training_class_names_whole(tmp_path):
+    _, tokenizer = build_model_and_tokenizer(_cfg(tmp_path, "tokenizer_whole_names=true", "tokenizer_corpus=200"))
+    assert tokenizer.tokenize("red circle, sky") == ["▁red▁circle", ",", "▁sky"]
+    assert tokenizer.tokenize("red square") == ["▁red", "▁square"]  # held out: never one piece

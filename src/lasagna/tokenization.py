@@ -40,7 +40,7 @@ import string
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Literal
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from .prompts import render
@@ -211,7 +211,29 @@ def _training_chunks(corpus: Iterable[str]) -> Iterator[str]:
         yield from (s for s, special in _segments(line, specials, PLAIN_SPECIALS) if not special)
 
 
-def build_plain_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+def _whole_phrase_pretokenizer(phrases: Collection[str]):
+    """Pre-tokenizer that keeps each multi-word phrase ("red circle") in one pre-token, so BPE can merge it whole.
+
+    Pre-tokens are words with their leading space, or a listed phrase followed by a non-letter; spaces then become
+    `▁` inside each pre-token and the chunk's first one gets the dummy prefix, as with the word-level Metaspace.
+    """
+    bad = [p for p in phrases if not re.fullmatch(r"[A-Za-z]+( [A-Za-z]+)+", p)]
+    if bad:
+        raise ValueError(f"whole phrases must be two or more ASCII words joined by single spaces, got {bad[:3]}")
+    longest_first = sorted(set(phrases), key=len, reverse=True)  # "red circle" must not stop a longer phrase
+    alternatives = "|".join(re.escape(p) for p in longest_first)
+    pattern = Regex(rf" ?(?:{alternatives})(?=[^A-Za-z]|$)| ?[^ ]+| ")
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(pattern, behavior="isolated"),
+            pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="first", split=False),
+        ]
+    )
+
+
+def build_plain_tokenizer(
+    corpus: Iterable[str], vocab_size: int = 1024, whole_phrases: Collection[str] = ()
+) -> PreTrainedTokenizerFast:
     """A small sentencepiece-like BPE tokenizer trained offline on `corpus` (e.g. ShapeWorld prompts and class names).
 
     Layout: `<unk>` 0, `<s>` 1, `</s>` 2, `<pad>` 3, then the printable-ASCII alphabet (so ASCII text never hits
@@ -219,13 +241,24 @@ def build_plain_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> PreT
     Metaspace pre-tokenization gives every chunk a leading `▁` and keeps merges inside words, so frequent words
     (class names) become single pieces. A direct call adds BOS, like LLaMA. Deterministic: the same corpus gives the
     same tokenizer.json bytes.
+
+    `whole_phrases` (multi-word class names such as "red circle") are kept in one pre-token, so a phrase frequent in
+    the corpus becomes one piece, `▁red▁circle`. A from-scratch LLM then reads a class as one token, as it reads
+    "sky"; a phrase outside the list (or too rare to be merged) is still spelled by its words.
     """
     smallest = len(PLAIN_SPECIALS) + len(PLAIN_ALPHABET)
     if vocab_size < smallest:
         raise ValueError(f"vocab_size={vocab_size} is below the {smallest} entries of specials plus alphabet")
     backend = Tokenizer(models.BPE(unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="always", split=True)
-    backend.decoder = decoders.Metaspace(replacement=SPIECE, prepend_scheme="always", split=True)
+    if whole_phrases:
+        backend.pre_tokenizer = _whole_phrase_pretokenizer(whole_phrases)
+        # Metaspace's decoder drops every `▁` of the first piece ("▁red▁circle" -> "redcircle"); strip one space only.
+        backend.decoder = decoders.Sequence(
+            [decoders.Replace(SPIECE, " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        )
+    else:
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="always", split=True)
+        backend.decoder = decoders.Metaspace(replacement=SPIECE, prepend_scheme="always", split=True)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(PLAIN_SPECIALS),

@@ -57,6 +57,7 @@ class TrainConfig:
     init_from: str | None = None  # a checkpoint folder of ours (its tokenizer is used); else a fresh preset
     tokenizer_vocab: int = 1024  # plain tokenizer size when training from scratch
     tokenizer_corpus: int = 3000  # formatted training samples the plain tokenizer is fitted on
+    tokenizer_whole_names: bool = False  # multi-word training class names become single pieces ("▁red▁circle")
     encoders: EncoderPretrainConfig = field(default_factory=EncoderPretrainConfig)  # stage 0, from scratch only
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     loss: LossConfig = field(default_factory=LossConfig)

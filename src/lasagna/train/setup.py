@@ -80,7 +80,11 @@ def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
 
         tokenizer = AutoTokenizer.from_pretrained(str(saved))
     else:
-        tokenizer = build_plain_tokenizer(_corpus(cfg), vocab_size=cfg.tokenizer_vocab)
+        from ..data.shapeworld import classes
+
+        # held-out names are left out: they stay word sequences, the only form a never-seen name can take
+        names = [c for c in classes("train") if " " in c] if cfg.tokenizer_whole_names else []
+        tokenizer = build_plain_tokenizer(_corpus(cfg), vocab_size=cfg.tokenizer_vocab, whole_phrases=names)
     model_cfg = apply_overrides(preset(cfg.model_preset), cfg.model_overrides)
     model_cfg.llm.vocab_size = len(tokenizer)
     model = LasagnaModel(model_cfg)
