@@ -253,9 +253,7 @@ def build_plain_tokenizer(
     if whole_phrases:
         backend.pre_tokenizer = _whole_phrase_pretokenizer(whole_phrases)
         # Metaspace's decoder drops every `▁` of the first piece ("▁red▁circle" -> "redcircle"); strip one space only.
-        backend.decoder = decoders.Sequence(
-            [decoders.Replace(SPIECE, " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-        )
+        backend.decoder = decoders.Sequence([decoders.Replace(SPIECE, " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     else:
         backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="always", split=True)
         backend.decoder = decoders.Metaspace(replacement=SPIECE, prepend_scheme="always", split=True)
