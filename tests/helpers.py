@@ -107,3 +107,9 @@ def run_two_processes(cli_args: list[str], timeout: int = 240) -> subprocess.Com
         *cli_args,
     ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def failed_run(done: subprocess.CompletedProcess) -> str:
+    """The assertion message for a failed torchrun: the whole stderr, since the first failing rank's traceback comes
+    well before torchrun's own summary."""
+    return f"exit code {done.returncode}\n--- stderr ---\n{done.stderr}\n--- stdout ---\n{done.stdout[-2000:]}"

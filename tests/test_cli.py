@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import run_two_processes
+from helpers import failed_run, run_two_processes
 from lasagna import rle
 from lasagna.checkpoint import save_pretrained
 from lasagna.cli import main
@@ -69,7 +69,7 @@ def test_eval_sharded_over_two_processes_matches_one(tiny_ckpt, tmp_path):
     args = [*_shapeworld_eval(tiny_ckpt, 3), "--tasks", "semantic"]
     assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
     done = run_two_processes([*args, "--out", str(tmp_path / "two.json")])
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failed_run(done)
     one = json.loads((tmp_path / "one.json").read_text())["semantic"]
     two = json.loads((tmp_path / "two.json").read_text())["semantic"]
     for key in ("mIoU", "pixel_acc", "present_recall", "absent_rejection", "name_disagreements"):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import run_two_processes
+from helpers import failed_run, run_two_processes
 from lasagna.checkpoint import load_pretrained, read_weights
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
@@ -108,7 +108,7 @@ def test_export_merges_lora_and_round_trips(tmp_path):
 def test_two_processes_keep_identical_weights(tmp_path):
     out = tmp_path / "ddp"
     done = run_two_processes(["train", f"out_dir={out}", *TINY, "optim.steps=2"])
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failed_run(done)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     sums = next(r["rank_checksums"] for r in records if "rank_checksums" in r)
     assert len(sums) == 2 and sums[0] == sums[1]

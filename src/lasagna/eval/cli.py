@@ -25,17 +25,28 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch.distributed as dist
 
+    if not (dist.is_available() and "LOCAL_RANK" in os.environ):  # not launched by torchrun or accelerate
+        return _evaluate(args, 0, 1, None)
+
+    def reduce(t, reduction="sum"):
+        dist.all_reduce(t)
+        return t
+
+    dist.init_process_group("gloo")
+    try:
+        code = _evaluate(args, dist.get_rank(), dist.get_world_size(), reduce)
+        # A rank that exits while its peer still holds the gloo connection can make the peer abort (SIGABRT) on the
+        # closed socket: meet before tearing the group down. (A rank that raised skips this; torchrun stops all.)
+        dist.barrier()
+        return code
+    finally:
+        dist.destroy_process_group()
+
+
+def _evaluate(args, rank: int, world: int, reduce) -> int:
     from ..api import Lasagna
+    from ..atomic import write_atomic_file
     from .evaluate import evaluate_model
-
-    rank, world, reduce = 0, 1, None
-    if dist.is_available() and "LOCAL_RANK" in os.environ:  # launched by torchrun or accelerate
-        dist.init_process_group("gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-
-        def reduce(t, reduction="sum"):
-            dist.all_reduce(t)
-            return t
 
     model = Lasagna.from_pretrained(args.model)
     report = evaluate_model(
@@ -56,7 +67,7 @@ def run(args) -> int:
     report["model"] = args.model or "embedded:shapeworld-small"
     if rank == 0:
         out = Path(args.out or f"eval-{args.dataset}-{args.split}.json")
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        write_atomic_file(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1) + "\n"))
         summary = {
             task: {k: v for k, v in vals.items() if k != "per_class_iou"}
             for task, vals in report.items()
