@@ -36,6 +36,19 @@ def test_patch_class_targets_bind_colour_to_shape():
     assert t[0, 2].tolist() == [0, 1, 0, 0, 1, 1, 0]
 
 
+def test_softmax_heads_learn_the_class_fractions_and_score_things_apart():
+    semantic = torch.tensor([[[0, 0, 1, 1], [0, 0, 2, 2], [1, 1, 1, 1], [1, 1, 1, 1]]])
+    fractions = enc.class_fractions(semantic, 3, 2)
+    assert fractions[0].tolist() == [[1, 0, 0], [0, 0.5, 0.5], [0, 1, 0], [0, 1, 0]]
+    # the loss is lowest at the fractions themselves: a soft cross-entropy, not a multi-label BCE
+    exact = enc.head_loss("vision_ce", fractions.clamp(min=1e-6).log(), fractions)
+    assert exact < enc.head_loss("vision_ce", torch.zeros(1, 4, 3), fractions)
+    # patches 0 (sky), 2 and 3 (red circle) are clear; patch 1 (half and half) is not scored
+    logits = torch.tensor([[[9.0, 0, 0], [0, 0, 9], [0, 9, 0], [0, 0, 9]]])
+    scores = enc._ce_accuracy("vision_ce", logits, fractions, is_thing=torch.tensor([False, True, True]))
+    assert scores == {"vision_ce_accuracy": round(2 / 3, 4), "vision_ce_thing_accuracy": 0.5}
+
+
 def test_image_targets_name_present_classes_then_their_words():
     _, matrix = word_matrix(["sky", "red circle", "blue circle"])
     semantic = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [2, 2]]])
@@ -60,7 +73,7 @@ def test_pretraining_changes_only_the_encoders_saves_them_and_leaves_the_rng_alo
     rng = torch.get_rng_state()
     summary = pretrain_encoders(
         model,
-        EncoderPretrainConfig(steps=3, batch_size=2, warmup_steps=1, patch_classes=True),
+        EncoderPretrainConfig(steps=3, batch_size=2, warmup_steps=1, patch_classes=True, patch_ce=True),
         32,
         0,
         tmp_path,
@@ -68,6 +81,7 @@ def test_pretraining_changes_only_the_encoders_saves_them_and_leaves_the_rng_alo
     )
     assert torch.equal(torch.get_rng_state(), rng)
     assert 0 <= summary["vision_recall"] <= 1 and 0 <= summary["cls_recall"] <= 1 and summary["steps"] == 3
+    assert 0 <= summary["vision_ce_thing_accuracy"] <= 1 and 0 <= summary["sam_ce_accuracy"] <= 1
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(("vision_tower.", "sam.image_encoder.")) for k in changed)
