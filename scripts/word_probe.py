@@ -1,10 +1,13 @@
 """Which class-name words can a linear probe read from a model's frozen image encoders, patch by patch?
 
-    python scripts/word_probe.py [--model DIR] [--train 384] [--val 64]
+    python scripts/word_probe.py [--model DIR | --encoders FILE] [--train 384] [--val 64]
 
 For the CLIP tower's patches (the features the LLM reads) and SAM's embedding cells, a logistic regression per word
 ("red", "circle", "sky", ...) is fitted on `train` scenes and scored on `val` scenes: recall on the patches that word
-covers more than half of, threshold 0.
+covers more than half of, threshold 0. Then a softmax probe per encoder names the shape (8-way) and the colour (8-way)
+of the patches one shape word, or one colour word, covers more than half of: its `val` accuracy says whether the
+features tell shapes apart, which a per-word recall cannot (a head that says "circle" on every coloured patch
+recalls every shape). `--encoders` probes a stage-0 `encoders.safetensors` in a fresh `shapeworld-small` model.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import torch.nn.functional as F
 
 from lasagna.api import default_model_dir
 from lasagna.checkpoint import load_pretrained
-from lasagna.data.shapeworld import classes
+from lasagna.config import preset
+from lasagna.data.shapeworld import COLOURS, SHAPES, classes
+from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
-from lasagna.train.encoders import _shapeworld_batch, patch_targets, word_matrix
+from lasagna.train.encoders import _shapeworld_batch, load_encoders, patch_targets, word_matrix
 
 
 def encode(model, words, split: str, count: int) -> tuple[dict, dict]:
@@ -39,12 +44,18 @@ def encode(model, words, split: str, count: int) -> tuple[dict, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None)
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--model", default=None)
+    group.add_argument("--encoders", help="a stage-0 encoders.safetensors, probed in a fresh shapeworld-small model")
     ap.add_argument("--train", type=int, default=384)
     ap.add_argument("--val", type=int, default=64)
     args = ap.parse_args()
     torch.manual_seed(0)
-    model, _ = load_pretrained(args.model or default_model_dir(), dtype=torch.float32)
+    if args.encoders:
+        model = LasagnaModel(preset("shapeworld-small"))
+        load_encoders(model, args.encoders)
+    else:
+        model, _ = load_pretrained(args.model or default_model_dir(), dtype=torch.float32)
     model.eval()
     names, words = word_matrix(list(classes("train")))
     x_train, y_train = encode(model, words, "train", args.train)
@@ -62,6 +73,33 @@ def main() -> None:
         covered = y_val[key] > 0.5
         recall = (predicted & covered).sum(0) / covered.sum(0).clamp(min=1)
         print(key, {w: round(float(r), 2) for w, r in zip(names, recall, strict=True)})
+    for group in (SHAPES, COLOURS):
+        columns = [names.index(w) for w in group]
+        for key in ("vision", "sam"):
+            accuracy = identity_probe(x_train[key], y_train[key][:, columns], x_val[key], y_val[key][:, columns])
+            print(
+                f"{key}: which of {len(columns)} {'shapes' if group is SHAPES else 'colours'}, val accuracy "
+                f"{accuracy:.3f} (chance {1 / len(columns):.3f})"
+            )
+
+
+def identity_probe(x_train, cover_train, x_val, cover_val) -> float:
+    """Softmax probe over the patches one of the words covers more than half of -> val accuracy."""
+
+    def clear(x, cover):
+        keep = cover.max(1).values > 0.5
+        return x[keep], cover[keep].argmax(1)
+
+    (xt, yt), (xv, yv) = clear(x_train, cover_train), clear(x_val, cover_val)
+    mean, std = xt.mean(0), xt.std(0) + 1e-5
+    probe = torch.nn.Linear(xt.shape[1], cover_train.shape[1])
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(probe((xt - mean) / std), yt).backward()
+        opt.step()
+    with torch.no_grad():
+        return float((probe((xv - mean) / std).argmax(1) == yv).float().mean())
 
 
 if __name__ == "__main__":
