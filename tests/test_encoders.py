@@ -43,6 +43,11 @@ def test_softmax_heads_learn_the_class_fractions_and_score_things_apart():
     # the loss is lowest at the fractions themselves: a soft cross-entropy, not a multi-label BCE
     exact = enc.head_loss("vision_ce", fractions.clamp(min=1e-6).log(), fractions)
     assert exact < enc.head_loss("vision_ce", torch.zeros(1, 4, 3), fractions)
+    # balanced: the one patch of a rare class weighs as much as the three of a common one
+    labels = torch.tensor([[[1.0, 0], [1, 0], [1, 0], [0, 1]]])
+    wrong_rare = torch.tensor([[[5.0, 0], [5, 0], [5, 0], [5, 0]]])
+    wrong_common = torch.tensor([[[0.0, 5], [0, 5], [0, 5], [0, 5]]])
+    assert enc.balanced_ce(wrong_rare, labels) == pytest.approx(enc.balanced_ce(wrong_common, labels))
     # patches 0 (sky), 2 and 3 (red circle) are clear; patch 1 (half and half) is not scored
     logits = torch.tensor([[[9.0, 0, 0], [0, 0, 9], [0, 9, 0], [0, 0, 9]]])
     scores = enc._ce_accuracy("vision_ce", logits, fractions, is_thing=torch.tensor([False, True, True]))

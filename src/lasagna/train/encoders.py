@@ -14,7 +14,7 @@ token, a third head on CLS predicts which classes and words the whole image hold
 afterwards; only the encoders' weights are kept.
 
 With `patch_ce`, each encoder also gets a softmax head that names the one class covering each patch (cross-entropy
-against the classes' fractions of the patch). why: the balanced BCE lets a head say "circle" on every coloured patch
+against the classes' fractions of the patch, each patch weighted inversely to its class's share of the batch). why: the balanced BCE lets a head say "circle" on every coloured patch
 (recall 1.0 for every shape word) while a linear probe of the features tells the 8 shapes apart at 0.17 (chance
 0.125); a softmax must pick one shape, so the features must hold which.
 """
@@ -168,10 +168,22 @@ def _targets(
     }
 
 
+def balanced_ce(logits: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """Soft-target cross-entropy in which each patch counts inversely to how many patches of the batch share its
+    majority class (capped at MAX_POS_WEIGHT times the mean). why: stuff covers most patches, and a plain mean lets
+    the heads name stuff well and leave the 52 shapes apart at chance."""
+    flat, target = logits.flatten(0, -2), fractions.flatten(0, -2)
+    label = target.argmax(-1)
+    counts = torch.bincount(label, minlength=target.shape[-1]).float()
+    weight = (1.0 / counts[label]).clamp(max=MAX_POS_WEIGHT / len(label))
+    per_patch = F.cross_entropy(flat, target, reduction="none")
+    return (weight * per_patch).sum() / weight.sum()
+
+
 def head_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft-target cross-entropy for the softmax heads (`*_ce`), balanced BCE for the others."""
+    """Balanced soft-target cross-entropy for the softmax heads (`*_ce`), balanced BCE for the others."""
     if name.endswith("_ce"):
-        return F.cross_entropy(logits.flatten(0, -2), target.flatten(0, -2))
+        return balanced_ce(logits, target)
     return balanced_bce(logits, target)
 
 
