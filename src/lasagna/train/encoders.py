@@ -14,9 +14,10 @@ token, a third head on CLS predicts which classes and words the whole image hold
 afterwards; only the encoders' weights are kept.
 
 With `patch_ce`, each encoder also gets a softmax head that names the one class covering each patch (cross-entropy
-against the classes' fractions of the patch, each patch weighted inversely to its class's share of the batch). why: the balanced BCE lets a head say "circle" on every coloured patch
-(recall 1.0 for every shape word) while a linear probe of the features tells the 8 shapes apart at 0.17 (chance
-0.125); a softmax must pick one shape, so the features must hold which.
+against the classes' fractions of the patch, each patch weighted inversely to its class's share of the batch). why:
+the balanced BCE lets a head say "circle" on every coloured patch (recall 1.0 for every shape word) while a linear
+probe of the features tells the 8 shapes apart at 0.17 (chance 0.125); a softmax must pick one shape, so the features
+must hold which.
 """
 
 from __future__ import annotations
