@@ -93,7 +93,11 @@ def class_fractions(semantic: torch.Tensor, num_classes: int, grid: int) -> torc
 def patch_targets(semantic: torch.Tensor, words: torch.Tensor, grid: int, with_classes: bool = False) -> torch.Tensor:
     """(B, S, S) class ids, (C, V) word matrix -> (B, grid*grid, V) fraction of each patch each word covers;
     with_classes: (B, grid*grid, C + V), the fraction each class covers first."""
-    fractions = class_fractions(semantic, words.shape[0], grid)
+    return _word_targets(class_fractions(semantic, words.shape[0], grid), words, with_classes)
+
+
+def _word_targets(fractions: torch.Tensor, words: torch.Tensor, with_classes: bool) -> torch.Tensor:
+    """(B, P, C) class fractions -> patch_targets' (B, P, V), or (B, P, C + V) with_classes."""
     per_word = (fractions @ words).clamp(max=1.0)
     return torch.cat([fractions, per_word], dim=-1) if with_classes else per_word
 
@@ -156,23 +160,22 @@ class EncoderHeads(nn.Module):
 
 
 def _targets(
-    model: LasagnaModel, semantic: torch.Tensor, words: torch.Tensor, classes: bool
+    model: LasagnaModel, semantic: torch.Tensor, words: torch.Tensor, classes: bool, ce: bool
 ) -> dict[str, torch.Tensor]:
-    grid_clip = model.cfg.vision.image_size // model.cfg.vision.patch_size
-    grid_sam = model.cfg.sam.embedding_size
-    return {
-        "vision": patch_targets(semantic, words, grid_clip, classes),
-        "sam": patch_targets(semantic, words, grid_sam, classes),
-        "cls": image_targets(semantic, words),
-        "vision_ce": class_fractions(semantic, words.shape[0], grid_clip),
-        "sam_ce": class_fractions(semantic, words.shape[0], grid_sam),
-    }
+    grids = {"vision": model.cfg.vision.image_size // model.cfg.vision.patch_size, "sam": model.cfg.sam.embedding_size}
+    targets = {"cls": image_targets(semantic, words)}
+    for name, grid in grids.items():
+        fractions = class_fractions(semantic, words.shape[0], grid)  # once per grid: the softmax heads use it too
+        targets[name] = _word_targets(fractions, words, classes)
+        if ce:
+            targets[f"{name}_ce"] = fractions
+    return targets
 
 
 def balanced_ce(logits: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
     """Soft-target cross-entropy in which each patch counts inversely to how many patches of the batch share its
-    majority class (capped at MAX_POS_WEIGHT times the mean). why: stuff covers most patches, and a plain mean lets
-    the heads name stuff well and leave the 52 shapes apart at chance."""
+    majority class (capped at MAX_POS_WEIGHT times the weight of a class covering every patch). why: stuff covers
+    most patches, and a plain mean lets the heads name stuff well and leave the 52 shapes apart at chance."""
     flat, target = logits.flatten(0, -2), fractions.flatten(0, -2)
     label = target.argmax(-1)
     counts = torch.bincount(label, minlength=target.shape[-1]).float()
@@ -241,7 +244,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
         clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("train", indices, image_size, model))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = heads(model, clip, sam)
-        targets = _targets(model, semantic, words, cfg.patch_classes)
+        targets = _targets(model, semantic, words, cfg.patch_classes, cfg.patch_ce)
         loss = sum(head_loss(k, v.float(), targets[k]) for k, v in logits.items())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -270,7 +273,7 @@ def _accuracy(model, heads, words, names: list[str], size: int, patch_classes: b
     device = words.device
     clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("val", list(range(64)), size, model))
     logits = heads(model, clip, sam)
-    targets = _targets(model, semantic, words, patch_classes)
+    targets = _targets(model, semantic, words, patch_classes, heads.vision_ce is not None)
     result = {}
     for name, value in logits.items():
         if name.endswith("_ce"):
