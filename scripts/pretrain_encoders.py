@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--patch-ce", action="store_true", help="add the softmax heads (encoders.patch_ce=true)")
     ap.add_argument("overrides", nargs="*", help="dotted training-config overrides")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_train_config(args.config, [*args.overrides, *(["encoders.patch_ce=true"] if args.patch_ce else [])])
     torch.manual_seed(cfg.seed)
     model = LasagnaModel(preset(cfg.model_preset))

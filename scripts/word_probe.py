@@ -7,7 +7,9 @@ For the CLIP tower's patches (the features the LLM reads) and SAM's embedding ce
 covers more than half of, threshold 0. Then a softmax probe per encoder names the shape (8-way) and the colour (8-way)
 of the patches one shape word, or one colour word, covers more than half of: its `val` accuracy says whether the
 features tell shapes apart, which a per-word recall cannot (a head that says "circle" on every coloured patch
-recalls every shape). `--encoders` probes a stage-0 `encoders.safetensors` in a fresh `shapeworld-small` model.
+recalls every shape). Last, the same shape probe on each object's mean feature over the patches it covers
+(weighted by its share of each). `--encoders` probes a stage-0 `encoders.safetensors` in a fresh
+`shapeworld-small` model.
 """
 
 from __future__ import annotations
@@ -23,23 +25,38 @@ from lasagna.config import preset
 from lasagna.data.shapeworld import COLOURS, SHAPES, classes
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
-from lasagna.train.encoders import _shapeworld_batch, load_encoders, patch_targets, word_matrix
+from lasagna.train.encoders import (
+    _shapeworld_batch,
+    load_encoders,
+    object_weights,
+    patch_targets,
+    pool_objects,
+    word_matrix,
+)
 
 
-def encode(model, words, split: str, count: int) -> tuple[dict, dict]:
+def encode(model, words, split: str, count: int) -> tuple[dict, dict, dict]:
+    """-> per encoder: patch features, their word fractions, and (object-pooled features, object shape ids)."""
     size = model.cfg.preprocess.clip_size
     grids = {"vision": model.cfg.vision.image_size // model.cfg.vision.patch_size, "sam": model.cfg.sam.embedding_size}
-    feats, targets = {k: [] for k in grids}, {k: [] for k in grids}
+    feats, targets, objects = ({k: [] for k in grids} for _ in range(3))
+    names = classes(split)
     for start in range(0, count, 32):
-        clip, sam, semantic = _shapeworld_batch(split, list(range(start, min(count, start + 32))), size, model)
+        batch = _shapeworld_batch(split, list(range(start, min(count, start + 32))), size, model)
         with torch.no_grad():
-            v = vision_features(model.vision_tower, model.cfg.vision, clip)
+            v = vision_features(model.vision_tower, model.cfg.vision, batch["clip"])
             v = v if model.cfg.vision.drop_cls else v[:, 1:]
-            s = model.sam.embed_images(sam).flatten(2).transpose(1, 2)
+            s = model.sam.embed_images(batch["sam"]).flatten(2).transpose(1, 2)
+        labels = batch["object_classes"]
+        known = labels >= 0
+        shape_ids = torch.tensor([SHAPES.index(names[c].split()[-1]) for c in labels[known].tolist()])
         for key, value in (("vision", v), ("sam", s)):
             feats[key].append(value.reshape(-1, value.shape[-1]))
-            targets[key].append(patch_targets(semantic, words, grids[key]).reshape(-1, words.shape[1]))
-    return {k: torch.cat(v) for k, v in feats.items()}, {k: torch.cat(v) for k, v in targets.items()}
+            targets[key].append(patch_targets(batch["semantic"], words, grids[key]).reshape(-1, words.shape[1]))
+            pooled = pool_objects(value, object_weights(batch["instances"], grids[key], labels.shape[1]))
+            objects[key].append((pooled[known], shape_ids))
+    objects = {k: tuple(torch.cat(parts) for parts in zip(*v, strict=True)) for k, v in objects.items()}
+    return {k: torch.cat(v) for k, v in feats.items()}, {k: torch.cat(v) for k, v in targets.items()}, objects
 
 
 def main() -> None:
@@ -58,8 +75,8 @@ def main() -> None:
         model, _ = load_pretrained(args.model or default_model_dir(), dtype=torch.float32)
     model.eval()
     names, words = word_matrix(list(classes("train")))
-    x_train, y_train = encode(model, words, "train", args.train)
-    x_val, y_val = encode(model, words, "val", args.val)
+    x_train, y_train, objects_train = encode(model, words, "train", args.train)
+    x_val, y_val, objects_val = encode(model, words, "val", args.val)
     for key in ("vision", "sam"):
         mean, std = x_train[key].mean(0), x_train[key].std(0) + 1e-5
         probe = torch.nn.Linear(x_train[key].shape[1], len(names))
@@ -81,6 +98,10 @@ def main() -> None:
                 f"{key}: which of {len(columns)} {'shapes' if group is SHAPES else 'colours'}, val accuracy "
                 f"{accuracy:.3f} (chance {1 / len(columns):.3f})"
             )
+    for key in ("vision", "sam"):
+        (xt, yt), (xv, yv) = objects_train[key], objects_val[key]
+        accuracy = softmax_probe(xt, yt, xv, yv)
+        print(f"{key}: which of {len(SHAPES)} shapes, object-pooled, val accuracy {accuracy:.3f} ({len(yv)} objects)")
 
 
 def identity_probe(x_train, cover_train, x_val, cover_val) -> float:
@@ -91,8 +112,13 @@ def identity_probe(x_train, cover_train, x_val, cover_val) -> float:
         return x[keep], cover[keep].argmax(1)
 
     (xt, yt), (xv, yv) = clear(x_train, cover_train), clear(x_val, cover_val)
+    return softmax_probe(xt, yt, xv, yv)
+
+
+def softmax_probe(xt, yt, xv, yv) -> float:
+    """Fit a linear softmax on (xt, yt) -> accuracy on (xv, yv)."""
     mean, std = xt.mean(0), xt.std(0) + 1e-5
-    probe = torch.nn.Linear(xt.shape[1], cover_train.shape[1])
+    probe = torch.nn.Linear(xt.shape[1], int(yt.max()) + 1)
     opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
     for _ in range(300):
         opt.zero_grad()

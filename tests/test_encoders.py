@@ -54,6 +54,20 @@ def test_softmax_heads_learn_the_class_fractions_and_score_things_apart():
     assert scores == {"vision_ce_accuracy": round(2 / 3, 4), "vision_ce_thing_accuracy": 0.5}
 
 
+def test_object_heads_pool_each_objects_patches_by_its_share_of_them():
+    # 4x4 instance map, 2x2 grid: object 1 fills the top-left patch and half the top-right; object 2 the other half
+    instances = torch.tensor([[[1, 1, 1, 1], [1, 1, 2, 2], [0, 0, 0, 0], [0, 0, 0, 0]]])
+    weights = enc.object_weights(instances, 2, 3)  # room for 3 objects; this scene has 2
+    assert weights[0].tolist() == [[1, 0.5, 0, 0], [0, 0.5, 0, 0], [0, 0, 0, 0]]
+    features = torch.tensor([[[2.0, 0], [4, 1], [9, 9], [9, 9]]])
+    pooled = enc.pool_objects(features, weights)
+    assert torch.allclose(pooled[0], torch.tensor([[(2 + 0.5 * 4) / 1.5, 0.5 / 1.5], [4, 1], [0, 0]]))
+    # the object loss scores only the objects a scene has (-1: none)
+    logits = torch.tensor([[[0.0, 9], [9, 0], [0, 0]]])
+    assert enc.head_loss("sam_obj", logits, torch.tensor([[1, 0, -1]])) < 1e-3
+    assert enc.head_loss("sam_obj", logits, torch.tensor([[0, 1, -1]])) > 8
+
+
 def test_image_targets_name_present_classes_then_their_words():
     _, matrix = word_matrix(["sky", "red circle", "blue circle"])
     semantic = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [2, 2]]])
@@ -78,7 +92,9 @@ def test_pretraining_changes_only_the_encoders_saves_them_and_leaves_the_rng_alo
     rng = torch.get_rng_state()
     summary = pretrain_encoders(
         model,
-        EncoderPretrainConfig(steps=3, batch_size=2, warmup_steps=1, patch_classes=True, patch_ce=True),
+        EncoderPretrainConfig(
+            steps=3, batch_size=2, warmup_steps=1, patch_classes=True, patch_ce=True, object_ce=True, eval_every=2
+        ),
         32,
         0,
         tmp_path,
@@ -87,6 +103,8 @@ def test_pretraining_changes_only_the_encoders_saves_them_and_leaves_the_rng_alo
     assert torch.equal(torch.get_rng_state(), rng)
     assert 0 <= summary["vision_recall"] <= 1 and 0 <= summary["cls_recall"] <= 1 and summary["steps"] == 3
     assert 0 <= summary["vision_ce_thing_accuracy"] <= 1 and 0 <= summary["sam_ce_accuracy"] <= 1
+    assert 0 <= summary["vision_obj_accuracy"] <= 1 and 0 <= summary["sam_obj_accuracy"] <= 1
+    assert [p["step"] for p in summary["curve"]] == [2] and "sam_obj_accuracy" in summary["curve"][0]
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(("vision_tower.", "sam.image_encoder.")) for k in changed)

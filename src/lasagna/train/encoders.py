@@ -18,6 +18,13 @@ against the classes' fractions of the patch, each patch weighted inversely to it
 the balanced BCE lets a head say "circle" on every coloured patch (recall 1.0 for every shape word) while a linear
 probe of the features tells the 8 shapes apart at 0.17 (chance 0.125); a softmax must pick one shape, so the features
 must hold which.
+
+With `object_ce`, each encoder also gets an object head: the features of the patches an object covers are averaged
+(weighted by how much of each patch it covers) and a softmax names the object's class. why: the per-patch heads ask
+every patch inside a large shape to know the whole outline, a task these from-scratch encoders barely start on in a
+short stage 0 (8-way shape probe 0.23-0.27); pooling asks only that the object's patches *together* carry it, as a
+mask decoder or an attention head that gathers them would read it. `eval_every` logs each head's val accuracy during
+the stage, so a run shows its learning curve (`encoders.json`, field `curve`).
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ class EncoderPretrainConfig:
     log_every: int = 50
     patch_classes: bool = False  # patch heads predict whole classes as well as words (see the module docstring)
     patch_ce: bool = False  # softmax heads name the one class covering each patch (see the module docstring)
+    object_ce: bool = False  # mask-pooled heads name each object's class (see the module docstring)
+    eval_every: int = 0  # also score the heads on val every N steps (0: only at the end)
 
 
 def warmup_linear_decay(warm: int, total: int):
@@ -132,7 +141,13 @@ class EncoderHeads(nn.Module):
     """
 
     def __init__(
-        self, model: LasagnaModel, num_classes: int, num_words: int, patch_classes: bool = False, ce: bool = False
+        self,
+        model: LasagnaModel,
+        num_classes: int,
+        num_words: int,
+        patch_classes: bool = False,
+        ce: bool = False,
+        objects: bool = False,
     ):
         super().__init__()
         per_patch = num_words + (num_classes if patch_classes else 0)
@@ -143,32 +158,60 @@ class EncoderHeads(nn.Module):
         )
         self.vision_ce = nn.Linear(model.cfg.vision.hidden_size, num_classes) if ce else None
         self.sam_ce = nn.Conv2d(model.cfg.sam.prompt_dim, num_classes, kernel_size=1) if ce else None
+        self.vision_obj = nn.Linear(model.cfg.vision.hidden_size, num_classes) if objects else None
+        self.sam_obj = nn.Linear(model.cfg.sam.prompt_dim, num_classes) if objects else None
 
-    def forward(self, model: LasagnaModel, clip: torch.Tensor, sam: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, model: LasagnaModel, clip: torch.Tensor, sam: torch.Tensor, objects: dict | None = None
+    ) -> dict[str, torch.Tensor]:
         """-> {"vision": (B, P_clip, V), "sam": (B, P_sam, V), "cls": (B, C + V) when CLS is kept,
-        "vision_ce": (B, P_clip, C), "sam_ce": (B, P_sam, C) with ce} logits."""
+        "vision_ce": (B, P_clip, C), "sam_ce": (B, P_sam, C) with ce, "vision_obj", "sam_obj": (B, K, C) with
+        objects} logits. `objects`: {"vision": (B, K, P_clip), "sam": (B, K, P_sam)} each object's share of each
+        patch (object_weights)."""
         feats = vision_features(model.vision_tower, model.cfg.vision, clip)
         embedded = model.sam.embed_images(sam)
         patches = feats if self.cls is None else feats[:, 1:]
+        cells = embedded.flatten(2).transpose(1, 2)
         out = {"vision": self.vision(patches), "sam": self.sam(embedded).flatten(2).transpose(1, 2)}
         if self.cls is not None:
             out["cls"] = self.cls(feats[:, 0])
         if self.vision_ce is not None:
             out["vision_ce"] = self.vision_ce(patches)
             out["sam_ce"] = self.sam_ce(embedded).flatten(2).transpose(1, 2)
+        if self.vision_obj is not None and objects is not None:
+            out["vision_obj"] = self.vision_obj(pool_objects(patches, objects["vision"]))
+            out["sam_obj"] = self.sam_obj(pool_objects(cells, objects["sam"]))
         return out
 
 
+def object_weights(instances: torch.Tensor, grid: int, count: int) -> torch.Tensor:
+    """(B, S, S) instance ids (0: none, 1..count: objects) -> (B, count, grid*grid): the fraction of each patch
+    each object covers."""
+    one_hot = F.one_hot(instances, count + 1).permute(0, 3, 1, 2).float()
+    return F.adaptive_avg_pool2d(one_hot, grid).flatten(2)[:, 1:]
+
+
+def pool_objects(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(B, P, D) patch features, (B, K, P) object shares -> (B, K, D): each object's share-weighted mean feature
+    (zeros for an object id a scene does not have)."""
+    weights = weights.to(features.dtype)
+    return (weights @ features) / weights.sum(-1, keepdim=True).clamp(min=1e-6)
+
+
+def _grids(model: LasagnaModel) -> dict[str, int]:
+    return {"vision": model.cfg.vision.image_size // model.cfg.vision.patch_size, "sam": model.cfg.sam.embedding_size}
+
+
 def _targets(
-    model: LasagnaModel, semantic: torch.Tensor, words: torch.Tensor, classes: bool, ce: bool
+    model: LasagnaModel, batch: dict[str, torch.Tensor], words: torch.Tensor, classes: bool, ce: bool
 ) -> dict[str, torch.Tensor]:
-    grids = {"vision": model.cfg.vision.image_size // model.cfg.vision.patch_size, "sam": model.cfg.sam.embedding_size}
-    targets = {"cls": image_targets(semantic, words)}
-    for name, grid in grids.items():
-        fractions = class_fractions(semantic, words.shape[0], grid)  # once per grid: the softmax heads use it too
+    targets = {"cls": image_targets(batch["semantic"], words)}
+    for name, grid in _grids(model).items():
+        fractions = class_fractions(batch["semantic"], words.shape[0], grid)  # once per grid: the softmax heads too
         targets[name] = _word_targets(fractions, words, classes)
         if ce:
             targets[f"{name}_ce"] = fractions
+        targets[f"{name}_obj"] = batch["object_classes"]
     return targets
 
 
@@ -185,22 +228,43 @@ def balanced_ce(logits: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
 
 
 def head_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Balanced soft-target cross-entropy for the softmax heads (`*_ce`), balanced BCE for the others."""
+    """Plain cross-entropy over the objects a batch has for the object heads (`*_obj`; target -1: no object),
+    balanced soft-target cross-entropy for the softmax heads (`*_ce`), balanced BCE for the others."""
+    if name.endswith("_obj"):
+        return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1)
     if name.endswith("_ce"):
         return balanced_ce(logits, target)
     return balanced_bce(logits, target)
 
 
-def _shapeworld_batch(split: str, indices: list[int], size: int, model: LasagnaModel):
+def _shapeworld_batch(split: str, indices: list[int], size: int, model: LasagnaModel) -> dict[str, torch.Tensor]:
+    """Scenes -> {"clip", "sam": pixels, "semantic": (B, S, S) class ids, "instances": (B, S, S) object ids,
+    "object_classes": (B, K) each object id's class (-1 where a scene has fewer objects)}."""
     scenes = [scene(split, i, size) for i in indices]
     for s in scenes:
         if s.image.shape[0] != s.image.shape[1]:
             raise ValueError("encoder pretraining needs square images (both encoders then see the whole image)")
     pre = model.cfg.preprocess
-    clip = torch.stack([clip_pixels(s.image, pre) for s in scenes])
-    sam = torch.stack([sam_pixels(s.image, pre)[0] for s in scenes])
-    semantic = torch.from_numpy(np.stack([s.semantic for s in scenes]))
-    return clip, sam, semantic
+    names = classes(split)
+    object_classes = torch.full((len(scenes), max(1, *(len(s.objects) for s in scenes))), -1)
+    for b, s in enumerate(scenes):
+        for o in s.objects:  # instance ids are 1..len(objects)
+            object_classes[b, o.instance_id - 1] = names.index(o.name)
+    return {
+        "clip": torch.stack([clip_pixels(s.image, pre) for s in scenes]),
+        "sam": torch.stack([sam_pixels(s.image, pre)[0] for s in scenes]),
+        "semantic": torch.from_numpy(np.stack([s.semantic for s in scenes])),
+        "instances": torch.from_numpy(np.stack([s.instances for s in scenes]).astype(np.int64)),
+        "object_classes": object_classes,
+    }
+
+
+def _logits(model: LasagnaModel, heads: EncoderHeads, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    objects = None
+    if heads.vision_obj is not None:
+        count = batch["object_classes"].shape[1]
+        objects = {k: object_weights(batch["instances"], g, count) for k, g in _grids(model).items()}
+    return heads(model, batch["clip"], batch["sam"], objects)
 
 
 def pretrain_encoders(
@@ -217,7 +281,7 @@ def pretrain_encoders(
     Scenes are drawn with a generator of their own (`seed`), so the stage is reproducible and leaves the caller's
     RNGs alone. With `out`, the encoders' weights are written there atomically, with a JSON summary beside them.
     Returns the summary: steps, seconds, final loss, and each head's recall and specificity on 64 `val` scenes,
-    overall and per word.
+    overall and per word (accuracy for the softmax and object heads), and with `eval_every` the learning curve.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -228,7 +292,9 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
     device = next(model.parameters()).device
     words_list, words = word_matrix(list(classes("train")))
     words = words.to(device)
-    heads = EncoderHeads(model, words.shape[0], len(words_list), cfg.patch_classes, cfg.patch_ce).to(device)
+    heads = EncoderHeads(model, words.shape[0], len(words_list), cfg.patch_classes, cfg.patch_ce, cfg.object_ce).to(
+        device
+    )
     encoders = [model.vision_tower, model.sam.image_encoder]
     for module in encoders:
         module.train()
@@ -237,14 +303,14 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(cfg.warmup_steps, cfg.steps))
     rng = np.random.default_rng(seed)
-    started, loss_value = time.perf_counter(), float("nan")
+    started, loss_value, curve = time.perf_counter(), float("nan"), []
     bar = tqdm(range(cfg.steps), desc="encoders", disable=not progress)
     for step in bar:
         indices = rng.integers(0, SPLIT_LENGTHS["train"], cfg.batch_size).tolist()
-        clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("train", indices, image_size, model))
+        batch = {k: t.to(device) for k, t in _shapeworld_batch("train", indices, image_size, model).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = heads(model, clip, sam)
-        targets = _targets(model, semantic, words, cfg.patch_classes, cfg.patch_ce)
+            logits = _logits(model, heads, batch)
+        targets = _targets(model, batch, words, cfg.patch_classes, cfg.patch_ce)
         loss = sum(head_loss(k, v.float(), targets[k]) for k, v in logits.items())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -255,33 +321,56 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if (step + 1) % cfg.log_every == 0:
             log.info("encoders step %d loss %.4f", step + 1, loss_value)
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            scores = _curve_point(model, heads, words, image_size, cfg)
+            point = {"step": step + 1, "loss": round(loss_value, 4), **scores}
+            curve.append(point)
+            log.info("encoders %s", point)
+            for module in encoders:
+                module.train()
     summary = {
         "steps": cfg.steps,
         "seconds": round(time.perf_counter() - started, 1),
         "loss": loss_value,
         **_accuracy(model, heads, words, words_list, image_size, cfg.patch_classes),
     }
+    if curve:
+        summary["curve"] = curve
     if out is not None:
         save_encoders(model, Path(out), summary)
     model.eval()
     return summary
 
 
+def _curve_point(model, heads, words, size: int, cfg: EncoderPretrainConfig) -> dict:
+    """The softmax and object heads' accuracies of _accuracy, with the encoders in eval mode."""
+    model.eval()
+    scores = _accuracy(model, heads, words, [], size, cfg.patch_classes)
+    return {k: v for k, v in scores.items() if k.endswith("accuracy")}
+
+
 @torch.no_grad()
 def _accuracy(model, heads, words, names: list[str], size: int, patch_classes: bool) -> dict:
     """Recall and specificity of every head on 64 `val` scenes (most targets are 0: plain accuracy flatters)."""
     device = words.device
-    clip, sam, semantic = (t.to(device) for t in _shapeworld_batch("val", list(range(64)), size, model))
-    logits = heads(model, clip, sam)
-    targets = _targets(model, semantic, words, patch_classes, heads.vision_ce is not None)
+    batch = {k: t.to(device) for k, t in _shapeworld_batch("val", list(range(64)), size, model).items()}
+    logits = _logits(model, heads, batch)
+    targets = _targets(model, batch, words, patch_classes, heads.vision_ce is not None)
     result = {}
     for name, value in logits.items():
+        if name.endswith("_obj"):
+            known = targets[name] >= 0
+            hit = (value.argmax(-1) == targets[name]) & known
+            result[f"{name}_accuracy"] = round(float(hit.sum() / known.sum().clamp(min=1)), 4)
+            continue
         if name.endswith("_ce"):
             result.update(_ce_accuracy(name, value, targets[name], is_thing=words.sum(1) > 1))
             continue
         target, predicted = targets[name] > 0.5, value > 0
         result[f"{name}_recall"] = round(float((predicted & target).sum() / target.sum().clamp(min=1)), 4)
         result[f"{name}_specificity"] = round(float((~predicted & ~target).sum() / (~target).sum()), 4)
+        if not names:
+            continue
         # per word (the last V outputs of every head): shape words are the rare, hard ones
         hit = (predicted & target).flatten(0, -2)[:, -len(names) :].sum(0)
         total = target.flatten(0, -2)[:, -len(names) :].sum(0).clamp(min=1)
