@@ -51,6 +51,16 @@ def hf_sam_config(cfg: SamConfig) -> HFSamConfig:
     return config
 
 
+def sincos_grid(size: int, dim: int) -> torch.Tensor:
+    """(size, size, dim) 2-D sine-cosine position code: dim/4 frequencies each of sin x, cos x, sin y, cos y."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sine-cosine code needs a width divisible by 4, got {dim}")
+    freqs = 1.0 / 10000 ** (torch.arange(dim // 4) / (dim // 4))
+    y, x = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    x, y = x[..., None] * freqs, y[..., None] * freqs
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)
+
+
 class SamSegmenter(nn.Module):
     """SAM image encoder + prompt encoder + mask decoder."""
 
@@ -59,6 +69,13 @@ class SamSegmenter(nn.Module):
         self.cfg = cfg
         hf = hf_sam_config(cfg)
         self.image_encoder = SamVisionEncoder(hf.vision_config)
+        with torch.no_grad():
+            # why: SAM's code starts the absolute position embedding at zero, as its weights come pretrained; an
+            # encoder trained from scratch then starts blind to where each patch lies. A fixed 2-D sine-cosine
+            # start (as MAE's ViTs use) made a shapeworld-small encoder name object shapes sooner (object-pooled
+            # 8-way shape accuracy 0.385 against 0.313 after 400 steps). Loaded weights replace it.
+            pos = self.image_encoder.pos_embed
+            pos.copy_(sincos_grid(pos.shape[1], pos.shape[-1]).to(pos.dtype)[None])
         self.prompt_encoder = SamPromptEncoder(hf)
         self.mask_decoder = SamMaskDecoder(hf.mask_decoder_config)
 
