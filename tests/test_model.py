@@ -7,6 +7,7 @@ from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import expand_images
+from lasagna.model.sam import sincos_grid
 from lasagna.tokens import IGNORE_INDEX, IMAGE_TOKEN_ID
 
 IMG = IMAGE_TOKEN_ID
@@ -99,3 +100,16 @@ def test_ins_embeddings_are_states_before_ins_grouped_per_image(tiny_model):
     assert positions == [2 + n - 1, 4 + n - 1, 2 + n - 1, 3 + n - 1]
     out = tiny_model(inputs)
     assert [tuple(m.shape) for m in out.mask_logits] == [(3, 12, 12), (1, 9, 7)]
+
+
+def test_sam_position_embedding_starts_as_a_sine_cosine_code_that_tells_every_cell_apart():
+    code = sincos_grid(4, 8)
+    assert code[0, 0].tolist() == [0, 0, 1, 1, 0, 0, 1, 1]  # sin 0, cos 0 for x then y
+    assert torch.allclose(code[2, 1, :2], torch.tensor([1.0, 1e-2]).sin())  # x = 1 at frequencies 1 and 1/100
+    cells = code.reshape(16, 8)
+    assert torch.cdist(cells, cells).add(torch.eye(16)).min() > 0.1  # no two cells share a code
+    model = LasagnaModel(preset("tiny"))
+    pos = model.sam.image_encoder.pos_embed
+    assert torch.equal(pos[0], sincos_grid(pos.shape[1], pos.shape[-1]))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_grid(4, 6)
