@@ -6,7 +6,8 @@
 Takes stage 0's settings, the seed, the preset and the image size from the training config (the default recipe's:
 800 steps of 32 scenes, lr 1e-3, class-naming patch heads) and writes OUT/encoders.safetensors and
 OUT/encoders.json, which `lasagna train ... encoders.from_file=OUT/encoders.safetensors` and
-`scripts/word_probe.py --encoders` read.
+`scripts/word_probe.py --encoders` read. The model is built as `lasagna train` builds it, so with the same config
+the encoders equal those of the training run's own stage 0.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-from lasagna.config import preset
-from lasagna.model.lasagna import LasagnaModel
 from lasagna.train.config import load_train_config
 from lasagna.train.encoders import pretrain_encoders
+from lasagna.train.setup import build_model_and_tokenizer
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_train_config(args.config, [*args.overrides, *(["encoders.patch_ce=true"] if args.patch_ce else [])])
     torch.manual_seed(cfg.seed)
-    model = LasagnaModel(preset(cfg.model_preset))
+    model, _ = build_model_and_tokenizer(cfg)  # as `lasagna train` builds it, so both start from the same weights
     summary = pretrain_encoders(model, cfg.encoders, cfg.data.image_size, cfg.seed, Path(args.out), bf16=cfg.bf16)
     print(json.dumps({k: v for k, v in summary.items() if not k.endswith("per_word")}, indent=1))
 
