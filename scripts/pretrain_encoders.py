@@ -4,7 +4,7 @@
         [--patch-ce] [dotted overrides, e.g. encoders.steps=2000]
 
 Takes stage 0's settings, the seed, the preset and the image size from the training config (the default recipe's:
-800 steps of 32 scenes, lr 1e-3, class-naming patch heads) and writes OUT/encoders.safetensors and
+3000 steps of 32 scenes, lr 2e-3, class-naming patch heads and object heads) and writes OUT/encoders.safetensors and
 OUT/encoders.json, which `lasagna train ... encoders.from_file=OUT/encoders.safetensors` and
 `scripts/word_probe.py --encoders` read. The model is built as `lasagna train` builds it, so with the same config
 the encoders equal those of the training run's own stage 0.

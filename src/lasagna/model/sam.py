@@ -73,7 +73,8 @@ class SamSegmenter(nn.Module):
             # why: SAM's code starts the absolute position embedding at zero, as its weights come pretrained; an
             # encoder trained from scratch then starts blind to where each patch lies. A fixed 2-D sine-cosine
             # start (as MAE's ViTs use) made a shapeworld-small encoder name object shapes sooner (object-pooled
-            # 8-way shape accuracy 0.385 against 0.313 after 400 steps). Loaded weights replace it.
+            # 8-way shape accuracy 0.385 against 0.313 after 400 steps: scripts/shape_learning.py, with and without
+            # --zero-pos). Loaded weights replace it.
             pos = self.image_encoder.pos_embed
             pos.copy_(sincos_grid(pos.shape[1], pos.shape[-1]).to(pos.dtype)[None])
         self.prompt_encoder = SamPromptEncoder(hf)
