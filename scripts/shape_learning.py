@@ -33,7 +33,14 @@ from lasagna.config import preset
 from lasagna.data.shapeworld import COLOURS, SHAPES, SPLIT_LENGTHS, classes
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
-from lasagna.train.encoders import _shapeworld_batch, balanced_ce, class_fractions, object_weights, pool_objects
+from lasagna.train.encoders import (
+    _shapeworld_batch,
+    balanced_ce,
+    class_fractions,
+    grids,
+    object_weights,
+    pool_objects,
+)
 
 MAX_OBJECTS = 8
 
@@ -134,7 +141,7 @@ def _encoder(kind: str, model: LasagnaModel):
         f = vision_features(model.vision_tower, cfg.vision, b["clip"])
         return f if cfg.vision.drop_cls else f[:, 1:]
 
-    return model.vision_tower, tower, cfg.vision.hidden_size, cfg.vision.image_size // cfg.vision.patch_size
+    return model.vision_tower, tower, cfg.vision.hidden_size, grids(model)["vision"]
 
 
 def _scores(heads, val, names, shape_of, colour_of, grid: int, final: bool) -> str:

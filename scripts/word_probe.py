@@ -27,6 +27,7 @@ from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
 from lasagna.train.encoders import (
     _shapeworld_batch,
+    grids,
     load_encoders,
     object_weights,
     patch_targets,
@@ -38,8 +39,8 @@ from lasagna.train.encoders import (
 def encode(model, words, split: str, count: int) -> tuple[dict, dict, dict]:
     """-> per encoder: patch features, their word fractions, and (object-pooled features, object shape ids)."""
     size = model.cfg.preprocess.clip_size
-    grids = {"vision": model.cfg.vision.image_size // model.cfg.vision.patch_size, "sam": model.cfg.sam.embedding_size}
-    feats, targets, objects = ({k: [] for k in grids} for _ in range(3))
+    sides = grids(model)
+    feats, targets, objects = ({k: [] for k in sides} for _ in range(3))
     names = classes(split)
     for start in range(0, count, 32):
         batch = _shapeworld_batch(split, list(range(start, min(count, start + 32))), size, model)
@@ -52,8 +53,8 @@ def encode(model, words, split: str, count: int) -> tuple[dict, dict, dict]:
         shape_ids = torch.tensor([SHAPES.index(names[c].split()[-1]) for c in labels[known].tolist()])
         for key, value in (("vision", v), ("sam", s)):
             feats[key].append(value.reshape(-1, value.shape[-1]))
-            targets[key].append(patch_targets(batch["semantic"], words, grids[key]).reshape(-1, words.shape[1]))
-            pooled = pool_objects(value, object_weights(batch["instances"], grids[key], labels.shape[1]))
+            targets[key].append(patch_targets(batch["semantic"], words, sides[key]).reshape(-1, words.shape[1]))
+            pooled = pool_objects(value, object_weights(batch["instances"], sides[key], labels.shape[1]))
             objects[key].append((pooled[known], shape_ids))
     objects = {k: tuple(torch.cat(parts) for parts in zip(*v, strict=True)) for k, v in objects.items()}
     return {k: torch.cat(v) for k, v in feats.items()}, {k: torch.cat(v) for k, v in targets.items()}, objects

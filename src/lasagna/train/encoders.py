@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ..atomic import write_atomic_file
 from ..checkpoint import check_keys
 from ..data.shapeworld import SPLIT_LENGTHS, classes, scene
+from ..data.shapeworld.vocab import class_id
 from ..data.transforms import clip_pixels, sam_pixels
 from ..model.lasagna import LasagnaModel
 from ..model.mllm import vision_features
@@ -198,7 +199,8 @@ def pool_objects(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (weights @ features) / weights.sum(-1, keepdim=True).clamp(min=1e-6)
 
 
-def _grids(model: LasagnaModel) -> dict[str, int]:
+def grids(model: LasagnaModel) -> dict[str, int]:
+    """The side of each encoder's patch grid: {"vision": CLIP patches, "sam": SAM cells}."""
     return {"vision": model.cfg.vision.image_size // model.cfg.vision.patch_size, "sam": model.cfg.sam.embedding_size}
 
 
@@ -206,7 +208,7 @@ def _targets(
     model: LasagnaModel, batch: dict[str, torch.Tensor], words: torch.Tensor, classes: bool, ce: bool
 ) -> dict[str, torch.Tensor]:
     targets = {"cls": image_targets(batch["semantic"], words)}
-    for name, grid in _grids(model).items():
+    for name, grid in grids(model).items():
         fractions = class_fractions(batch["semantic"], words.shape[0], grid)  # once per grid: the softmax heads too
         targets[name] = _word_targets(fractions, words, classes)
         if ce:
@@ -245,11 +247,10 @@ def _shapeworld_batch(split: str, indices: list[int], size: int, model: LasagnaM
         if s.image.shape[0] != s.image.shape[1]:
             raise ValueError("encoder pretraining needs square images (both encoders then see the whole image)")
     pre = model.cfg.preprocess
-    names = classes(split)
     object_classes = torch.full((len(scenes), max(1, *(len(s.objects) for s in scenes))), -1)
     for b, s in enumerate(scenes):
         for o in s.objects:  # instance ids are 1..len(objects)
-            object_classes[b, o.instance_id - 1] = names.index(o.name)
+            object_classes[b, o.instance_id - 1] = class_id(split, o.name)
     return {
         "clip": torch.stack([clip_pixels(s.image, pre) for s in scenes]),
         "sam": torch.stack([sam_pixels(s.image, pre)[0] for s in scenes]),
@@ -263,7 +264,7 @@ def _logits(model: LasagnaModel, heads: EncoderHeads, batch: dict[str, torch.Ten
     objects = None
     if heads.vision_obj is not None:
         count = batch["object_classes"].shape[1]
-        objects = {k: object_weights(batch["instances"], g, count) for k, g in _grids(model).items()}
+        objects = {k: object_weights(batch["instances"], g, count) for k, g in grids(model).items()}
     return heads(model, batch["clip"], batch["sam"], objects)
 
 
