@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from helpers import make_inputs
+from lasagna.checkpoint import build_from_state, read_config, write_config
 from lasagna.config import preset
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
@@ -113,3 +114,27 @@ def test_sam_position_embedding_starts_as_a_sine_cosine_code_that_tells_every_ce
     assert torch.equal(pos[0], sincos_grid(pos.shape[1], pos.shape[-1]))
     with pytest.raises(ValueError, match="divisible by 4"):
         sincos_grid(4, 6)
+
+
+def test_conv_stems_replace_the_patch_convolutions_and_keep_the_grids(tmp_path):
+    plain = preset("tiny")
+    cfg = preset("tiny")
+    cfg.vision.conv_stem, cfg.sam.conv_stem = [4, 8, 8], [4, 8, 8]  # both tiny encoders have patch 8
+    model, reference = LasagnaModel(cfg), LasagnaModel(plain)
+    clip = torch.randn(2, 3, cfg.vision.image_size, cfg.vision.image_size)
+    sam = torch.randn(2, 3, cfg.sam.image_size, cfg.sam.image_size)
+    got, want = model.encode_images(clip, sam), reference.encode_images(clip, sam)
+    assert got.llm_feats.shape == want.llm_feats.shape
+    assert got.sam_embeds.shape == want.sam_embeds.shape
+    keys = set(model.state_dict())
+    assert "vision_tower.embeddings.patch_embedding.layers.4.weight" in keys  # 3 convolutions + 1x1 projection
+    assert "sam.image_encoder.patch_embed.projection.layers.0.weight" in keys
+    # the stem learns: a gradient reaches its first convolution
+    model.encode_images(clip, sam).llm_feats.sum().backward()
+    assert model.vision_tower.embeddings.patch_embedding.layers[0].weight.grad.abs().sum() > 0
+    write_config(tmp_path, cfg)  # the stems travel with the checkpoint and load strictly
+    loaded = build_from_state(read_config(tmp_path), model.state_dict(), "stem test")
+    assert torch.equal(loaded.encode_images(clip, sam).sam_embeds, got.sam_embeds)
+    cfg.sam.conv_stem = [4, 8]  # 2 convolutions shrink by 4, the patch is 8
+    with pytest.raises(ValueError, match=r"sam.conv_stem \[4, 8\].*patch size 8"):
+        LasagnaModel(cfg)

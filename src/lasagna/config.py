@@ -32,6 +32,8 @@ class VisionConfig:
     # Pass the features through the tower's own post_layernorm (no new weights). The released model does not; a
     # tower trained from scratch does, because its raw residual stream reaches norms in the thousands.
     feature_norm: bool = False
+    # Channels of stride-2 3x3 convolutions that replace the patch convolution (model/stem.py); empty = CLIP's own.
+    conv_stem: list[int] = field(default_factory=list)
 
     @property
     def num_features(self) -> int:
@@ -72,6 +74,7 @@ class SamConfig:
     decoder_num_layers: int = 2
     decoder_num_heads: int = 8
     num_multimask_outputs: int = 3
+    conv_stem: list[int] = field(default_factory=list)  # as VisionConfig.conv_stem; empty = SAM's patch convolution
 
     @property
     def embedding_size(self) -> int:
@@ -158,6 +161,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
             num_attention_heads=3,
             drop_cls=False,  # stage 0 teaches CLS which classes the image holds (train/encoders.py)
             feature_norm=True,
+            conv_stem=[24, 48, 96, 192],  # from scratch, shape is learned through convolutions (model/stem.py)
         ),
         llm=LLMConfig(
             vocab_size=1024,
@@ -180,6 +184,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
             prompt_dim=128,
             decoder_mlp_dim=512,
             decoder_num_heads=4,
+            conv_stem=[32, 64, 128],
         ),
         preprocess=PreprocessConfig(clip_size=128, sam_size=128),
         projector="mlp2x_gelu",

@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLI
 
 from ..config import LLMConfig, VisionConfig
 from ..tokens import IGNORE_INDEX, IMAGE_TOKEN_ID
+from .stem import ConvStem
 
 
 def build_vision_tower(cfg: VisionConfig) -> CLIPVisionModel:
@@ -24,7 +25,10 @@ def build_vision_tower(cfg: VisionConfig) -> CLIPVisionModel:
         layer_norm_eps=cfg.layer_norm_eps,
     )
     hf._attn_implementation = "sdpa"
-    return CLIPVisionModel(hf)
+    tower = CLIPVisionModel(hf)
+    if cfg.conv_stem:
+        tower.embeddings.patch_embedding = ConvStem(cfg.conv_stem, cfg.hidden_size, cfg.patch_size, "vision")
+    return tower
 
 
 def build_llm(cfg: LLMConfig) -> nn.Module:

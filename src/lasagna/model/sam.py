@@ -14,6 +14,7 @@ from transformers import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVision
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPromptEncoder, SamVisionEncoder
 
 from ..config import SamConfig
+from .stem import ConvStem
 
 
 def hf_sam_config(cfg: SamConfig) -> HFSamConfig:
@@ -69,6 +70,8 @@ class SamSegmenter(nn.Module):
         self.cfg = cfg
         hf = hf_sam_config(cfg)
         self.image_encoder = SamVisionEncoder(hf.vision_config)
+        if cfg.conv_stem:
+            self.image_encoder.patch_embed.projection = ConvStem(cfg.conv_stem, cfg.hidden_size, cfg.patch_size, "sam")
         with torch.no_grad():
             # why: SAM's code starts the absolute position embedding at zero, as its weights come pretrained; an
             # encoder trained from scratch then starts blind to where each patch lies. A fixed 2-D sine-cosine
