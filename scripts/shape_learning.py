@@ -1,7 +1,7 @@
 """How fast does one shapeworld-small image encoder learn object shapes? A learning curve, alone on the cores.
 
     python scripts/shape_learning.py [--encoder sam|vision|cnn] [--steps 400] [--object-weight 1] [--cell-weight 0]
-        [--lr 3e-3] [--zero-pos] [--global-attention]
+        [--lr 3e-3] [--zero-pos] [--global-attention] [--no-stem]
 
 Trains one encoder from scratch on ShapeWorld `train` scenes (32 per step, seed 0, bf16 autocast, AdamW betas 0.9 /
 0.95, 50 warmup steps then linear decay) with up to two heads, and every `--every` steps prints, on the first 64
@@ -15,8 +15,9 @@ Trains one encoder from scratch on ShapeWorld `train` scenes (32 per step, seed 
 
 `--encoder cnn` swaps in a small strided, dilated convolutional net with the SAM encoder's 16 x 16 grid, a
 reference for how hard the task is; `--zero-pos` starts the SAM encoder's position embedding at zero, as SAM's own
-code does, instead of this project's sine-cosine start; `--global-attention` makes its windowed layers global. The
-final step also prints the object head's shape confusion matrix.
+code does, instead of this project's sine-cosine start; `--global-attention` makes its windowed layers global;
+`--no-stem` gives both encoders their plain patch convolution instead of the preset's convolutional stem. The final
+step also prints the object head's shape confusion matrix.
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--zero-pos", action="store_true")
     ap.add_argument("--global-attention", action="store_true")
+    ap.add_argument("--no-stem", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = preset("shapeworld-small")
     if args.global_attention:
         cfg.sam.window_size = cfg.sam.embedding_size
+    if args.no_stem:
+        cfg.vision.conv_stem, cfg.sam.conv_stem = [], []
     model = LasagnaModel(cfg)
     if args.zero_pos:
         torch.nn.init.zeros_(model.sam.image_encoder.pos_embed)

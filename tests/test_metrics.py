@@ -259,3 +259,37 @@ def test_cli_semseg_more_than_255_classes(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["num_pixels"] == 3 and out["pixel_acc"] == pytest.approx(2 / 3)
     assert out["per_class_iou"][255] == pytest.approx(1 / 2) and out["per_class_iou"][299] == 1.0
+
+
+def test_present_only_evaluation_asks_each_image_for_its_own_classes():
+    import torch
+
+    from lasagna.data.shapeworld import ShapeWorldSemantic
+    from lasagna.eval.evaluate import evaluate_semantic
+    from lasagna.infer.engine import ClassResult, Prediction
+
+    source = ShapeWorldSemantic("test", size=64, length=3)
+    labels = {source[i].load_image().tobytes(): source[i].load_label() for i in range(3)}
+    names = list(source[0].classes)
+    asked_lists = []
+
+    class Oracle:  # answers every asked class present, with its true mask
+        def segment(self, image, classes, chunk_size, decoder):
+            gt = labels[image.tobytes()]
+            asked_lists.append((list(classes), {names[k] for k in np.unique(gt)}))
+            masks = [gt == names.index(c) for c in classes]
+            logits = torch.stack([torch.from_numpy(m).float() * 2 - 1 for m in masks])
+            return Prediction(
+                gt.shape, [ClassResult(c, True, 1.0, m) for c, m in zip(classes, masks, strict=True)], logits=logits
+            )
+
+    iou, presence, _, _ = evaluate_semantic(Oracle(), source, range(3), 16, present_only=True)
+    assert len(asked_lists) == 3
+    for asked, present in asked_lists:
+        assert set(asked) == present and len(asked) < len(names)
+    assert iou.compute()["mIoU"] == 1.0
+    assert presence.compute()["present_recall"] == 1.0 and presence.compute()["absent_rejection"] is None
+    asked_lists.clear()
+    iou, presence, _, _ = evaluate_semantic(Oracle(), source, range(3), 16)
+    assert all(asked == names for asked, _ in asked_lists)
+    assert presence.compute()["absent_rejection"] == 0.0  # the oracle says "present" to every absent class too

@@ -17,6 +17,11 @@ def register(sub) -> None:
     p.add_argument("--chunk-size", type=int, default=16)
     p.add_argument("--decoder", choices=["free", "template"])
     p.add_argument("--single-class", action="store_true", help="ask one class per query (LISA-style models)")
+    p.add_argument(
+        "--present-only",
+        action="store_true",
+        help="ask each image only for the classes it holds: mask quality under perfect recognition (an upper bound)",
+    )
     p.add_argument("--tasks", default="semantic,referring", help="comma-separated tasks to evaluate")
     p.add_argument("--out", help="report file (default: eval-<dataset>-<split>.json)")
     p.set_defaults(func=run)
@@ -62,6 +67,7 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
         reduce=reduce,
         progress=rank == 0,
         single_class=args.single_class,
+        present_only=args.present_only,
         tasks=tuple(t.strip() for t in args.tasks.split(",")),
     )
     report["model"] = args.model or "embedded:shapeworld-small"

@@ -60,8 +60,18 @@ def _single_class_prediction(lasagna, image: np.ndarray, classes: list[str]):
 
 
 def evaluate_semantic(
-    lasagna, source: Source, indices, chunk_size: int, decoder=None, held_out=(), progress=True, single_class=False
+    lasagna,
+    source: Source,
+    indices,
+    chunk_size: int,
+    decoder=None,
+    held_out=(),
+    progress=True,
+    single_class=False,
+    present_only=False,
 ):
+    """`present_only` asks each image only for the classes its label map holds: the mask quality a model would reach
+    if it recognised every class perfectly (an upper bound that separates masks from recognition)."""
     first = source[indices[0]] if len(indices) else source[0]
     classes = list(first.classes)
     iou = SemanticIoU(len(classes))
@@ -71,14 +81,17 @@ def evaluate_semantic(
     for index in tqdm(indices, desc=f"eval {source.name}", disable=not progress):
         record: SemanticRecord = source[index]
         image, gt = record.load_image(), record.load_label()
+        present = {classes[i] for i in np.unique(gt) if i != IGNORE_LABEL}
+        asked = [c for c in classes if c in present] if present_only else classes
+        if not asked:
+            continue  # every pixel ignored: nothing to ask, nothing to score
         if single_class:
-            pred = _single_class_prediction(lasagna, image, classes)
+            pred = _single_class_prediction(lasagna, image, asked)
         else:
-            pred = lasagna.segment(image, classes=classes, chunk_size=chunk_size, decoder=decoder)
+            pred = lasagna.segment(image, classes=asked, chunk_size=chunk_size, decoder=decoder)
         unanswered += sum(not c.answered for c in pred.classes) + len(pred.unmatched)
         iou.update(pred.semantic_map(classes), gt)
-        present = {classes[i] for i in np.unique(gt) if i != IGNORE_LABEL}
-        presence.update(set(pred.present), present, classes)
+        presence.update(set(pred.present), present, asked)
     return iou, presence, held, unanswered
 
 
@@ -118,9 +131,10 @@ def evaluate_model(
     progress: bool = True,
     single_class: bool = False,
     tasks: tuple[str, ...] = ("semantic", "referring"),
+    present_only: bool = False,
 ) -> dict:
     """Evaluate on the first `limit` items of each task source of the split; returns a JSON-ready report."""
-    report: dict = {"dataset": dataset, "split": split}
+    report: dict = {"dataset": dataset, "split": split, **({"present_only": True} if present_only else {})}
     held_out = ()
     if dataset == "shapeworld":
         from ..data.shapeworld import HELD_OUT
@@ -133,7 +147,7 @@ def evaluate_model(
         indices = list(range(rank, count, world))
         if task == "semantic":
             iou, presence, held, unanswered = evaluate_semantic(
-                lasagna, source, indices, chunk_size, decoder, held_out, progress, single_class
+                lasagna, source, indices, chunk_size, decoder, held_out, progress, single_class, present_only
             )
             _reduce_metric(iou, reduce)
             _reduce_metric(presence, reduce)
