@@ -60,6 +60,20 @@ def encode(model, words, split: str, count: int) -> tuple[dict, dict, dict]:
     return {k: torch.cat(v) for k, v in feats.items()}, {k: torch.cat(v) for k, v in targets.items()}, objects
 
 
+def _preset_for(path: str):
+    """shapeworld-small, with a plain patch convolution for each encoder whose saved weights have one (older runs)."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        keys = set(f.keys())
+    cfg = preset("shapeworld-small")
+    if "vision_tower.embeddings.patch_embedding.weight" in keys:
+        cfg.vision.conv_stem = []
+    if "sam.image_encoder.patch_embed.projection.weight" in keys:
+        cfg.sam.conv_stem = []
+    return cfg
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = ap.add_mutually_exclusive_group()
@@ -70,7 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.encoders:
-        model = LasagnaModel(preset("shapeworld-small"))
+        model = LasagnaModel(_preset_for(args.encoders))
         load_encoders(model, args.encoders)
     else:
         model, _ = load_pretrained(args.model or default_model_dir(), dtype=torch.float32)
