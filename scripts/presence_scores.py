@@ -6,7 +6,8 @@ Every scene is asked its split's full class list (16-class chunks, the checkpoin
 colour-shape classes and of stuff classes are averaged separately for present and absent ones, and the AUC of
 present against absent shapes is printed (0.5 = no signal). Absent shapes are then split by whether their colour and
 their shape appear elsewhere in the scene ("red circle" absent, but a red square and a blue circle present): a model
-that reads words but does not bind them scores those absent shapes like present ones.
+that reads words but does not bind them scores those absent shapes like present ones. Each group also says how many
+of its classes were answered `<ins>`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
     scores: dict[tuple[str, bool], list[float]] = {(g, p): [] for g in ("shape", "stuff") for p in (True, False)}
     # absent shapes by (colour seen elsewhere, shape seen elsewhere)
     parts: dict[tuple[bool, bool], list[float]] = {(c, s): [] for c in (False, True) for s in (False, True)}
+    answered = {key: 0 for key in parts}  # how many of each part were answered <ins>
     for i in range(args.n):
         record = source[i]
         classes = list(record.classes)
@@ -43,6 +45,7 @@ def main() -> None:
             if c.name not in STUFF and c.name not in present:
                 colour, shape = c.name.split()
                 parts[colour in seen, shape in seen].append(c.score)
+                answered[colour in seen, shape in seen] += c.present
     for group in ("shape", "stuff"):
         yes, no = scores[group, True], scores[group, False]
         print(
@@ -52,7 +55,10 @@ def main() -> None:
     print(f"shape AUC present vs absent: {auc:.3f}")
     for (colour, shape), values in parts.items():
         where = f"colour {'seen' if colour else 'unseen'}, shape {'seen' if shape else 'unseen'}"
-        print(f"  absent shapes, {where}: mean P(<ins>) {np.mean(values):.3f} (n={len(values)})")
+        print(
+            f"  absent shapes, {where}: mean P(<ins>) {np.mean(values):.3f}, "
+            f"answered <ins> {answered[colour, shape]} of {len(values)}"
+        )
 
 
 if __name__ == "__main__":

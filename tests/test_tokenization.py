@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import string
+import subprocess
+import sys
 
 import pytest
 import sentencepiece as spm
@@ -316,3 +319,18 @@ def _crossing_tokenizer(register: bool = True) -> PreTrainedTokenizerFast:
 def test_encode_dialogue_rejects_a_tokenizer_that_merges_across_the_boundary():
     with pytest.raises(ValueError, match="label mask cannot be placed"):
         encode_dialogue(_crossing_tokenizer(), [("bed", "wall")], "plain")
+
+
+def test_whole_phrase_pattern_is_the_same_in_every_process():
+    # why: equal-length names used to keep the order of a set of strings, which Python's hash seed reshuffles per run
+    code = (
+        "from lasagna.tokenization import _whole_phrase_pretokenizer as p;"
+        "print(p(['red circle', 'red square', 'blue circle', 'pink ring', 'cyan star']).__getstate__())"
+    )
+    states = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, check=True
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(states) == 1

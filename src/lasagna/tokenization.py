@@ -220,7 +220,8 @@ def _whole_phrase_pretokenizer(phrases: Collection[str]):
     bad = [p for p in phrases if not re.fullmatch(r"[A-Za-z]+( [A-Za-z]+)+", p)]
     if bad:
         raise ValueError(f"whole phrases must be two or more ASCII words joined by single spaces, got {bad[:3]}")
-    longest_first = sorted(set(phrases), key=len, reverse=True)  # "red circle" must not stop a longer phrase
+    # longest first: "red circle" must not stop a longer phrase; ties by name, so the file is the same every run
+    longest_first = sorted(set(phrases), key=lambda p: (-len(p), p))
     alternatives = "|".join(re.escape(p) for p in longest_first)
     pattern = Regex(rf" ?(?:{alternatives})(?=[^A-Za-z]|$)| ?[^ ]+| ")
     return pre_tokenizers.Sequence(

@@ -1,0 +1,38 @@
+"""How often is each kind of class listed present, and how often absent, in the semantic training queries?
+
+    python scripts/list_balance.py [--config configs/train/shapeworld-small.yaml] [--n 1500]
+
+Formats the first N ShapeWorld `train` scenes with the config's semantic task settings (seed 0) and counts, for stuff
+classes and for colour-shape classes, how many listed classes were present and how many absent. A model that learns
+P(`<ins>`) per kind of class first learns these shares as its prior; at inference every class is asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections import Counter
+
+from lasagna.data.shapeworld import STUFF, ShapeWorldSemantic
+from lasagna.data.tasks_semantic import format_semantic
+from lasagna.train.config import load_train_config
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/train/shapeworld-small.yaml")
+    ap.add_argument("--n", type=int, default=1500)
+    args = ap.parse_args()
+    task = load_train_config(args.config).data.mixture.tasks.semantic
+    source, rng, counts = ShapeWorldSemantic("train"), random.Random(0), Counter()
+    for i in range(args.n):
+        meta = format_semantic(source[i], rng, task).meta
+        for listed, present in ((meta.classes_present, True), (meta.classes_absent, False)):
+            counts.update(("stuff" if name in STUFF else "colour-shape", present) for name in listed)
+    for kind in ("stuff", "colour-shape"):
+        yes, no = counts[kind, True], counts[kind, False]
+        print(f"{kind}: listed present {yes}, absent {no} ({yes / max(1, yes + no):.0%} present)")
+
+
+if __name__ == "__main__":
+    main()
