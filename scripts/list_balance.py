@@ -1,15 +1,17 @@
 """How often is each kind of class listed present, and how often absent, in the semantic training queries?
 
-    python scripts/list_balance.py [--config configs/train/shapeworld-small.yaml] [--n 1500]
+    python scripts/list_balance.py [--config configs/train/shapeworld-small.yaml] [--n 1500] [--sampling uniform]
 
 Formats the first N ShapeWorld `train` scenes with the config's semantic task settings (seed 0) and counts, for stuff
 classes and for colour-shape classes, how many listed classes were present and how many absent. A model that learns
 P(`<ins>`) per kind of class first learns these shares as its prior; at inference every class is asked.
+`--sampling` overrides the config's `list_sampling`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 from collections import Counter
 
@@ -22,8 +24,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/train/shapeworld-small.yaml")
     ap.add_argument("--n", type=int, default=1500)
+    ap.add_argument("--sampling", choices=("present_first", "uniform"))
     args = ap.parse_args()
     task = load_train_config(args.config).data.mixture.tasks.semantic
+    if args.sampling:
+        task = dataclasses.replace(task, list_sampling=args.sampling)
     source, rng, counts = ShapeWorldSemantic("train"), random.Random(0), Counter()
     for i in range(args.n):
         meta = format_semantic(source[i], rng, task).meta

@@ -334,3 +334,17 @@ def test_preview_of_shapeworld_end_to_end(task):
     assert lines and {line["image"] for line in lines} == {"shapeworld/val/0000000", "shapeworld/val/0000001"}
     for line in lines:
         assert line["question"].startswith("<image>\n") and line["num_masks"] == line["answer"].count(INS)
+
+
+def test_uniform_list_sampling_lists_present_and_absent_classes_alike():
+    listed = {"present": 0, "absent": 0}
+    for seed in range(300):
+        parsed = items(semantic(seed, list_length=(2, 2), list_sampling="uniform").conversations[0].answer)
+        assert len(parsed) == 2
+        for name, token in parsed:
+            assert (token == INS) == (name in {"wall", "bed", "sky"})  # present ones still get <ins>
+            listed["present" if token == INS else "absent"] += 1
+    # 2 of the 5 classes per list: each class is listed with probability 2/5, present (3 classes) or absent (2)
+    assert abs(listed["present"] / 300 - 3 * 2 / 5) < 0.15 and abs(listed["absent"] / 300 - 2 * 2 / 5) < 0.15
+    with pytest.raises(ValueError, match="list_sampling"):
+        SemanticTaskConfig(list_sampling="balanced")

@@ -39,6 +39,11 @@ class SemanticTaskConfig:
         an inference chunk) in distribution. When #present > max, the answered set is a random `max * 2 // 3`
         present classes plus absent ones up to max: the released code's 2:1 ratio, so crowded images still teach
         `<no_ins>`.
+    list_sampling: "present_first" (the released code) lists every present class and fills the list with random
+        absent ones, so a class that is often present (a stuff class) is listed mostly when present and the model
+        learns that as a prior. "uniform" draws the list uniformly from every class, present or absent, as a
+        random chunk of a full-list query at inference does: each class is then listed present as often as it is
+        present in the data (`scripts/list_balance.py` counts both).
     answer_order: "question" walks the question list in order; "shuffled" draws an independent permutation.
     single_class: the LISA-style ablation baseline: one conversation per present class (at most
         `max_conversations`), answer "<ins>"; the list switches above are then unused.
@@ -48,6 +53,7 @@ class SemanticTaskConfig:
     negatives_in_answer: bool = True
     class_list: Literal["random", "full"] = "random"
     list_length: tuple[int, int] = (1, 80)
+    list_sampling: Literal["present_first", "uniform"] = "present_first"
     answer_order: Literal["question", "shuffled"] = "question"
     single_class: bool = False
     max_conversations: int = 3
@@ -63,6 +69,8 @@ class SemanticTaskConfig:
             raise ValueError(f"min_pixels must be >= 1, got {self.min_pixels}")
         if self.class_list not in ("random", "full"):
             raise ValueError(f"class_list must be 'random' or 'full', got {self.class_list!r}")
+        if self.list_sampling not in ("present_first", "uniform"):
+            raise ValueError(f"list_sampling must be 'present_first' or 'uniform', got {self.list_sampling!r}")
         if self.answer_order not in ("question", "shuffled"):
             raise ValueError(f"answer_order must be 'question' or 'shuffled', got {self.answer_order!r}")
 
@@ -82,7 +90,7 @@ def format_semantic(record: SemanticRecord, rng: random.Random, cfg: SemanticTas
     stats = _label_stats(record, image.shape[:2], cfg.min_pixels)
     if cfg.single_class:
         return _single_class(image, stats, rng, cfg, source, record.image_id)
-    answered = _sample_answered(stats, rng, cfg.list_length)
+    answered = _sample_answered(stats, rng, cfg.list_length, cfg.list_sampling)
     meta = SampleMeta(source, record.image_id, "semantic")
     if not answered:
         return Sample(image, [], stats.ignore, meta)
@@ -140,10 +148,17 @@ def _label_stats(record: SemanticRecord, size: tuple[int, int], min_pixels: int)
     )
 
 
-def _sample_answered(stats: _LabelStats, rng: random.Random, list_length: tuple[int, int]) -> list[int]:
-    """The answered set (unordered): present classes plus sampled absent ones; see SemanticTaskConfig."""
+def _sample_answered(
+    stats: _LabelStats, rng: random.Random, list_length: tuple[int, int], sampling: str = "present_first"
+) -> list[int]:
+    """The answered set (unordered): present classes plus sampled absent ones, or a uniform draw of both; see
+    SemanticTaskConfig."""
     low, high = list_length
     present, absent = stats.present, stats.absent
+    if sampling == "uniform":
+        known = present + absent
+        high = min(high, len(known))
+        return rng.sample(known, rng.randint(min(low, high), high))
     if len(present) > high:
         keep = max(1, high * 2 // 3)
         chosen = rng.sample(present, keep)
