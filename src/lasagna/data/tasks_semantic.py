@@ -149,7 +149,7 @@ def _label_stats(record: SemanticRecord, size: tuple[int, int], min_pixels: int)
 
 
 def _sample_answered(
-    stats: _LabelStats, rng: random.Random, list_length: tuple[int, int], sampling: str = "present_first"
+    stats: _LabelStats, rng: random.Random, list_length: tuple[int, int], sampling: str
 ) -> list[int]:
     """The answered set (unordered): present classes plus sampled absent ones, or a uniform draw of both; see
     SemanticTaskConfig."""
