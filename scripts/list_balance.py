@@ -1,11 +1,11 @@
 """How often is each kind of class listed present, and how often absent, in the semantic training queries?
 
-    python scripts/list_balance.py [--config configs/train/shapeworld-small.yaml] [--n 1500] [--sampling uniform]
+    python scripts/list_balance.py [--config configs/train/shapeworld-small.yaml] [--n 1500] [--sampling MODE]
 
 Formats the first N ShapeWorld `train` scenes with the config's semantic task settings (seed 0) and counts, for stuff
 classes and for colour-shape classes, how many listed classes were present and how many absent. A model that learns
 P(`<ins>`) per kind of class first learns these shares as its prior; at inference every class is asked.
-`--sampling` overrides the config's `list_sampling`.
+`--sampling` (present_first, uniform or frequency) overrides the config's `list_sampling`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import random
 from collections import Counter
 
 from lasagna.data.shapeworld import STUFF, ShapeWorldSemantic
-from lasagna.data.tasks_semantic import format_semantic
+from lasagna.data.tasks_semantic import class_frequencies, format_semantic
 from lasagna.train.config import load_train_config
 
 
@@ -24,14 +24,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/train/shapeworld-small.yaml")
     ap.add_argument("--n", type=int, default=1500)
-    ap.add_argument("--sampling", choices=("present_first", "uniform"))
+    ap.add_argument("--sampling", choices=("present_first", "uniform", "frequency"))
     args = ap.parse_args()
     task = load_train_config(args.config).data.mixture.tasks.semantic
     if args.sampling:
         task = dataclasses.replace(task, list_sampling=args.sampling)
     source, rng, counts = ShapeWorldSemantic("train"), random.Random(0), Counter()
+    freq = None
+    if task.list_sampling == "frequency":
+        freq = class_frequencies(source, task.min_pixels, task.frequency_records)
     for i in range(args.n):
-        meta = format_semantic(source[i], rng, task).meta
+        meta = format_semantic(source[i], rng, task, frequencies=freq).meta
         for listed, present in ((meta.classes_present, True), (meta.classes_absent, False)):
             counts.update(("stuff" if name in STUFF else "colour-shape", present) for name in listed)
     for kind in ("stuff", "colour-shape"):

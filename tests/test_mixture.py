@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import numpy as np
@@ -9,6 +10,7 @@ from lasagna.data.mixture import RELEASED_DATASET_WEIGHTS, Mixture, MixtureConfi
 from lasagna.data.records import Expression, ReasonRecord, ReferRecord, SemanticRecord, VQARecord
 from lasagna.data.sources import SOURCES
 from lasagna.data.sources.base import RecordSource
+from lasagna.data.tasks import SemanticTaskConfig, TasksConfig, format_record
 
 IMAGE = np.zeros((4, 4, 3), np.uint8)
 
@@ -107,3 +109,55 @@ def test_records_without_conversations_are_redrawn():
     assert {mixture[i].meta.image_id for i in range(40)} == {"full"}
     with pytest.raises(IndexError):
         mixture[40]
+
+
+def skewed_source(count: int = 44) -> RecordSource:
+    """Class 0 ("wall") is in every other image; each of classes 1..11 fills the rest of one image in 11."""
+    names = ("wall", *(f"thing{k}" for k in range(1, 12)))
+
+    def record(i: int) -> SemanticRecord:
+        label = np.full((4, 4), 1 + i % 11)
+        if i % 2 == 0:
+            label[0] = 0
+        return SemanticRecord(f"skew-{i}", lambda: IMAGE, lambda: label, names)
+
+    return RecordSource("skew", "semantic", tuple(record(i) for i in range(count)))
+
+
+def wall_listings(sampling: str) -> Counter:
+    cfg = MixtureConfig(task_weights={"semantic": 1.0})
+    cfg.tasks.semantic.list_sampling = sampling
+    cfg.tasks.semantic.list_length = (1, 6)
+    mixture = Mixture({"skew": skewed_source()}, cfg, seed=0, length=600)
+    counts = Counter()
+    for i in range(len(mixture)):
+        meta = mixture[i].meta
+        counts["present"] += "wall" in meta.classes_present
+        counts["absent"] += "wall" in meta.classes_absent
+    return counts
+
+
+def test_frequency_sampling_asks_a_frequent_class_as_often_absent_as_present():
+    freq = Mixture({"skew": skewed_source()}, _frequency_cfg(), seed=0, length=1).frequencies["skew"]
+    assert freq[0] == pytest.approx(0.5) and freq[1:] == pytest.approx([4 / 44] * 11)
+    first, weighted = wall_listings("present_first"), wall_listings("frequency")
+    # present_first lists "wall" whenever it is there, and only by chance when it is not
+    assert first["present"] / (first["present"] + first["absent"]) > 0.75
+    share = weighted["present"] / (weighted["present"] + weighted["absent"])
+    assert 0.4 < share < 0.6, weighted
+    assert weighted["present"] == first["present"]  # present classes are still always listed
+
+
+def _frequency_cfg() -> MixtureConfig:
+    cfg = MixtureConfig(task_weights={"semantic": 1.0})
+    cfg.tasks.semantic.list_sampling = "frequency"
+    return cfg
+
+
+def test_frequency_sampling_needs_the_class_frequencies():
+    record = skewed_source()[0]
+    tasks = TasksConfig(semantic=SemanticTaskConfig(list_sampling="frequency"))
+    with pytest.raises(ValueError, match="class frequencies"):
+        format_record(record, random.Random(0), tasks)
+    with pytest.raises(ValueError, match="3 class frequencies for 12 classes"):
+        format_record(record, random.Random(0), tasks, frequencies=np.full(3, 0.5))

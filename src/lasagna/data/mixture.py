@@ -12,9 +12,11 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from lasagna.data.records import Source
 from lasagna.data.sources import SOURCES
-from lasagna.data.tasks import Sample, TasksConfig, format_record
+from lasagna.data.tasks import Sample, TasksConfig, class_frequencies, format_record
 
 TASKS = ("semantic", "referring", "vqa", "reasoning")
 RELEASED_DATASET_WEIGHTS: dict[str, dict[str, float]] = {
@@ -69,6 +71,7 @@ class Mixture:
         self.length = length
         self.epoch = 0
         self._tasks = _plan(self.sources, cfg)
+        self.frequencies = _frequencies(self.sources, self._tasks, cfg.tasks)
 
     @property
     def weights(self) -> dict[str, tuple[float, dict[str, float]]]:
@@ -92,7 +95,7 @@ class Mixture:
             name = rng.choices(task.datasets, weights=task.dataset_weights)[0]
             source = self.sources[name]
             record = source[rng.randrange(len(source))]
-            sample = format_record(record, rng, self.cfg.tasks, source=name)
+            sample = format_record(record, rng, self.cfg.tasks, source=name, frequencies=self.frequencies.get(name))
             if sample.conversations:
                 return sample
         raise ValueError(
@@ -130,6 +133,16 @@ def _plan(sources: dict[str, Source], cfg: MixtureConfig) -> list[_Task]:
         given = {name: source.task for name, source in sources.items()}
         raise ValueError(f"nothing to sample: no task has both a positive weight and a source; sources: {given}")
     return plan
+
+
+def _frequencies(sources: dict[str, Source], plan: list[_Task], cfg: TasksConfig) -> dict[str, np.ndarray]:
+    """Class frequencies of each drawable semantic source, counted once here when `list_sampling="frequency"`, so
+    every item (and every DataLoader worker) weighs absent classes the same way."""
+    semantic = cfg.semantic
+    if semantic.list_sampling != "frequency" or semantic.single_class:
+        return {}
+    names = [name for task in plan if task.name == "semantic" for name in task.datasets]
+    return {name: class_frequencies(sources[name], semantic.min_pixels, semantic.frequency_records) for name in names}
 
 
 def _check_names(what: str, mapping: Mapping[str, object], known) -> None:

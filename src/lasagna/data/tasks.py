@@ -9,9 +9,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from lasagna.data.records import ReasonRecord, Record, ReferRecord, SemanticRecord, VQARecord
 from lasagna.data.tasks_common import Conversation, Sample, SampleMeta
-from lasagna.data.tasks_semantic import SemanticTaskConfig, format_semantic
+from lasagna.data.tasks_semantic import SemanticTaskConfig, class_frequencies, format_semantic
 from lasagna.data.tasks_text import (
     ReasonTaskConfig,
     ReferTaskConfig,
@@ -30,6 +32,7 @@ __all__ = [
     "SemanticTaskConfig",
     "TasksConfig",
     "VQATaskConfig",
+    "class_frequencies",
     "format_reason",
     "format_record",
     "format_refer",
@@ -48,11 +51,18 @@ class TasksConfig:
     vqa: VQATaskConfig = field(default_factory=VQATaskConfig)
 
 
-def format_record(record: Record, rng: random.Random, cfg: TasksConfig | None = None, source: str = "") -> Sample:
-    """Format one record with the formatter of its type; `source` names its dataset in the sample's meta."""
+def format_record(
+    record: Record,
+    rng: random.Random,
+    cfg: TasksConfig | None = None,
+    source: str = "",
+    frequencies: np.ndarray | None = None,
+) -> Sample:
+    """Format one record with the formatter of its type; `source` names its dataset in the sample's meta, and
+    `frequencies` are its class frequencies (semantic records with `list_sampling="frequency"` only)."""
     cfg = cfg or TasksConfig()
     if isinstance(record, SemanticRecord):
-        return format_semantic(record, rng, cfg.semantic, source)
+        return format_semantic(record, rng, cfg.semantic, source, frequencies)
     if isinstance(record, ReferRecord):
         return format_refer(record, rng, cfg.referring, source)
     if isinstance(record, ReasonRecord):

@@ -14,6 +14,7 @@ Released-code equivalent: class_list="full", answer_order="shuffled", list_lengt
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,7 +44,11 @@ class SemanticTaskConfig:
         absent ones, so a class that is often present (a stuff class) is listed mostly when present and the model
         learns that as a prior. "uniform" draws the list uniformly from every class, present or absent, as a
         random chunk of a full-list query at inference does: each class is then listed present as often as it is
-        present in the data (`scripts/list_balance.py` counts both).
+        present in the data (`scripts/list_balance.py` counts both). "frequency" lists every present class, as
+        "present_first", but draws the absent ones with weight f / (1 - f), f being how often that class is present
+        in the source (`class_frequencies`): a class present in most images is asked about just as often when it
+        is absent, so its name alone no longer predicts its answer and only the image can.
+    frequency_records: how many records (the first ones of each source) "frequency" counts classes on.
     answer_order: "question" walks the question list in order; "shuffled" draws an independent permutation.
     single_class: the LISA-style ablation baseline: one conversation per present class (at most
         `max_conversations`), answer "<ins>"; the list switches above are then unused.
@@ -53,7 +58,8 @@ class SemanticTaskConfig:
     negatives_in_answer: bool = True
     class_list: Literal["random", "full"] = "random"
     list_length: tuple[int, int] = (1, 80)
-    list_sampling: Literal["present_first", "uniform"] = "present_first"
+    list_sampling: Literal["present_first", "uniform", "frequency"] = "present_first"
+    frequency_records: int = 512
     answer_order: Literal["question", "shuffled"] = "question"
     single_class: bool = False
     max_conversations: int = 3
@@ -69,8 +75,12 @@ class SemanticTaskConfig:
             raise ValueError(f"min_pixels must be >= 1, got {self.min_pixels}")
         if self.class_list not in ("random", "full"):
             raise ValueError(f"class_list must be 'random' or 'full', got {self.class_list!r}")
-        if self.list_sampling not in ("present_first", "uniform"):
-            raise ValueError(f"list_sampling must be 'present_first' or 'uniform', got {self.list_sampling!r}")
+        if self.list_sampling not in ("present_first", "uniform", "frequency"):
+            raise ValueError(
+                f"list_sampling must be 'present_first', 'uniform' or 'frequency', got {self.list_sampling!r}"
+            )
+        if self.frequency_records < 1:
+            raise ValueError(f"frequency_records must be >= 1, got {self.frequency_records}")
         if self.answer_order not in ("question", "shuffled"):
             raise ValueError(f"answer_order must be 'question' or 'shuffled', got {self.answer_order!r}")
 
@@ -84,13 +94,26 @@ class _LabelStats:
     ignore: np.ndarray = field(repr=False)
 
 
-def format_semantic(record: SemanticRecord, rng: random.Random, cfg: SemanticTaskConfig, source: str = "") -> Sample:
-    """One sample: a complex query over a class list, or (single_class) one query per present class."""
+def format_semantic(
+    record: SemanticRecord,
+    rng: random.Random,
+    cfg: SemanticTaskConfig,
+    source: str = "",
+    frequencies: np.ndarray | None = None,
+) -> Sample:
+    """One sample: a complex query over a class list, or (single_class) one query per present class.
+
+    `frequencies` (per class of the record's dataset, from `class_frequencies`) is needed by, and only used by,
+    `list_sampling="frequency"`.
+    """
     image = load_image(record.load_image, record.image_id)
     stats = _label_stats(record, image.shape[:2], cfg.min_pixels)
     if cfg.single_class:
         return _single_class(image, stats, rng, cfg, source, record.image_id)
-    answered = _sample_answered(stats, rng, cfg.list_length, cfg.list_sampling)
+    weights = None
+    if cfg.list_sampling == "frequency":
+        weights = _absent_weights(frequencies, len(stats.names), record.image_id)
+    answered = _sample_answered(stats, rng, cfg.list_length, cfg.list_sampling, weights)
     meta = SampleMeta(source, record.image_id, "semantic")
     if not answered:
         return Sample(image, [], stats.ignore, meta)
@@ -148,13 +171,68 @@ def _label_stats(record: SemanticRecord, size: tuple[int, int], min_pixels: int)
     )
 
 
+def class_frequencies(source, min_pixels: int = 1, records: int = 512) -> np.ndarray:
+    """(num_classes,) float: the share of the first `records` records of a semantic `source` in which each class has
+    at least `min_pixels` labelled pixels (what `list_sampling="frequency"` weighs absent classes by)."""
+    count = min(records, len(source))
+    if count < 1:
+        raise ValueError("class_frequencies needs a source with at least one record")
+    num = len(source[0].classes)
+    present = np.zeros(num, np.int64)
+    for i in range(count):
+        record = source[i]
+        if len(record.classes) != num:
+            raise ValueError(
+                f"{record.image_id}: {len(record.classes)} classes where the source's first record has {num}; "
+                "class frequencies need one class list per source"
+            )
+        label = np.asarray(record.load_label())
+        valid = label[label != IGNORE_LABEL].astype(np.int64)
+        if valid.size and (valid.min() < 0 or valid.max() >= num):
+            raise ValueError(f"{record.image_id}: label values must be 0..{num - 1} or {IGNORE_LABEL}")
+        present += np.bincount(valid, minlength=num) >= min_pixels
+    return present / count
+
+
+def _absent_weights(frequencies: np.ndarray | None, num: int, image_id: str) -> np.ndarray:
+    """Per class f / (1 - f): the odds that make a class listed absent as often as present. f is kept 1/1024 away
+    from 0 and 1, so a class never seen present can still be asked and one always seen present gets a large, finite
+    weight."""
+    if frequencies is None:
+        raise ValueError(
+            "list_sampling 'frequency' needs the class frequencies of the record's source (class_frequencies); "
+            "the training Mixture computes them"
+        )
+    f = np.asarray(frequencies, dtype=np.float64)
+    if f.shape != (num,):
+        raise ValueError(f"{image_id}: {f.shape[0] if f.ndim == 1 else f.shape} class frequencies for {num} classes")
+    floor = 1 / 1024
+    f = f.clip(floor, 1 - floor)
+    return f / (1 - f)
+
+
+def _weighted_sample(rng: random.Random, items: list[int], weights: np.ndarray, k: int) -> list[int]:
+    """k of `items` without replacement, each draw in proportion to its weight (Efraimidis-Spirakis keys)."""
+    keys = [math.log(1.0 - rng.random()) / weights[c] for c in items]  # log of u^(1/w): larger is likelier
+    order = sorted(range(len(items)), key=lambda i: keys[i], reverse=True)
+    return [items[i] for i in order[:k]]
+
+
 def _sample_answered(
-    stats: _LabelStats, rng: random.Random, list_length: tuple[int, int], sampling: str
+    stats: _LabelStats,
+    rng: random.Random,
+    list_length: tuple[int, int],
+    sampling: str,
+    absent_weights: np.ndarray | None = None,
 ) -> list[int]:
-    """The answered set (unordered): present classes plus sampled absent ones, or a uniform draw of both; see
-    SemanticTaskConfig."""
+    """The answered set (unordered): present classes plus sampled absent ones (uniformly, or by `absent_weights`
+    for "frequency"), or a uniform draw of both; see SemanticTaskConfig."""
     low, high = list_length
     present, absent = stats.present, stats.absent
+
+    def absent_draw(k: int) -> list[int]:
+        return rng.sample(absent, k) if absent_weights is None else _weighted_sample(rng, absent, absent_weights, k)
+
     if sampling == "uniform":
         known = present + absent
         high = min(high, len(known))
@@ -162,11 +240,11 @@ def _sample_answered(
     if len(present) > high:
         keep = max(1, high * 2 // 3)
         chosen = rng.sample(present, keep)
-        return chosen + rng.sample(absent, min(high - keep, len(absent)))
+        return chosen + absent_draw(min(high - keep, len(absent)))
     low = max(low, len(present))
     high = min(high, len(present) + len(absent))
     length = rng.randint(low, high) if low <= high else high
-    return present + rng.sample(absent, length - len(present))
+    return present + absent_draw(length - len(present))
 
 
 def _class_masks(label: np.ndarray, class_ids: list[int]) -> np.ndarray:
