@@ -18,6 +18,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
 from lasagna.api import default_model_dir
 from lasagna.checkpoint import load_pretrained
@@ -27,6 +28,7 @@ from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
 from lasagna.train.encoders import (
     _shapeworld_batch,
+    encoder_configs,
     grids,
     load_encoders,
     object_weights,
@@ -61,12 +63,15 @@ def encode(model, words, split: str, count: int) -> tuple[dict, dict, dict]:
 
 
 def _preset_for(path: str):
-    """shapeworld-small, with a plain patch convolution for each encoder whose saved weights have one (older runs)."""
-    from safetensors import safe_open
-
+    """shapeworld-small with the encoders' configs saved in the file; older files carry none, so each encoder with
+    a plain patch convolution among its weights gets an empty stem."""
+    cfg = preset("shapeworld-small")
+    saved = encoder_configs(path)
+    if saved:
+        cfg.vision, cfg.sam = saved
+        return cfg
     with safe_open(path, "pt") as f:
         keys = set(f.keys())
-    cfg = preset("shapeworld-small")
     if "vision_tower.embeddings.patch_embedding.weight" in keys:
         cfg.vision.conv_stem = []
     if "sam.image_encoder.patch_embed.projection.weight" in keys:

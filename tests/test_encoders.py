@@ -1,5 +1,6 @@
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from lasagna.config import preset
 from lasagna.model.lasagna import LasagnaModel
@@ -112,6 +113,15 @@ def test_pretraining_changes_only_the_encoders_saves_them_and_leaves_the_rng_alo
     fresh = LasagnaModel(cfg)
     enc.load_encoders(fresh, tmp_path / enc.ENCODERS_FILE)
     assert all(torch.equal(v, _encoder_state(model)[k]) for k, v in _encoder_state(fresh).items())
+    assert enc.encoder_configs(tmp_path / enc.ENCODERS_FILE) == (cfg.vision, cfg.sam)
+
+
+def test_encoder_configs_is_none_for_a_file_without_them(tmp_path):
+    model = LasagnaModel(preset("tiny"))
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "bare.safetensors"))
+    assert enc.encoder_configs(tmp_path / "bare.safetensors") is None
+    saved = enc.save_encoders(model, tmp_path, {})
+    assert enc.encoder_configs(saved) == (model.cfg.vision, model.cfg.sam)
 
 
 def test_loading_encoders_of_another_model_names_the_bad_keys(tmp_path):

@@ -38,12 +38,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_file
 from ..checkpoint import check_keys
+from ..config import SamConfig, VisionConfig, from_dict, to_dict
 from ..data.shapeworld import SPLIT_LENGTHS, classes, scene
 from ..data.shapeworld.vocab import class_id
 from ..data.transforms import clip_pixels, sam_pixels
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 ENCODERS_FILE = "encoders.safetensors"
 """Where the pretrained encoders of a run are kept, in the run folder; a resumed run reuses them."""
 _PREFIXES = ("vision_tower.", "sam.image_encoder.")
+_CONFIGS = {"vision": VisionConfig, "sam": SamConfig}  # ModelConfig field -> type, kept in the file's metadata
 
 
 @dataclass
@@ -395,10 +398,22 @@ def _ce_accuracy(name: str, logits: torch.Tensor, fractions: torch.Tensor, is_th
 
 
 def save_encoders(model: LasagnaModel, out: Path, summary: dict) -> Path:
+    """The two encoders' weights, with their configs in the file's metadata (so a probe can rebuild them alone)."""
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(_PREFIXES)}
-    path = write_atomic_file(out / ENCODERS_FILE, lambda tmp: save_file(state, str(tmp)))
+    meta = {key: json.dumps(to_dict(getattr(model.cfg, key))) for key in _CONFIGS}
+    path = write_atomic_file(out / ENCODERS_FILE, lambda tmp: save_file(state, str(tmp), metadata=meta))
     write_atomic_file(out / "encoders.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     return path
+
+
+def encoder_configs(path: Path) -> tuple[VisionConfig, SamConfig] | None:
+    """The vision and SAM configs an encoders file was saved with, or None for a file written without them."""
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if not set(_CONFIGS) <= set(meta):
+        return None
+    vision, sam = (from_dict(cls, json.loads(meta[key]), f"{path}:{key}") for key, cls in _CONFIGS.items())
+    return vision, sam
 
 
 def load_encoders(model: LasagnaModel, path: Path) -> None:
