@@ -48,7 +48,8 @@ class SemanticTaskConfig:
         "present_first", but draws the absent ones with weight f / (1 - f), f being how often that class is present
         in the source (`class_frequencies`): a class present in most images is asked about just as often when it
         is absent, so its name alone no longer predicts its answer and only the image can.
-    frequency_records: how many records (the first ones of each source) "frequency" counts classes on.
+    frequency_records: how many records (the first ones of each source) "frequency" counts classes on. A dataset
+        whose files are grouped (by scene, say) needs a count that spans the groups.
     answer_order: "question" walks the question list in order; "shuffled" draws an independent permutation.
     single_class: the LISA-style ablation baseline: one conversation per present class (at most
         `max_conversations`), answer "<ins>"; the list switches above are then unused.
