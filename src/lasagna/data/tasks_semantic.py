@@ -144,8 +144,9 @@ def format_semantic(
     return Sample(image, [Conversation(question, answer, masks)], stats.ignore, meta)
 
 
-def _label_stats(record: SemanticRecord, size: tuple[int, int], min_pixels: int) -> _LabelStats:
-    """Load the label map, check it, and split the dataset's classes into present / absent by pixel count."""
+def _label_stats(record: SemanticRecord, size: tuple[int, int] | None, min_pixels: int) -> _LabelStats:
+    """Load the label map, check it (against the image size unless `size` is None), and split the dataset's classes
+    into present / absent by pixel count."""
     num = len(record.classes)
     if num < 1:
         raise ValueError(f"{record.image_id}: a semantic record needs at least 1 class, got {num}")
@@ -153,7 +154,7 @@ def _label_stats(record: SemanticRecord, size: tuple[int, int], min_pixels: int)
     if len(set(names)) != num:
         raise ValueError(f"{record.image_id}: class names must be unique after lower-casing, got {names}")
     label = np.asarray(record.load_label())
-    if label.shape != size:
+    if size is not None and label.shape != size:
         raise ValueError(f"{record.image_id}: label map {label.shape} does not match the image size {size}")
     ignore = label == IGNORE_LABEL
     valid = label[~ignore]
@@ -187,11 +188,7 @@ def class_frequencies(source, min_pixels: int = 1, records: int = 512) -> np.nda
                 f"{record.image_id}: {len(record.classes)} classes where the source's first record has {num}; "
                 "class frequencies need one class list per source"
             )
-        label = np.asarray(record.load_label())
-        valid = label[label != IGNORE_LABEL].astype(np.int64)
-        if valid.size and (valid.min() < 0 or valid.max() >= num):
-            raise ValueError(f"{record.image_id}: label values must be 0..{num - 1} or {IGNORE_LABEL}")
-        present += np.bincount(valid, minlength=num) >= min_pixels
+        present[_label_stats(record, None, min_pixels).present] += 1
     return present / count
 
 
