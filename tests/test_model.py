@@ -138,3 +138,50 @@ def test_conv_stems_replace_the_patch_convolutions_and_keep_the_grids(tmp_path):
     cfg.sam.conv_stem = [4, 8]  # 2 convolutions shrink by 4, the patch is 8
     with pytest.raises(ValueError, match=r"sam.conv_stem \[4, 8\].*patch size 8"):
         LasagnaModel(cfg)
+
+
+def _skips_model(seed: int = 0) -> LasagnaModel:
+    cfg = preset("tiny")
+    cfg.sam.conv_stem, cfg.sam.stem_skips = [4, 8, 8], True
+    torch.manual_seed(seed)
+    return LasagnaModel(cfg)
+
+
+def test_stem_skips_start_as_plain_sam_then_shape_masks_from_the_finer_maps():
+    model = _skips_model().eval()
+    sam = model.sam
+    pixels = torch.randn(2, 3, sam.cfg.image_size, sam.cfg.image_size)
+    prompts = torch.randn(3, sam.cfg.prompt_dim)
+    with torch.no_grad():
+        images = model.encode_images(torch.randn(2, 3, 32, 32), pixels)
+        coarse, fine = images.sam_skips
+        grid = sam.cfg.embedding_size
+        assert coarse.shape == (2, 8, 2 * grid, 2 * grid) and fine.shape == (2, 4, 4 * grid, 4 * grid)
+        # zero-initialised projections: the re-composed decoder gives SamMaskDecoder's own masks
+        stem_skips, sam.stem_skips = sam.stem_skips, None
+        plain = sam.decode(images.sam_embeds[1:], prompts)
+        sam.stem_skips = stem_skips
+        fused = sam.decode(images.sam_embeds[1:], prompts, images.skips_of(1))
+        assert fused.shape == plain.shape == (3, 4 * grid, 4 * grid)
+        torch.testing.assert_close(fused, plain)
+        torch.nn.init.normal_(sam.stem_skips.fine.weight)
+        assert not torch.allclose(sam.decode(images.sam_embeds[1:], prompts, images.skips_of(1)), plain)
+    with pytest.raises(ValueError, match="needs the image's skip_maps"):
+        sam.decode(images.sam_embeds[1:], prompts)
+
+
+def test_stem_skips_train_with_the_decoder_and_need_a_deep_enough_stem():
+    model = _skips_model()
+    model.set_token_ids(INS, 0)
+    configure_trainable(model, TrainableConfig(lora_r=0))
+    assert model.sam.stem_skips.fine.weight.requires_grad
+    assert not model.sam.image_encoder.patch_embed.projection.layers[0].weight.requires_grad
+    inputs = make_inputs([[1, IMG, 5, INS, 7, INS, 2]], [0], [(64, 64)])
+    out = model(inputs)
+    lasagna_loss(out.logits, out.labels, out.mask_logits, [torch.ones(2, 64, 64)]).total.backward()
+    assert model.sam.stem_skips.coarse.weight.grad.abs().sum() > 0
+    cfg = preset("tiny")
+    cfg.sam.conv_stem, cfg.sam.stem_skips = [8, 8], True
+    cfg.sam.patch_size = 4
+    with pytest.raises(ValueError, match=r"stem_skips needs a conv_stem of at least 3.*\[8, 8\]"):
+        LasagnaModel(cfg)

@@ -75,6 +75,7 @@ class SamConfig:
     decoder_num_heads: int = 8
     num_multimask_outputs: int = 3
     conv_stem: list[int] = field(default_factory=list)  # as VisionConfig.conv_stem; empty = SAM's patch convolution
+    stem_skips: bool = False  # the mask decoder's upscaling also reads the stem's finer maps (model/sam.py)
 
     @property
     def embedding_size(self) -> int:

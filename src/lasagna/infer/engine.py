@@ -116,7 +116,7 @@ class Engine:
             return torch.zeros((0, *original), device=enc.sam_embeds.device)
         proj = self.model.text_projector
         prompts_ = proj(torch.stack(hiddens).to(proj[0].weight.dtype))
-        low = self.model.sam.decode(enc.sam_embeds, prompts_)
+        low = self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
         return self.model.sam.postprocess(low, resized, original)
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:

@@ -83,6 +83,8 @@ def configure_trainable(model: LasagnaModel, cfg: TrainableConfig) -> dict[str, 
         _set(model.llm.get_input_embeddings(), True)
         _set(model.llm.get_output_embeddings(), True)
     _set(model.sam.mask_decoder, cfg.mask_decoder)
+    if model.sam.stem_skips is not None:
+        _set(model.sam.stem_skips, cfg.mask_decoder)  # part of the decoder's upscaling
     _freeze_unused_decoder_heads(model)
     _set(model.text_projector, cfg.text_projector)
     _set(model.vision_tower, cfg.vision_tower)

@@ -56,10 +56,16 @@ class ImageEncoding:
     """Per-image encoder outputs, computed once and reused by every conversation and chunk about the image.
 
     llm_feats: (I, N, hidden) projected CLIP features. sam_embeds: (I, C, h, w) SAM image embeddings.
+    sam_skips: the SAM stem's finer maps, each (I, c, H, W), or () without stem skips (`SamSegmenter.skip_maps`).
     """
 
     llm_feats: torch.Tensor
     sam_embeds: torch.Tensor
+    sam_skips: tuple[torch.Tensor, ...] = ()
+
+    def skips_of(self, i: int) -> tuple[torch.Tensor, ...]:
+        """Image i's skip maps, each with a batch of 1."""
+        return tuple(s[i : i + 1] for s in self.sam_skips)
 
 
 @dataclass
@@ -107,7 +113,8 @@ class LasagnaModel(nn.Module):
             feats = vision_features(self.vision_tower, self.cfg.vision, clip_pixels)
         with _maybe_no_grad(self.sam.image_encoder):
             sam_embeds = self.sam.embed_images(sam_pixels)
-        return ImageEncoding(llm_feats=self.projector(feats), sam_embeds=sam_embeds)
+            skips = self.sam.skip_maps(sam_pixels)
+        return ImageEncoding(llm_feats=self.projector(feats), sam_embeds=sam_embeds, sam_skips=skips)
 
     def expand(self, inputs: LasagnaInputs, images: ImageEncoding) -> Expanded:
         return expand_images(
@@ -136,7 +143,7 @@ class LasagnaModel(nn.Module):
 
     def decode_masks(
         self,
-        sam_embeds: torch.Tensor,
+        images: ImageEncoding,
         prompts: torch.Tensor,
         prompt_image: torch.Tensor,
         resize_sizes: list[tuple[int, int]],
@@ -144,8 +151,8 @@ class LasagnaModel(nn.Module):
     ) -> list[torch.Tensor]:
         """Group prompts by image (keeping their order) and decode -> per image (N_i, H_i, W_i) logits."""
         out = []
-        for i in range(sam_embeds.shape[0]):
-            low_res = self.sam.decode(sam_embeds[i : i + 1], prompts[prompt_image == i])
+        for i in range(images.sam_embeds.shape[0]):
+            low_res = self.sam.decode(images.sam_embeds[i : i + 1], prompts[prompt_image == i], images.skips_of(i))
             out.append(self.sam.postprocess(low_res, resize_sizes[i], original_sizes[i]))
         return out
 
@@ -157,7 +164,7 @@ class LasagnaModel(nn.Module):
         logits = self.llm.get_output_embeddings()(hidden)
         prompts, rows = self.select_mask_embeddings(hidden, expanded.input_ids)
         mask_logits = self.decode_masks(
-            images.sam_embeds, prompts, inputs.image_index[rows], inputs.resize_sizes, inputs.original_sizes
+            images, prompts, inputs.image_index[rows], inputs.resize_sizes, inputs.original_sizes
         )
         return LasagnaOutput(
             logits=logits,

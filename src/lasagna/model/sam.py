@@ -62,8 +62,31 @@ def sincos_grid(size: int, dim: int) -> torch.Tensor:
     return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)
 
 
+class StemSkips(nn.Module):
+    """1x1 projections of the stem's maps at strides patch/2 and patch/4 onto the decoder's two upscaling steps.
+
+    why: SAM's decoder draws masks from the encoder's grid alone (16 x 16 cells of 8 px for shapeworld-small), and a
+    mask pooled to that grid and upsampled covers ShapeWorld's small shapes at IoU 0.67 at best. The stem's earlier
+    maps keep the finer grids (32 x 32 and 64 x 64 there), and the upscaling adds them in, as HQ-SAM adds early
+    encoder features. Zero-initialised, so a new model starts as plain SAM.
+    """
+
+    def __init__(self, cfg: SamConfig):
+        super().__init__()
+        if len(cfg.conv_stem) < 3:
+            raise ValueError(
+                f"sam.stem_skips needs a conv_stem of at least 3 convolutions (maps at strides patch/2 and patch/4), "
+                f"got {list(cfg.conv_stem)}"
+            )
+        self.coarse = nn.Conv2d(cfg.conv_stem[-2], cfg.prompt_dim // 4, 1)  # stride patch/2: after upscale_conv1
+        self.fine = nn.Conv2d(cfg.conv_stem[-3], cfg.prompt_dim // 8, 1)  # stride patch/4: after upscale_conv2
+        for conv in (self.coarse, self.fine):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+
 class SamSegmenter(nn.Module):
-    """SAM image encoder + prompt encoder + mask decoder."""
+    """SAM image encoder + prompt encoder + mask decoder (+ optional stem skips into the decoder)."""
 
     def __init__(self, cfg: SamConfig):
         super().__init__()
@@ -82,10 +105,18 @@ class SamSegmenter(nn.Module):
             pos.copy_(sincos_grid(pos.shape[1], pos.shape[-1]).to(pos.dtype)[None])
         self.prompt_encoder = SamPromptEncoder(hf)
         self.mask_decoder = SamMaskDecoder(hf.mask_decoder_config)
+        self.stem_skips = StemSkips(cfg) if cfg.stem_skips else None
 
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(I, 3, S, S) normalised padded images -> (I, prompt_dim, S/patch, S/patch) embeddings."""
         return self.image_encoder(pixels).last_hidden_state
+
+    def skip_maps(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(I, 3, S, S) -> the stem's maps at strides patch/2 and patch/4, or () without stem skips."""
+        if self.stem_skips is None:
+            return ()
+        levels = self.image_encoder.patch_embed.projection.levels(pixels)
+        return levels[-2], levels[-3]
 
     def image_pe(self) -> torch.Tensor:
         """(1, prompt_dim, h, w) dense positional encoding of the embedding grid (cell centres in [0, 1])."""
@@ -97,10 +128,13 @@ class SamSegmenter(nn.Module):
         grid = torch.stack([x, y], dim=-1)[None]  # (1, h, w, 2), x first as SAM expects
         return pe_layer(grid).permute(0, 3, 1, 2)
 
-    def decode(self, image_embedding: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, image_embedding: torch.Tensor, prompts: torch.Tensor, skips: tuple[torch.Tensor, ...] = ()
+    ) -> torch.Tensor:
         """One image, N prompts -> (N, 4h, 4w) low-resolution mask logits (mask token 0, no multimask).
 
         image_embedding: (1, C, h, w). prompts: (N, C) mask embeddings, each one sparse prompt token.
+        skips: this image's `skip_maps` (each with a batch of 1), required with stem skips.
         The dense prompt is SAM's learned "no mask" embedding.
         """
         n = prompts.shape[0]
@@ -109,6 +143,10 @@ class SamSegmenter(nn.Module):
             return image_embedding.new_zeros((0, 4 * h, 4 * w))
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, c, 1, 1).expand(1, c, h, w)
         sparse = prompts.to(image_embedding.dtype).reshape(1, n, 1, c)
+        if self.stem_skips is not None:
+            if len(skips) != 2:
+                raise ValueError("this SAM has stem skips: decode needs the image's skip_maps")
+            return self._decode_with_skips(image_embedding + dense.to(image_embedding.dtype), sparse, skips)
         low_res, _iou = self.mask_decoder(
             image_embeddings=image_embedding,
             image_positional_embeddings=self.image_pe().to(image_embedding.dtype),
@@ -117,6 +155,28 @@ class SamSegmenter(nn.Module):
             multimask_output=False,
         )
         return low_res[0, :, 0]
+
+    def _decode_with_skips(
+        self, image: torch.Tensor, sparse: torch.Tensor, skips: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """SamMaskDecoder's single-mask path, its parts called in turn, with the stem's maps added while upscaling."""
+        dec = self.mask_decoder
+        _, n, _, c = sparse.shape
+        h, w = image.shape[-2:]
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight]).to(sparse.dtype)
+        tokens = torch.cat([output_tokens.expand(1, n, -1, -1), sparse], dim=2)
+        points, image = dec.transformer(
+            point_embeddings=tokens,
+            image_embeddings=image.expand(n, -1, -1, -1),
+            image_positional_embeddings=self.image_pe().to(image.dtype).expand(n, -1, -1, -1),
+            attention_similarity=None,
+        )
+        image = image.transpose(2, 3).reshape(n, c, h, w)
+        coarse, fine = skips
+        up = dec.activation(dec.upscale_layer_norm(dec.upscale_conv1(image)) + self.stem_skips.coarse(coarse))
+        up = dec.activation(dec.upscale_conv2(up) + self.stem_skips.fine(fine))
+        hyper = dec.output_hypernetworks_mlps[0](points[0, :, 1])  # mask token 0 (index 0 is the IoU token)
+        return torch.einsum("nc,nchw->nhw", hyper, up)
 
     def postprocess(
         self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]

@@ -39,3 +39,11 @@ class ConvStem(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.layers(pixels)
+
+    def levels(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """The k activated maps before the projection, at strides 2, 4, ..., 2**k: (B, channels[j], S/2**(j+1), ...)."""
+        maps, x = [], pixels
+        for conv, act in zip(self.layers[:-1:2], self.layers[1::2], strict=True):
+            x = act(conv(x))
+            maps.append(x)
+        return maps
