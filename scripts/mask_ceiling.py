@@ -25,12 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lasagna.config import preset
 from lasagna.data.shapeworld import SPLIT_LENGTHS, STUFF, classes, scene
 from lasagna.data.transforms import sam_pixels
 from lasagna.losses import mask_bce_sum, mask_dice_sum
 from lasagna.model.lasagna import LasagnaModel
-from lasagna.train.encoders import encoder_configs, load_encoders, warmup_linear_decay
+from lasagna.train.encoders import encoders_preset, load_encoders, warmup_linear_decay
 
 SIZE = 128
 
@@ -52,11 +51,7 @@ def grid_ceiling(n: int) -> None:
 
 
 def build(path: str, stem_skips: bool) -> LasagnaModel:
-    saved = encoder_configs(path)
-    if saved is None:
-        raise ValueError(f"{path} carries no encoder configs (written before they were saved); rerun stage 0")
-    cfg = preset("shapeworld-small")
-    cfg.vision, cfg.sam = saved
+    cfg = encoders_preset(path)
     cfg.sam.stem_skips = stem_skips
     model = LasagnaModel(cfg)
     load_encoders(model, path)

@@ -18,17 +18,15 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 
 from lasagna.api import default_model_dir
 from lasagna.checkpoint import load_pretrained
-from lasagna.config import preset
 from lasagna.data.shapeworld import COLOURS, SHAPES, classes
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
 from lasagna.train.encoders import (
     _shapeworld_batch,
-    encoder_configs,
+    encoders_preset,
     grids,
     load_encoders,
     object_weights,
@@ -62,23 +60,6 @@ def encode(model, words, split: str, count: int) -> tuple[dict, dict, dict]:
     return {k: torch.cat(v) for k, v in feats.items()}, {k: torch.cat(v) for k, v in targets.items()}, objects
 
 
-def _preset_for(path: str):
-    """shapeworld-small with the encoders' configs saved in the file; older files carry none, so each encoder with
-    a plain patch convolution among its weights gets an empty stem."""
-    cfg = preset("shapeworld-small")
-    saved = encoder_configs(path)
-    if saved:
-        cfg.vision, cfg.sam = saved
-        return cfg
-    with safe_open(path, "pt") as f:
-        keys = set(f.keys())
-    if "vision_tower.embeddings.patch_embedding.weight" in keys:
-        cfg.vision.conv_stem = []
-    if "sam.image_encoder.patch_embed.projection.weight" in keys:
-        cfg.sam.conv_stem = []
-    return cfg
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = ap.add_mutually_exclusive_group()
@@ -89,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.encoders:
-        model = LasagnaModel(_preset_for(args.encoders))
+        model = LasagnaModel(encoders_preset(args.encoders))
         load_encoders(model, args.encoders)
     else:
         model, _ = load_pretrained(args.model or default_model_dir(), dtype=torch.float32)

@@ -122,6 +122,14 @@ def test_encoder_configs_is_none_for_a_file_without_them(tmp_path):
     assert enc.encoder_configs(tmp_path / "bare.safetensors") is None
     saved = enc.save_encoders(model, tmp_path, {})
     assert enc.encoder_configs(saved) == (model.cfg.vision, model.cfg.sam)
+    assert enc.encoders_preset(saved, "shapeworld-small").sam == model.cfg.sam
+
+
+def test_encoders_preset_guesses_the_stems_of_a_file_without_configs(tmp_path):
+    plain = {"vision_tower.embeddings.patch_embedding.weight": torch.zeros(1)}
+    save_file(plain, str(tmp_path / "old.safetensors"))
+    cfg = enc.encoders_preset(tmp_path / "old.safetensors")
+    assert cfg.vision.conv_stem == [] and cfg.sam.conv_stem == preset("shapeworld-small").sam.conv_stem
 
 
 def test_loading_encoders_of_another_model_names_the_bad_keys(tmp_path):

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_file
 from ..checkpoint import check_keys
-from ..config import SamConfig, VisionConfig, from_dict, to_dict
+from ..config import ModelConfig, SamConfig, VisionConfig, from_dict, preset, to_dict
 from ..data.shapeworld import SPLIT_LENGTHS, classes, scene
 from ..data.shapeworld.vocab import class_id
 from ..data.transforms import clip_pixels, sam_pixels
@@ -414,6 +414,23 @@ def encoder_configs(path: Path) -> tuple[VisionConfig, SamConfig] | None:
         return None
     vision, sam = (from_dict(cls, json.loads(meta[key]), f"{path}:{key}") for key, cls in _CONFIGS.items())
     return vision, sam
+
+
+def encoders_preset(path: Path | str, name: str = "shapeworld-small") -> ModelConfig:
+    """Preset `name` with an encoders file's vision and SAM configs. Files written before the configs were saved
+    carry none: each encoder with a plain patch convolution among its weights then gets an empty stem."""
+    cfg = preset(name)
+    saved = encoder_configs(Path(path))
+    if saved:
+        cfg.vision, cfg.sam = saved
+        return cfg
+    with safe_open(str(path), "pt") as f:
+        keys = set(f.keys())
+    if "vision_tower.embeddings.patch_embedding.weight" in keys:
+        cfg.vision.conv_stem = []
+    if "sam.image_encoder.patch_embed.projection.weight" in keys:
+        cfg.sam.conv_stem = []
+    return cfg
 
 
 def load_encoders(model: LasagnaModel, path: Path) -> None:
