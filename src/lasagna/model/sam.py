@@ -2,6 +2,7 @@
 
 Built from transformers' SAM parts. Coordinates: the encoder sees a (sam_size x sam_size) zero-padded square whose
 top-left (h', w') region is the resized image; `postprocess` maps decoder logits back to the original (H, W).
+With `stem_skips` (small presets trained from scratch) the decoder's upscaling also reads the conv stem's finer maps.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ class StemSkips(nn.Module):
     """1x1 projections of the stem's maps at strides patch/2 and patch/4 onto the decoder's two upscaling steps.
 
     why: SAM's decoder draws masks from the encoder's grid alone (16 x 16 cells of 8 px for shapeworld-small), and a
-    mask pooled to that grid and upsampled covers ShapeWorld's small shapes at IoU 0.67 at best. The stem's earlier
-    maps keep the finer grids (32 x 32 and 64 x 64 there), and the upscaling adds them in, as HQ-SAM adds early
-    encoder features. Zero-initialised, so a new model starts as plain SAM.
+    mask pooled to that grid and upsampled covers ShapeWorld's small shapes at IoU 0.67 at best (`python
+    scripts/mask_ceiling.py --grid`). The stem's earlier maps keep the finer grids (32 x 32 and 64 x 64 there), and
+    the upscaling adds them in, as HQ-SAM adds early encoder features. Zero-initialised, so a new model starts as
+    plain SAM.
     """
 
     def __init__(self, cfg: SamConfig):
