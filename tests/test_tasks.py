@@ -217,7 +217,7 @@ def test_referring_union_per_target_and_no_target():
     union = format_record(record, random.Random(0), TasksConfig(referring=ReferTaskConfig()))
     by_text = {re.search(r"the thing \d", c.question).group(0): c for c in union.conversations}
     assert by_text["the thing 3"].masks.shape == (1, 3, 4) and by_text["the thing 3"].masks.sum() == 3
-    assert by_text["the thing 0"].answer == "There is no such object. <no_ins>"
+    assert by_text["the thing 0"].answer in templates.NO_TARGET_ANSWERS
     assert by_text["the thing 0"].masks.shape == (0, 3, 4)
     assert union.meta.classes_absent == ["the thing 0"] and union.ignore is None
 
@@ -296,7 +296,9 @@ def test_templates_shape():
         templates.EXPLAIN_QUESTION,
     ]
     assert all(q.startswith(IMAGE + "\n") and q.count(IMAGE) == 1 for q in questions)
-    assert all(a.count(INS) == 1 and not a.startswith("There") for a in templates.REFER_ANSWERS)
+    assert all(a.count(INS) == 1 and NO_INS not in a for a in templates.REFER_ANSWERS)
+    # target or not is told only by the slot: the rest of each no-target sentence is a target sentence
+    assert [a.replace(NO_INS, INS) for a in templates.NO_TARGET_ANSWERS] == list(templates.REFER_ANSWERS)
     assert templates.mask_list(1) == INS and templates.mask_list(2) == "<ins> and <ins>"
     assert templates.SEMANTIC_INSTRUCTIONS[0] == "Segment this image."
 

@@ -28,7 +28,7 @@ class ReferTaskConfig:
         Union is the default because it keeps one meaning for `<ins>` across tasks: in the semantic task one
         `<ins>` already covers every instance of a class, so here it covers everything the phrase describes. It is
         also what the released code trains (gRefCOCO targets are unioned) and what cIoU / gIoU score.
-    An expression with no target is answered with templates.NO_TARGET_ANSWER and no mask.
+    An expression with no target is answered with one of templates.NO_TARGET_ANSWERS and no mask.
     """
 
     max_expressions: int = 5
@@ -82,7 +82,7 @@ def format_refer(record: ReferRecord, rng: random.Random, cfg: ReferTaskConfig, 
         masks = _target_masks(expression.load_masks(), size, record.image_id, text)
         question = rng.choice(templates.REFER_QUESTIONS).format(text=text)
         if len(masks) == 0:
-            answer = templates.NO_TARGET_ANSWER
+            answer = rng.choice(templates.NO_TARGET_ANSWERS)
         elif len(masks) == 1 or cfg.multi_target == "union":
             answer = rng.choice(templates.REFER_ANSWERS)
             masks = masks.any(axis=0, keepdims=True)

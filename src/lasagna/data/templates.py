@@ -54,8 +54,7 @@ REFER_QUESTIONS: tuple[str, ...] = (
     IMAGE_PREFIX + "Could you find {text} and segment it?",
     IMAGE_PREFIX + "Show me {text} with a segmentation mask.",
 )
-# One target (or the union of several). None starts with "There", so the first answer token already separates
-# them from NO_TARGET_ANSWER.
+# One target (or the union of several).
 REFER_ANSWERS: tuple[str, ...] = (
     INS + ".",
     "Sure, it is " + INS + ".",
@@ -73,9 +72,12 @@ REFER_MULTI_ANSWERS: tuple[str, ...] = (
     "Sure, the segmentation masks are {masks}.",
     "Here are the segmentation masks: {masks}.",
 )
-# An expression that matches nothing (gRefCOCO no-target): a fixed form, so inference and the no-target metric
-# read one unambiguous answer, and `<no_ins>` keeps its semantic-task meaning "named but absent, no mask".
-NO_TARGET_ANSWER = "There is no such object. " + NO_INS
+# An expression that matches nothing (gRefCOCO no-target): the same sentences with `<no_ins>` in the slot, which
+# keeps its semantic-task meaning "named but absent, no mask". So target or not is decided in that one token, as a
+# class's presence is, where `loss.decision_weight` applies and inference reads it. A separate sentence ("There is no
+# such object.") put the decision in its first word, against the seven first words of the sentences above, and a
+# model trained so kept that word at its prior whatever the image held (docs/shapeworld-model.md, step 16).
+NO_TARGET_ANSWERS: tuple[str, ...] = tuple(a.replace(INS, NO_INS) for a in REFER_ANSWERS)
 
 # Reasoning sentences: the query is a full sentence or question, the instruction follows it.
 REASON_SENTENCE_QUESTIONS: tuple[str, ...] = (
