@@ -4,6 +4,7 @@ from safetensors.torch import save_file
 
 from lasagna.config import preset
 from lasagna.model.lasagna import LasagnaModel
+from lasagna.train import decoder as dec
 from lasagna.train import encoders as enc
 from lasagna.train.config import load_train_config
 from lasagna.train.encoders import EncoderPretrainConfig, image_targets, patch_targets, pretrain_encoders, word_matrix
@@ -141,7 +142,7 @@ def test_loading_encoders_of_another_model_names_the_bad_keys(tmp_path):
         enc.load_encoders(LasagnaModel(other), tmp_path / enc.ENCODERS_FILE)
 
 
-def test_fit_runs_stage0_once_and_a_resume_reuses_it(tmp_path, monkeypatch):
+def test_fit_runs_stages_0_and_0b_once_and_a_resume_reuses_them(tmp_path, monkeypatch):
     overrides = [
         f"out_dir={tmp_path}",
         "model_preset=tiny",
@@ -155,19 +156,25 @@ def test_fit_runs_stage0_once_and_a_resume_reuses_it(tmp_path, monkeypatch):
         "bf16=false",
         "encoders.steps=2",
         "encoders.batch_size=2",
+        "decoder.steps=1",
+        "decoder.batch_size=1",
     ]
     calls = []
-    real = enc.pretrain_encoders
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+    def counting(real):
+        def call(*args, **kwargs):
+            calls.append(real.__name__)
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr("lasagna.train.fit.pretrain_encoders", counting)
+        return call
+
+    monkeypatch.setattr("lasagna.train.fit.pretrain_encoders", counting(enc.pretrain_encoders))
+    monkeypatch.setattr("lasagna.train.fit.pretrain_decoder", counting(dec.pretrain_decoder))
     fit(load_train_config(None, overrides))
-    assert (tmp_path / enc.ENCODERS_FILE).exists() and len(calls) == 1
+    assert (tmp_path / enc.ENCODERS_FILE).exists() and (tmp_path / dec.DECODER_FILE).exists()
+    assert calls == ["pretrain_encoders", "pretrain_decoder"]
     fit(load_train_config(None, [*overrides, "optim.steps=2"]), resume=True)
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_feature_norm_applies_the_towers_post_layernorm_to_the_read_layer():

@@ -12,6 +12,7 @@ from ..config import from_dict, to_dict
 from ..data.mixture import MixtureConfig
 from ..losses import LossConfig
 from ..model.build import TrainableConfig
+from .decoder import DecoderPretrainConfig
 from .encoders import EncoderPretrainConfig
 
 
@@ -59,6 +60,7 @@ class TrainConfig:
     tokenizer_corpus: int = 3000  # formatted training samples the plain tokenizer is fitted on
     tokenizer_whole_names: bool = False  # multi-word training class names become single pieces ("▁red▁circle")
     encoders: EncoderPretrainConfig = field(default_factory=EncoderPretrainConfig)  # stage 0, from scratch only
+    decoder: DecoderPretrainConfig = field(default_factory=DecoderPretrainConfig)  # stage 0b, after stage 0
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -23,6 +23,7 @@ from ..losses import lasagna_loss
 from ..model.build import configure_trainable, merge_lora
 from ..tokens import token_ids
 from .config import TrainConfig, dump_train_config
+from .decoder import DECODER_FILE, load_decoder, pretrain_decoder
 from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders, warmup_linear_decay
 from .setup import build_model_and_tokenizer, build_training_set
 
@@ -102,6 +103,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         load_encoders(model, Path(cfg.encoders.from_file))
     elif cfg.encoders.steps > 0:
         _stage0(cfg, accelerator, model, out)
+    if cfg.decoder.steps > 0:
+        _stage0_decoder(cfg, accelerator, model, out)
     counts = configure_trainable(model, cfg.trainable)
     if cfg.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
@@ -222,6 +225,19 @@ def _stage0(cfg: TrainConfig, accelerator, model, out: Path) -> None:
         log.info("encoders pretrained: %s", summary)
     accelerator.wait_for_everyone()
     load_encoders(model, path)
+
+
+def _stage0_decoder(cfg: TrainConfig, accelerator, model, out: Path) -> None:
+    """Pretrain SAM's decoder on the frozen encoders once (main process), or reuse the run's saved one."""
+    if cfg.data.dataset != "shapeworld":
+        raise ValueError("decoder.steps > 0 pretrains on ShapeWorld; set it to 0 for other datasets")
+    path = out / DECODER_FILE
+    if accelerator.is_main_process and not path.exists():
+        model.to(accelerator.device)
+        summary = pretrain_decoder(model, cfg.decoder, cfg.loss, cfg.data.image_size, cfg.seed, out, bf16=cfg.bf16)
+        log.info("decoder pretrained: %s", summary)
+    accelerator.wait_for_everyone()
+    load_decoder(model, path)
 
 
 def _tensorboard(out: Path):
