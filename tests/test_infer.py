@@ -135,6 +135,15 @@ def test_segment_results_cover_every_class_at_image_size(tiny_tokenizer):
     assert set(np.unique(sem)) <= {UNLABELLED, *range(5)}
 
 
+def test_a_query_gets_one_mask_per_ins_and_a_score_per_decision(tiny_tokenizer):
+    api = Lasagna(_model(tiny_tokenizer, 3), tiny_tokenizer)
+    pred = api.segment(_image(3, 33, 47), query="the red circle")
+    ins, no_ins = pred.text.count("<ins>"), pred.text.count("<no_ins>")
+    assert ins + no_ins > 0 and len(pred.scores) == ins + no_ins and len(pred.masks) == ins
+    assert all(0.0 <= s <= 1.0 for s in pred.scores)
+    assert all(m.shape == (33, 47) and m.dtype == bool for m in pred.masks)
+
+
 @pytest.mark.parametrize(
     "classes, match",
     [([], "empty"), (["a<ins>"], "reserved"), (["wall", "Wall"], "twice"), (["a, b"], "comma"), ("wall", "list")],

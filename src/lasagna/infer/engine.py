@@ -48,6 +48,8 @@ class Prediction:
     masks: list[np.ndarray] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
     logits: torch.Tensor | None = field(default=None, repr=False)  # (K_present, H, W), order of present classes
+    # query mode: P(<ins>) within {<ins>, <no_ins>} at each decision of the answer, in order, <no_ins> ones too
+    scores: list[float] = field(default_factory=list)
 
     @property
     def present(self) -> list[str]:
@@ -198,6 +200,7 @@ class Engine:
             image_size=original,
             text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
             masks=[(lg > 0).cpu().numpy() for lg in logits],
+            scores=[d.score for d in row.decisions],
             logits=logits.cpu(),
         )
 
