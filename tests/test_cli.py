@@ -62,7 +62,11 @@ def test_eval_reports_metrics_on_shapeworld(tiny_ckpt, tmp_path):
     assert main([*_shapeworld_eval(tiny_ckpt, 1), "--out", str(report)]) == 0
     data = json.loads(report.read_text())
     assert data["semantic"]["images"] == 1 and 0.0 <= data["semantic"]["pixel_acc"] <= 1.0
-    assert 0.0 <= data["referring"]["cIoU"] <= 1.0
+    assert 0.0 <= data["referring"]["cIoU"] <= 1.0 and data["merge"] == "score"
+    released = tmp_path / "released.json"
+    args = ["--tasks", "semantic", "--merge", "logit", "--out", str(released)]
+    assert main([*_shapeworld_eval(tiny_ckpt, 1), *args]) == 0
+    assert json.loads(released.read_text())["merge"] == "logit"
 
 
 def test_eval_sharded_over_two_processes_matches_one(tiny_ckpt, tmp_path):

@@ -196,3 +196,10 @@ def test_semantic_merge_leaves_low_pixels_unlabelled():
     logits = torch.tensor([[[2.0, -1.0], [0.5, -3.0]], [[1.0, 3.0], [0.4, -2.0]]])
     out = merge_semantic(logits, torch.tensor([7, 9]))
     assert out.tolist() == [[7, 9], [7, UNLABELLED]]
+    # a class barely answered present yields the overlap to a sure one, unless its own mask is far surer there
+    scored = merge_semantic(logits, torch.tensor([7, 9]), scores=torch.tensor([0.3, 1.0]))
+    assert scored.tolist() == [[9, 9], [9, UNLABELLED]]
+    sure = merge_semantic(torch.tensor([[[6.0]], [[0.2]]]), torch.tensor([7, 9]), scores=torch.tensor([0.6, 1.0]))
+    assert sure.tolist() == [[7]]
+    with pytest.raises(ValueError, match="one score per mask"):
+        merge_semantic(logits, torch.tensor([7, 9]), scores=torch.tensor([1.0]))

@@ -22,6 +22,12 @@ def register(sub) -> None:
         action="store_true",
         help="ask each image only for the classes it holds: mask quality under perfect recognition (an upper bound)",
     )
+    p.add_argument(
+        "--merge",
+        choices=["score", "logit"],
+        default="score",
+        help="overlapping masks: a pixel goes to the highest P(present) * P(pixel), or the highest logit (released)",
+    )
     p.add_argument("--tasks", default="semantic,referring", help="comma-separated tasks to evaluate")
     p.add_argument("--out", help="report file (default: eval-<dataset>-<split>.json)")
     p.set_defaults(func=run)
@@ -68,6 +74,7 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
         progress=rank == 0,
         single_class=args.single_class,
         present_only=args.present_only,
+        merge=args.merge,
         tasks=tuple(t.strip() for t in args.tasks.split(",")),
     )
     report["model"] = args.model or "embedded:shapeworld-small"

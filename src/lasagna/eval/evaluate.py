@@ -69,9 +69,13 @@ def evaluate_semantic(
     progress=True,
     single_class=False,
     present_only=False,
+    merge="score",
 ):
     """`present_only` asks each image only for the classes its label map holds: the mask quality a model would reach
-    if it recognised every class perfectly (an upper bound that separates masks from recognition)."""
+    if it recognised every class perfectly (an upper bound that separates masks from recognition). `merge` is how
+    overlapping masks become one label map ("score" or "logit", see `Prediction.semantic_map`)."""
+    if merge not in ("score", "logit"):
+        raise ValueError(f"merge must be 'score' or 'logit', got {merge!r}")
     first = source[indices[0]] if len(indices) else source[0]
     classes = list(first.classes)
     iou = SemanticIoU(len(classes))
@@ -90,7 +94,7 @@ def evaluate_semantic(
         else:
             pred = lasagna.segment(image, classes=asked, chunk_size=chunk_size, decoder=decoder)
         unanswered += sum(not c.answered for c in pred.classes) + len(pred.unmatched)
-        iou.update(pred.semantic_map(classes), gt)
+        iou.update(pred.semantic_map(classes, by_score=merge == "score"), gt)
         presence.update(set(pred.present), present, asked)
     return iou, presence, held, unanswered
 
@@ -132,9 +136,12 @@ def evaluate_model(
     single_class: bool = False,
     tasks: tuple[str, ...] = ("semantic", "referring"),
     present_only: bool = False,
+    merge: str = "score",
 ) -> dict:
     """Evaluate on the first `limit` items of each task source of the split; returns a JSON-ready report."""
-    report: dict = {"dataset": dataset, "split": split, **({"present_only": True} if present_only else {})}
+    report: dict = {"dataset": dataset, "split": split, "merge": merge}
+    if present_only:
+        report["present_only"] = True
     held_out = ()
     if dataset == "shapeworld":
         from ..data.shapeworld import HELD_OUT
@@ -147,7 +154,7 @@ def evaluate_model(
         indices = list(range(rank, count, world))
         if task == "semantic":
             iou, presence, held, unanswered = evaluate_semantic(
-                lasagna, source, indices, chunk_size, decoder, held_out, progress, single_class, present_only
+                lasagna, source, indices, chunk_size, decoder, held_out, progress, single_class, present_only, merge
             )
             _reduce_metric(iou, reduce)
             _reduce_metric(presence, reduce)

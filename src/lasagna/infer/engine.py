@@ -59,15 +59,22 @@ class Prediction:
     def absent(self) -> list[str]:
         return [c.name for c in self.classes if not c.present]
 
-    def semantic_map(self, classes: list[str] | None = None, threshold: float = 0.0) -> np.ndarray:
-        """(H, W) int64: index into `classes` (default: the queried list) per pixel, -1 where unlabelled."""
+    def semantic_map(
+        self, classes: list[str] | None = None, threshold: float = 0.0, by_score: bool = True
+    ) -> np.ndarray:
+        """(H, W) int64: index into `classes` (default: the queried list) per pixel, -1 where unlabelled.
+
+        Where masks overlap, a pixel goes to the class with the highest P(present) * P(pixel in mask); with
+        `by_score=False`, to the highest mask logit alone (as the released code merges).
+        """
         classes = classes or [c.name for c in self.classes]
         index = {name: i for i, name in enumerate(classes)}
         present = [c for c in self.classes if c.present]
         if self.logits is None or not present:
             return np.full(self.image_size, -1, dtype=np.int64)
         ids = torch.tensor([index[c.name] for c in present])
-        return merge_semantic(self.logits, ids, threshold).numpy()
+        scores = torch.tensor([c.score for c in present]) if by_score else None
+        return merge_semantic(self.logits, ids, threshold, scores).numpy()
 
 
 def check_classes(classes: list[str]) -> list[str]:
