@@ -212,6 +212,18 @@ def refer_record(*mask_counts: int) -> ReferRecord:
     return ReferRecord("ref0", lambda: IMAGE_3x4, expressions)
 
 
+def test_referring_echo_answers_repeat_the_expression_before_the_slot():
+    cfg = TasksConfig(referring=ReferTaskConfig(answer_form="echo"))
+    sample = format_record(refer_record(2, 0), random.Random(0), cfg)
+    by_text = {re.search(r"the thing \d", c.question).group(0): c for c in sample.conversations}
+    assert by_text["the thing 2"].answer == "the thing 2<ins>." and by_text["the thing 2"].masks.shape == (1, 3, 4)
+    assert by_text["the thing 0"].answer == "the thing 0<no_ins>." and by_text["the thing 0"].masks.shape == (0, 3, 4)
+    with pytest.raises(ValueError, match="needs multi_target 'union'"):
+        ReferTaskConfig(answer_form="echo", multi_target="per_target")
+    with pytest.raises(ValueError, match="answer_form must be"):
+        ReferTaskConfig(answer_form="parrot")
+
+
 def test_referring_union_per_target_and_no_target():
     record = refer_record(1, 3, 0)
     union = format_record(record, random.Random(0), TasksConfig(referring=ReferTaskConfig()))

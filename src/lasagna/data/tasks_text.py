@@ -15,7 +15,7 @@ import numpy as np
 from lasagna.data import templates
 from lasagna.data.records import IGNORE_LABEL, ReasonRecord, ReferRecord, VQARecord
 from lasagna.data.tasks_common import Conversation, Sample, SampleMeta, load_image, no_masks, user_text
-from lasagna.tokens import check_user_text
+from lasagna.tokens import INS, NO_INS, check_user_text
 
 
 @dataclass
@@ -29,16 +29,26 @@ class ReferTaskConfig:
         `<ins>` already covers every instance of a class, so here it covers everything the phrase describes. It is
         also what the released code trains (gRefCOCO targets are unioned) and what cIoU / gIoU score.
     An expression with no target is answered with one of templates.NO_TARGET_ANSWERS and no mask.
+    answer_form: "sentence" (default, the released answers: "Sure, it is <ins>.") or "echo": the expression itself
+        then the slot, "the red circle<ins>." / "the red circle<no_ins>." (templates.REFER_ECHO_ANSWER). why: the
+        state that prompts the mask decoder then sits on the phrase's last word, as in a semantic answer, instead of
+        on "is", from where a small LLM trained from scratch must find the phrase again (docs/shapeworld-model.md,
+        step 18). Echo needs multi_target "union": one slot per expression.
     """
 
     max_expressions: int = 5
     multi_target: Literal["per_target", "union"] = "union"
+    answer_form: Literal["sentence", "echo"] = "sentence"
 
     def __post_init__(self) -> None:
         if self.max_expressions < 1:
             raise ValueError(f"max_expressions must be >= 1, got {self.max_expressions}")
         if self.multi_target not in ("per_target", "union"):
             raise ValueError(f"multi_target must be 'per_target' or 'union', got {self.multi_target!r}")
+        if self.answer_form not in ("sentence", "echo"):
+            raise ValueError(f"answer_form must be 'sentence' or 'echo', got {self.answer_form!r}")
+        if self.answer_form == "echo" and self.multi_target != "union":
+            raise ValueError("answer_form 'echo' has one slot per expression: it needs multi_target 'union'")
 
 
 @dataclass
@@ -81,7 +91,10 @@ def format_refer(record: ReferRecord, rng: random.Random, cfg: ReferTaskConfig, 
         text = _phrase(expression.text, "referring expression", record.image_id)
         masks = _target_masks(expression.load_masks(), size, record.image_id, text)
         question = rng.choice(templates.REFER_QUESTIONS).format(text=text)
-        if len(masks) == 0:
+        if cfg.answer_form == "echo":
+            answer = templates.REFER_ECHO_ANSWER.format(text=text, slot=INS if len(masks) else NO_INS)
+            masks = masks.any(axis=0, keepdims=True) if len(masks) else masks
+        elif len(masks) == 0:
             answer = rng.choice(templates.NO_TARGET_ANSWERS)
         elif len(masks) == 1 or cfg.multi_target == "union":
             answer = rng.choice(templates.REFER_ANSWERS)

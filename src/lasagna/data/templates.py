@@ -78,6 +78,9 @@ REFER_MULTI_ANSWERS: tuple[str, ...] = (
 # such object.") put the decision in its first word, against the seven first words of the sentences above, and a
 # model trained so kept that word at its prior whatever the image held (docs/shapeworld-model.md, step 16).
 NO_TARGET_ANSWERS: tuple[str, ...] = tuple(a.replace(INS, NO_INS) for a in REFER_ANSWERS)
+# The echo form (`ReferTaskConfig.answer_form: echo`): the answer repeats the expression and puts the slot right after
+# it, as a semantic answer puts each class name right before its `<ins>`/`<no_ins>`: "the red circle<ins>.".
+REFER_ECHO_ANSWER = "{text}{slot}."
 
 # Reasoning sentences: the query is a full sentence or question, the instruction follows it.
 REASON_SENTENCE_QUESTIONS: tuple[str, ...] = (
