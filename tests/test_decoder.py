@@ -1,11 +1,14 @@
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from lasagna.config import preset
 from lasagna.losses import LossConfig
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.train import decoder as dec
+from lasagna.train.config import load_train_config
 from lasagna.train.decoder import DecoderPretrainConfig, pretrain_decoder
+from lasagna.train.fit import fit
 
 _DECODER = ("sam.prompt_encoder.", "sam.mask_decoder.", "sam.stem_skips.")
 
@@ -44,3 +47,27 @@ def test_loading_a_decoder_without_the_skips_names_the_missing_keys(tmp_path):
         dec.load_decoder(_skips_model(), tmp_path / dec.DECODER_FILE)
     with pytest.raises(FileNotFoundError, match="decoder weights not found"):
         dec.load_decoder(plain, tmp_path / "absent.safetensors")
+
+
+def test_fit_starts_from_a_decoder_file(tmp_path):
+    model = _skips_model()
+    with torch.no_grad():
+        model.sam.stem_skips.fine.weight.fill_(0.25)
+    dec.save_decoder(model, tmp_path, {})
+    overrides = [
+        f"out_dir={tmp_path / 'run'}",
+        "model_preset=tiny",
+        "model_overrides={sam.conv_stem: [4, 8, 8], sam.stem_skips: true}",
+        "tokenizer_vocab=300",
+        "tokenizer_corpus=20",
+        "data.image_size=32",
+        "optim.batch_size=1",
+        "optim.steps=1",
+        "optim.lr=0",
+        "eval.limit=0",
+        "bf16=false",
+        f"decoder.from_file={tmp_path / dec.DECODER_FILE}",
+    ]
+    final = fit(load_train_config(None, overrides))
+    weights = load_file(str(final / "model.safetensors"))
+    assert torch.all(weights["sam.stem_skips.fine.weight"] == 0.25)

@@ -47,6 +47,7 @@ EVAL_SCENES = 40  # val scenes of the summary's present-only IoUs
 @dataclass
 class DecoderPretrainConfig:
     steps: int = 0  # 0 = no decoder pretraining (stage 1 starts the decoder at random)
+    from_file: str | None = None  # reuse another run's decoder.safetensors instead of pretraining (ablation rows)
     lr: float = 1e-3
     warmup_steps: int = 100
     batch_size: int = 8

@@ -103,7 +103,9 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         load_encoders(model, Path(cfg.encoders.from_file))
     elif cfg.encoders.steps > 0:
         _stage0(cfg, accelerator, model, out)
-    if cfg.decoder.steps > 0:
+    if cfg.decoder.from_file:
+        load_decoder(model, Path(cfg.decoder.from_file))
+    elif cfg.decoder.steps > 0:
         _stage0_decoder(cfg, accelerator, model, out)
     counts = configure_trainable(model, cfg.trainable)
     if cfg.gradient_checkpointing:
