@@ -1,10 +1,12 @@
 """Train and evaluate the five ablation rows (configs/ablation/*.yaml), in parallel processes, then tabulate.
 
     python scripts/run_ablation.py --out runs/ablation [--steps 1500] [--limit 50] [--rows a-lisa,e-order]
-        [--encoders runs/shapeworld-small/encoders.safetensors] [--skip-done]
+        [--encoders runs/shapeworld-small/encoders.safetensors] [--decoder runs/shapeworld-small/decoder.safetensors]
+        [--skip-done]
 
-Every row starts from the same frozen image encoders, pretrained once by the default model's stage 0
-(`lasagna train --config configs/train/shapeworld-small.yaml` writes them), so rows differ only in their text.
+Every row starts from the same frozen image encoders and the same pretrained SAM decoder, made once by the default
+model's stages 0 and 0b (`lasagna train --config configs/train/shapeworld-small.yaml` writes them), so rows differ
+only in their text.
 
 Each row: `lasagna train --config configs/ablation/ROW.yaml out_dir=OUT/ROW optim.steps=STEPS`, then
 `lasagna eval` on ShapeWorld `test` with the row's protocol below. Writes OUT/summary.json and OUT/summary.md.
@@ -97,12 +99,15 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--config-dir", default="configs/ablation")
     ap.add_argument("--encoders", default="runs/shapeworld-small/encoders.safetensors")
+    ap.add_argument("--decoder", default="runs/shapeworld-small/decoder.safetensors")
     ap.add_argument(
         "--skip-done", action="store_true", help="keep rows already trained (OUT/ROW/final) and evaluated (eval.json)"
     )
     args = ap.parse_args()
     if not Path(args.encoders).is_file():
         raise SystemExit(f"encoder weights not found: {args.encoders}; run the default model's stage 0 first")
+    if not Path(args.decoder).is_file():
+        raise SystemExit(f"decoder weights not found: {args.decoder}; run the default model's stage 0b first")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -117,6 +122,7 @@ def main() -> None:
             f"out_dir={out / r}",
             f"optim.steps={args.steps}",
             f"encoders.from_file={args.encoders}",
+            f"decoder.from_file={args.decoder}",
         )
         for r in rows
         if not (args.skip_done and (out / r / "final").is_dir())

@@ -6,6 +6,7 @@ import torch
 
 from helpers import failed_run, run_two_processes
 from lasagna.checkpoint import load_pretrained, read_weights
+from lasagna.config import to_dict
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
 from lasagna.train import fit as fit_module
@@ -118,3 +119,13 @@ def test_whole_names_tokenizer_keeps_training_class_names_whole(tmp_path):
     _, tokenizer = build_model_and_tokenizer(_cfg(tmp_path, "tokenizer_whole_names=true", "tokenizer_corpus=200"))
     assert tokenizer.tokenize("red circle, sky") == ["▁red▁circle", ",", "▁sky"]
     assert tokenizer.tokenize("red square") == ["▁red", "▁square"]  # held out: never one piece
+
+
+def test_ablation_rows_differ_only_in_their_semantic_task_and_out_dir():
+    rows = sorted(Path("configs/ablation").glob("*.yaml"))
+    assert [p.stem for p in rows] == ["a-lisa", "b-complex", "c-negatives", "d-random-list", "e-order"]
+    configs = [to_dict(load_train_config(p)) for p in rows]
+    for cfg in configs:
+        cfg["data"]["mixture"]["tasks"].pop("semantic")
+        cfg.pop("out_dir")
+    assert all(cfg == configs[0] for cfg in configs[1:])
