@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from .atomic import write_atomic_dir
+from .atomic import write_atomic_dir, write_atomic_file
 from .config import ModelConfig, from_dict, to_dict
 from .model.lasagna import LasagnaModel
 
@@ -102,6 +102,23 @@ def check_keys(expected: set[str], got: set[str], what: str) -> None:
                 + (" ..." if len(unexpected) > 50 else "")
             )
         raise CheckpointError("\n".join(lines))
+
+
+def save_part(
+    model: torch.nn.Module, path: Path, prefixes: tuple[str, ...], metadata: dict[str, str] | None = None
+) -> Path:
+    """The weights of `model` whose names start with one of `prefixes`, written atomically as safetensors."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(prefixes)}
+    return write_atomic_file(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def load_part(model: torch.nn.Module, path: Path, prefixes: tuple[str, ...], what: str) -> None:
+    """Strictly load a file of save_part: exactly the model's weights whose names start with one of `prefixes`."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what} weights not found: {path}")
+    state = load_file(str(path))
+    check_keys({k for k in model.state_dict() if k.startswith(prefixes)}, set(state), str(path))
+    model.load_state_dict(state, strict=False)
 
 
 def read_config(folder: Path) -> ModelConfig:

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_file
-from ..checkpoint import check_keys
+from ..checkpoint import load_part, save_part
 from ..data.shapeworld import SPLIT_LENGTHS, STUFF, classes, scene
 from ..data.transforms import sam_pixels
 from ..losses import LossConfig, mask_bce_sum, mask_dice_sum
@@ -180,16 +179,11 @@ def present_only_iou(model: LasagnaModel, table: torch.Tensor, image_size: int, 
 
 
 def save_decoder(model: LasagnaModel, out: Path, summary: dict) -> Path:
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(_PREFIXES)}
-    path = write_atomic_file(out / DECODER_FILE, lambda tmp: save_file(state, str(tmp)))
+    path = save_part(model, out / DECODER_FILE, _PREFIXES)
     write_atomic_file(out / "decoder.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     return path
 
 
 def load_decoder(model: LasagnaModel, path: Path) -> None:
     """Strictly load a pretrained decoder: exactly the prompt encoder's, mask decoder's and stem skips' keys."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"decoder weights not found: {path}")
-    state = load_file(str(path))
-    check_keys({k for k in model.state_dict() if k.startswith(_PREFIXES)}, set(state), str(path))
-    model.load_state_dict(state, strict=False)
+    load_part(model, path, _PREFIXES, "decoder")

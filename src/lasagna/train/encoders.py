@@ -39,12 +39,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_file
-from ..checkpoint import check_keys
+from ..checkpoint import load_part, save_part
 from ..config import ModelConfig, SamConfig, VisionConfig, from_dict, preset, to_dict
 from ..data.shapeworld import SPLIT_LENGTHS, classes, scene
 from ..data.shapeworld.vocab import class_id
@@ -399,9 +398,8 @@ def _ce_accuracy(name: str, logits: torch.Tensor, fractions: torch.Tensor, is_th
 
 def save_encoders(model: LasagnaModel, out: Path, summary: dict) -> Path:
     """The two encoders' weights, with their configs in the file's metadata (so a probe can rebuild them alone)."""
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(_PREFIXES)}
     meta = {key: json.dumps(to_dict(getattr(model.cfg, key))) for key in _CONFIGS}
-    path = write_atomic_file(out / ENCODERS_FILE, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    path = save_part(model, out / ENCODERS_FILE, _PREFIXES, meta)
     write_atomic_file(out / "encoders.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     return path
 
@@ -435,8 +433,4 @@ def encoders_preset(path: Path | str, name: str = "shapeworld-small") -> ModelCo
 
 def load_encoders(model: LasagnaModel, path: Path) -> None:
     """Strictly load saved encoder weights: exactly the two encoders' keys, with matching shapes."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"encoder weights not found: {path}")
-    state = load_file(str(path))
-    check_keys({k for k in model.state_dict() if k.startswith(_PREFIXES)}, set(state), str(path))
-    model.load_state_dict(state, strict=False)
+    load_part(model, path, _PREFIXES, "encoder")

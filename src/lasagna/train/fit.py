@@ -217,29 +217,29 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
 
 
 def _stage0(cfg: TrainConfig, accelerator, model, out: Path) -> None:
-    """Pretrain the image encoders once (main process), or reuse the run's saved ones (a resume, the other ranks)."""
-    if cfg.data.dataset != "shapeworld":
-        raise ValueError("encoders.steps > 0 pretrains on ShapeWorld; set it to 0 for other datasets")
-    path = out / ENCODERS_FILE
-    if accelerator.is_main_process and not path.exists():
-        model.to(accelerator.device)
-        summary = pretrain_encoders(model, cfg.encoders, cfg.data.image_size, cfg.seed, out, bf16=cfg.bf16)
-        log.info("encoders pretrained: %s", summary)
-    accelerator.wait_for_everyone()
-    load_encoders(model, path)
+    """Pretrain the image encoders (stage 0), once."""
+    size, seed, bf16 = cfg.data.image_size, cfg.seed, cfg.bf16
+    run = lambda: pretrain_encoders(model, cfg.encoders, size, seed, out, bf16=bf16)  # noqa: E731
+    _pretrain_once(cfg, accelerator, model, out / ENCODERS_FILE, load_encoders, "encoders", run)
 
 
 def _stage0_decoder(cfg: TrainConfig, accelerator, model, out: Path) -> None:
-    """Pretrain SAM's decoder on the frozen encoders once (main process), or reuse the run's saved one."""
+    """Pretrain SAM's decoder on the frozen encoders (stage 0b), once."""
+    size, seed, bf16 = cfg.data.image_size, cfg.seed, cfg.bf16
+    run = lambda: pretrain_decoder(model, cfg.decoder, cfg.loss, size, seed, out, bf16=bf16)  # noqa: E731
+    _pretrain_once(cfg, accelerator, model, out / DECODER_FILE, load_decoder, "decoder", run)
+
+
+def _pretrain_once(cfg: TrainConfig, accelerator, model, path: Path, load, section: str, run) -> None:
+    """Run a pretraining stage (`run`, which writes `path`) on the main process unless the run folder already holds
+    its output (a resume), then load that output on every rank."""
     if cfg.data.dataset != "shapeworld":
-        raise ValueError("decoder.steps > 0 pretrains on ShapeWorld; set it to 0 for other datasets")
-    path = out / DECODER_FILE
+        raise ValueError(f"{section}.steps > 0 pretrains on ShapeWorld; set it to 0 for other datasets")
     if accelerator.is_main_process and not path.exists():
         model.to(accelerator.device)
-        summary = pretrain_decoder(model, cfg.decoder, cfg.loss, cfg.data.image_size, cfg.seed, out, bf16=cfg.bf16)
-        log.info("decoder pretrained: %s", summary)
+        log.info("%s pretrained: %s", section, run())
     accelerator.wait_for_everyone()
-    load_decoder(model, path)
+    load(model, path)
 
 
 def _tensorboard(out: Path):
