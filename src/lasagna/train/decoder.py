@@ -33,7 +33,7 @@ from ..data.shapeworld import SPLIT_LENGTHS, STUFF, classes, scene
 from ..data.transforms import sam_pixels
 from ..losses import LossConfig, mask_bce_sum, mask_dice_sum
 from ..model.lasagna import LasagnaModel
-from .encoders import warmup_linear_decay
+from .encoders import optimizer_step, warmup_linear_decay
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,7 @@ def _pretrain(model, cfg, loss_cfg, image_size, seed, out, bf16, progress) -> di
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             bce, dice, count = _mask_losses(model, table, scenes)
         loss = (loss_cfg.bce_weight * bce + loss_cfg.dice_weight * dice) / max(count, 1)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value = float(loss.detach())
+        loss_value = optimizer_step(loss, params, optimizer, scheduler)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if (step + 1) % cfg.log_every == 0:
             log.info("decoder step %d loss %.4f", step + 1, loss_value)

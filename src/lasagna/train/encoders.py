@@ -85,6 +85,16 @@ def warmup_linear_decay(warm: int, total: int):
     return factor
 
 
+def optimizer_step(loss: torch.Tensor, params, optimizer, scheduler) -> float:
+    """Backward, clip the gradient norm at 1.0, step and clear; returns the loss value (both pretraining stages)."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
 def word_matrix(class_names: list[str]) -> tuple[list[str], torch.Tensor]:
     """Class names -> (the sorted words, a (C, V) 0/1 matrix saying which words each class name has)."""
     words = sorted({w for name in class_names for w in name.split()})
@@ -315,12 +325,7 @@ def _pretrain(model, cfg, image_size, seed, out, bf16, progress) -> dict:
             logits = _logits(model, heads, batch)
         targets = _targets(model, batch, words, cfg.patch_classes, cfg.patch_ce)
         loss = sum(head_loss(k, v.float(), targets[k]) for k, v in logits.items())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value = float(loss.detach())
+        loss_value = optimizer_step(loss, params, optimizer, scheduler)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if (step + 1) % cfg.log_every == 0:
             log.info("encoders step %d loss %.4f", step + 1, loss_value)
