@@ -75,8 +75,8 @@ REFER_MULTI_ANSWERS: tuple[str, ...] = (
 # An expression that matches nothing (gRefCOCO no-target): the same sentences with `<no_ins>` in the slot, which
 # keeps its semantic-task meaning "named but absent, no mask". So target or not is decided in that one token, as a
 # class's presence is, where `loss.decision_weight` applies and inference reads it. A separate sentence ("There is no
-# such object.") put the decision in its first word, against the seven first words of the sentences above, and a
-# model trained so kept that word at its prior whatever the image held (docs/shapeworld-model.md, step 16).
+# such object.") put the decision in its first word, against the seven first words of the sentences above, without
+# the decision weight, and a model trained so rarely let that word win (docs/shapeworld-model.md, step 16).
 NO_TARGET_ANSWERS: tuple[str, ...] = tuple(a.replace(INS, NO_INS) for a in REFER_ANSWERS)
 # The echo form (`ReferTaskConfig.answer_form: echo`): the answer repeats the expression and puts the slot right after
 # it, as a semantic answer puts each class name right before its `<ins>`/`<no_ins>`: "the red circle<ins>.".
