@@ -1,6 +1,6 @@
 """Inference speed: the released procedure vs ours, on the same model and images, side by side.
 
-    python benchmarks/inference.py [--model DIR] [--images 3] [--chunk-size 16]
+    python benchmarks/inference.py [--model DIR] [--images 3] [--chunk-size 16] [--device cuda]
 
 (a) released: the whole class list in one prompt, greedy decoding that re-runs the full sequence (image encoder
     included) at every step, no KV cache, hidden states read from the last full pass;
@@ -53,7 +53,7 @@ def released_procedure(
     prompt_len = len(ids)
     for _ in range(max_new_tokens):
         enc, _, _ = engine.encode_image(image)
-        x = torch.tensor([ids])
+        x = torch.tensor([ids], device=enc.llm_feats.device)
         ex = expand_images(model.embed_tokens, x, torch.ones_like(x), enc.llm_feats, model.pad_id)
         hidden = model.llm.get_decoder()(inputs_embeds=ex.embeds, use_cache=False).last_hidden_state
         nxt = int(model.llm.get_output_embeddings()(hidden[0, -1]).argmax())
@@ -71,6 +71,8 @@ def released_procedure(
 def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     out = fn(*args, **kwargs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return out, time.perf_counter() - start
 
 
@@ -84,15 +86,18 @@ def main() -> None:
     )
     ap.add_argument("--strict", action="store_true", help="fail unless (b) and (c) agree on every image")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--device", default="cpu", help="where the model runs, e.g. cuda (default: cpu)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     api = Lasagna.from_pretrained(args.model)
+    api.model.to(args.device)
     source = ShapeWorldSemantic("test-open")
     images = [source[i].load_image() for i in range(args.images)]
     print(
         f"model: {args.model or 'embedded shapeworld-small'}; {args.images} ShapeWorld test-open images; "
-        f"chunk size {args.chunk_size}; torch threads {torch.get_num_threads()}"
+        f"chunk size {args.chunk_size}; device {args.device}, {next(api.model.parameters()).dtype}; "
+        f"torch threads {torch.get_num_threads()}"
     )
     print(
         f"{'classes':>7} | {'(a) released s':>14} | {'(b) free+cache s':>16} | {'(c) template s':>14} | "

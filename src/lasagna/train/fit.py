@@ -202,6 +202,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                 save_training_state(out, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg.keep_last)
             accelerator.wait_for_everyone()
     bar.close()
+    # why: the training peak, read before the export's copy of the model adds its own
+    peak = torch.cuda.max_memory_allocated(accelerator.device) if accelerator.device.type == "cuda" else None
     _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
     final = out / "final"
     # why: a cheap cross-rank check that DDP kept every replica identical
@@ -210,7 +212,10 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     checksums = accelerator.gather(checksum.to(accelerator.device)).tolist()
     if accelerator.is_main_process:
         export_model(inner, tokenizer, final, cfg.export_dtype)
-        metrics_log.write(json.dumps({"step": state.step, "rank_checksums": checksums}) + "\n")
+        record = {"step": state.step, "rank_checksums": checksums}
+        if peak is not None:
+            record["peak_gpu_gib"] = round(peak / 2**30, 2)
+        metrics_log.write(json.dumps(record) + "\n")
         metrics_log.close()
     accelerator.wait_for_everyone()
     return final
