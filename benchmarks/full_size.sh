@@ -4,7 +4,7 @@
 # without internet, so the data is ShapeWorld and the tokenizer is the plain one fitted on it (about 1k pieces instead
 # of LLaMA's 32k: the LM head is then ~1% of the LLM's work per token instead of ~3%). It measures what does not
 # depend on the weights: that the loop runs at this size, seconds per step, peak GPU memory, and decoding cost with
-# full-length answers.
+# full-length answers. With no init_from to restore frozen weights from, checkpoints hold every weight.
 #
 #   bash benchmarks/full_size.sh OUT [PRESET] [STEPS] [DEVICE]     # e.g. OUT=/tmp/full lasagna-7b 20 cuda
 #
@@ -18,7 +18,8 @@ python=${PYTHON:-python}
 
 start=$(date +%s)
 "$python" -m lasagna.cli train --config configs/train/lasagna-7b.yaml \
-    out_dir="$out/run" init_from=null model_preset="$preset" "model_overrides={tokenization: plain}" \
+    out_dir="$out/run" init_from=null checkpoint_weights=full model_preset="$preset" \
+    "model_overrides={tokenization: plain}" \
     data.dataset=shapeworld "data.mixture.dataset_weights={}" \
     optim.steps="$steps" optim.grad_accum=1 optim.warmup_steps=2 encoders.steps=0 decoder.steps=0 \
     eval.limit=2 save_every=100000 keep_last=1 log_every=1

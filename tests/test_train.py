@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from helpers import failed_run, run_two_processes
-from lasagna.checkpoint import load_pretrained, read_weights
+from lasagna.checkpoint import load_pretrained, read_weights, save_pretrained
 from lasagna.config import to_dict
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
 from lasagna.train import fit as fit_module
-from lasagna.train.config import load_train_config
+from lasagna.train.config import check_train_config, load_train_config
 from lasagna.train.fit import export_checkpoint, fit
 from lasagna.train.setup import build_model_and_tokenizer, build_training_set
 
@@ -28,6 +28,14 @@ TINY = [
     "eval.limit=0",
     "bf16=false",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """accelerate keeps one state per process; each fit() here may ask for its own mixed precision."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
 
 
 def _cfg(out: Path, *extra: str):
@@ -57,25 +65,37 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
     assert loss().item() < 0.7 * first.item()
 
 
-def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
+def _base_model(tmp_path: Path) -> Path:
+    """A tiny checkpoint of ours to fine-tune, as `lasagna convert official` writes for the 7B."""
+    model, tokenizer = build_model_and_tokenizer(_cfg(tmp_path / "scratch"))
+    return save_pretrained(model, tokenizer, tmp_path / "base")
+
+
+# the 7B recipe's way: frozen weights in bf16, checkpoints of the trainable tensors alone, the rest from init_from
+FINE_TUNE = ["checkpoint_weights=trainable", "frozen_dtype=bf16", "bf16=true"]
+
+
+@pytest.mark.parametrize("weights", ["full", "trainable"])
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, weights):
+    extra = [f"init_from={_base_model(tmp_path)}", *FINE_TUNE] if weights == "trainable" else []
     full = tmp_path / "full"
-    fit(_cfg(full))
+    fit(_cfg(full, *extra))
 
     crashed = tmp_path / "crashed"
     real_save = fit_module.save_training_state
 
-    def save_then_die(out, model, optimizer, scheduler, state, keep_last):
-        path = real_save(out, model, optimizer, scheduler, state, keep_last)
+    def save_then_die(out, model, optimizer, scheduler, state, *args):
+        path = real_save(out, model, optimizer, scheduler, state, *args)
         if state.step == 2:
             raise KeyboardInterrupt("simulated kill after the step-2 checkpoint")
         return path
 
     monkeypatch.setattr(fit_module, "save_training_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        fit(_cfg(crashed))
+        fit(_cfg(crashed, *extra))
     monkeypatch.setattr(fit_module, "save_training_state", real_save)
     assert [p.name for p in sorted((crashed / "checkpoints").iterdir())] == ["step-0000002"]
-    fit(_cfg(crashed), resume=True)
+    fit(_cfg(crashed, *extra), resume=True)
 
     a = read_weights(full / "checkpoints" / "step-0000004")
     b = read_weights(crashed / "checkpoints" / "step-0000004")
@@ -104,6 +124,38 @@ def test_export_merges_lora_and_round_trips(tmp_path):
     torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
     for g, w in zip(got.mask_logits, want.mask_logits, strict=True):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+
+
+def test_trainable_only_checkpoints_hold_what_trains_and_export_from_init_from(tmp_path):
+    base = _base_model(tmp_path)
+    run = tmp_path / "lora"
+    fit(_cfg(run, f"init_from={base}", *FINE_TUNE, "optim.steps=2"))
+    saved = read_weights(run / "checkpoints" / "step-0000002")
+    cfg = load_train_config(run / "config.yaml")
+    model, _ = build_model_and_tokenizer(cfg, run)
+    configure_trainable(model, cfg.trainable)
+    assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(v.dtype == torch.float32 for v in saved.values())  # trainable tensors stay fp32
+
+    exported, _ = load_pretrained(export_checkpoint(run, tmp_path / "exported", dtype="fp32"))
+    weights, start = exported.state_dict(), read_weights(base)
+    frozen = "vision_tower.encoder.layers.0.mlp.fc1.weight"
+    assert torch.equal(weights[frozen], start[frozen])  # init_from's own, not the bf16 copy training ran on
+    trained = "sam.mask_decoder.transformer.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(weights[trained], saved[trained]) and not torch.equal(weights[trained], start[trained])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["frozen_dtype=bf16", "bf16=false"], "needs bf16: true"),
+        (["checkpoint_weights=trainable"], "needs init_from"),
+        (["checkpoint_weights=trainable", "init_from=x", "encoders.steps=10"], "stage 0/0b"),
+    ],
+)
+def test_train_config_combinations_that_cannot_work_are_named(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        check_train_config(_cfg(tmp_path, *overrides))
 
 
 def test_two_processes_keep_identical_weights(tmp_path):

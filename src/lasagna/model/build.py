@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from .lasagna import LasagnaModel
@@ -66,6 +67,14 @@ def _freeze_unused_decoder_heads(model: LasagnaModel) -> None:
     _set(decoder.iou_prediction_head, False)
     for mlp in decoder.output_hypernetworks_mlps[1:]:
         _set(mlp, False)
+
+
+def cast_frozen(model: LasagnaModel, dtype: torch.dtype) -> None:
+    """Frozen parameters to `dtype`; trainable ones keep theirs (fp32 for the optimizer). Call after
+    configure_trainable. why: under bf16 autocast a frozen fp32 weight is cast to bf16 at every use anyway."""
+    for p in model.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(dtype)
 
 
 def configure_trainable(model: LasagnaModel, cfg: TrainableConfig) -> dict[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -67,7 +67,12 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     bf16: bool = True
+    # bf16 keeps the frozen weights in bf16 (half a 7B model's memory; needs bf16: true); trainable ones stay fp32
+    frozen_dtype: Literal["fp32", "bf16"] = "fp32"
     gradient_checkpointing: bool = False
+    # trainable: checkpoints hold only what trains, and the frozen weights come back from init_from (a 7B
+    # checkpoint: ~0.1 GB instead of ~29 GB); full: everything (needed when training starts from scratch)
+    checkpoint_weights: Literal["full", "trainable"] = "full"
     save_every: int = 500
     keep_last: int = 2
     log_every: int = 10
@@ -100,6 +105,20 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
         key, value = item.split("=", 1)
         _set_dotted(data, key.strip(), yaml.safe_load(value))
     return from_dict(TrainConfig, data)
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Combinations that cannot work, named before any model is built."""
+    if cfg.frozen_dtype == "bf16" and not cfg.bf16:
+        raise ValueError("frozen_dtype: bf16 needs bf16: true (bf16 weights meet fp32 activations otherwise)")
+    if cfg.checkpoint_weights == "trainable":
+        if not cfg.init_from:
+            raise ValueError("checkpoint_weights: trainable needs init_from, where the frozen weights come back from")
+        if cfg.encoders.steps or cfg.encoders.from_file or cfg.decoder.steps or cfg.decoder.from_file:
+            raise ValueError(
+                "checkpoint_weights: trainable needs every frozen weight from init_from; "
+                "stage 0/0b (encoders, decoder) change them: use checkpoint_weights: full"
+            )
 
 
 def dump_train_config(cfg: TrainConfig) -> str:

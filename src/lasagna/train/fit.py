@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from ..atomic import write_atomic_dir
 from ..checkpoint import check_keys, read_weights, save_pretrained, save_weights
 from ..losses import lasagna_loss
-from ..model.build import configure_trainable, merge_lora
+from ..model.build import cast_frozen, configure_trainable, merge_lora
 from ..tokens import token_ids
-from .config import TrainConfig, dump_train_config
+from .config import TrainConfig, check_train_config, dump_train_config
 from .decoder import DECODER_FILE, load_decoder, pretrain_decoder
 from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders, warmup_linear_decay
 from .setup import build_model_and_tokenizer, build_training_set
@@ -45,15 +45,29 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_training_state(out: Path, model, optimizer, scheduler, state: TrainState, keep_last: int) -> Path:
-    """Atomic folder with everything a resume needs; only the newest `keep_last` are kept."""
+def _trainable_names(model) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_training_state(
+    out: Path, model, optimizer, scheduler, state: TrainState, keep_last: int, weights: str = "full"
+) -> Path:
+    """Atomic folder with everything a resume needs; only the newest `keep_last` are kept.
+
+    weights "trainable" keeps only the trainable tensors (the frozen ones are init_from's, see TrainConfig).
+    """
+    tensors = model.state_dict()
+    if weights == "trainable":
+        names = _trainable_names(model)
+        tensors = {k: v for k, v in tensors.items() if k in names}
 
     def fill(tmp: Path) -> None:
-        save_weights(model.state_dict(), tmp)
+        save_weights(tensors, tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(torch.get_rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": state.step, "seconds": state.seconds}))
+        info = {"step": state.step, "seconds": state.seconds, "weights": weights}
+        (tmp / "state.json").write_text(json.dumps(info))
 
     path = write_atomic_dir(out / "checkpoints" / f"step-{state.step:07d}", fill, overwrite=True)
     for old in _checkpoints(out)[:-keep_last]:
@@ -61,14 +75,22 @@ def save_training_state(out: Path, model, optimizer, scheduler, state: TrainStat
     return path
 
 
-def load_training_state(path: Path, model, optimizer, scheduler) -> TrainState:
+def _load_checkpoint_weights(path: Path, model) -> dict:
+    """A checkpoint's weights into `model`, strictly: all of them, or exactly the trainable ones; returns state.json."""
+    info = json.loads((path / "state.json").read_text())
     state = read_weights(path)
-    check_keys(set(model.state_dict()), set(state), str(path))
-    model.load_state_dict(state)
+    trainable_only = info.get("weights", "full") == "trainable"
+    expected = _trainable_names(model) if trainable_only else set(model.state_dict())
+    check_keys(expected, set(state), str(path))
+    model.load_state_dict(state, strict=not trainable_only)
+    return info
+
+
+def load_training_state(path: Path, model, optimizer, scheduler) -> TrainState:
+    info = _load_checkpoint_weights(path, model)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    info = json.loads((path / "state.json").read_text())
     return TrainState(step=int(info["step"]), seconds=float(info["seconds"]))
 
 
@@ -84,6 +106,7 @@ def _batches(dataset, collate, start: int, batch: int, rank: int, world: int):
 def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
+    check_train_config(cfg)
     # why: unused-parameter detection, since a VQA-only micro-batch gives the mask decoder no gradient
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # why: without it accelerate never starts a gloo group on CPUs
@@ -108,6 +131,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     elif cfg.decoder.steps > 0:
         _stage0_decoder(cfg, accelerator, model, out)
     counts = configure_trainable(model, cfg.trainable)
+    if cfg.frozen_dtype == "bf16":
+        cast_frozen(model, torch.bfloat16)
     if cfg.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
     if accelerator.is_main_process:
@@ -199,7 +224,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
             _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
         if state.step % cfg.save_every == 0 or state.step == cfg.optim.steps:
             if accelerator.is_main_process:
-                save_training_state(out, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg.keep_last)
+                inner = accelerator.unwrap_model(model)
+                save_training_state(out, inner, optimizer, scheduler, state, cfg.keep_last, cfg.checkpoint_weights)
             accelerator.wait_for_everyone()
     bar.close()
     # why: the training peak, read before the export's copy of the model adds its own
@@ -264,17 +290,20 @@ def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState
         return
     inner = accelerator.unwrap_model(model)
     inner.eval()
-    report = evaluate_model(
-        Lasagna(inner, tokenizer),
-        "shapeworld",
-        cfg.eval.split,
-        limit=cfg.eval.limit,
-        chunk_size=cfg.eval.chunk_size,
-        rank=accelerator.process_index,
-        world=accelerator.num_processes,
-        reduce=accelerator.reduce,
-        progress=False,
-    )
+    # why: bf16 frozen weights beside fp32 trainable ones run only under autocast, as in training
+    mixed = accelerator.autocast() if cfg.frozen_dtype == "bf16" else contextlib.nullcontext()
+    with mixed:
+        report = evaluate_model(
+            Lasagna(inner, tokenizer),
+            "shapeworld",
+            cfg.eval.split,
+            limit=cfg.eval.limit,
+            chunk_size=cfg.eval.chunk_size,
+            rank=accelerator.process_index,
+            world=accelerator.num_processes,
+            reduce=accelerator.reduce,
+            progress=False,
+        )
     inner.train()
     if metrics_log is not None:
         metrics_log.write(json.dumps({"step": state.step, "eval": report}) + "\n")
@@ -309,7 +338,5 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, dtype: str = "bf16", ov
     cfg = load_train_config(run / "config.yaml")
     model, tokenizer = build_model_and_tokenizer(cfg, run)
     configure_trainable(model, cfg.trainable)
-    state = read_weights(step)
-    check_keys(set(model.state_dict()), set(state), str(step))
-    model.load_state_dict(state)
+    _load_checkpoint_weights(step, model)
     return export_model(model, tokenizer, Path(out), dtype, overwrite=overwrite)
