@@ -214,8 +214,9 @@ def _training_chunks(corpus: Iterable[str]) -> Iterator[str]:
 def _whole_phrase_pretokenizer(phrases: Collection[str]):
     """Pre-tokenizer that keeps each multi-word phrase ("red circle") in one pre-token, so BPE can merge it whole.
 
-    Pre-tokens are words with their leading space, or a listed phrase followed by a non-letter; spaces then become
-    `▁` inside each pre-token and the chunk's first one gets the dummy prefix, as with the word-level Metaspace.
+    Pre-tokens are words (letters and digits) with their leading space, single punctuation marks, or a listed phrase
+    followed by a non-letter; spaces then become `▁` inside each pre-token and the chunk's first one gets the dummy
+    prefix, as with the word-level Metaspace.
     """
     bad = [p for p in phrases if not re.fullmatch(r"[A-Za-z]+( [A-Za-z]+)+", p)]
     if bad:
@@ -223,7 +224,7 @@ def _whole_phrase_pretokenizer(phrases: Collection[str]):
     # longest first: "red circle" must not stop a longer phrase; ties by name, so the file is the same every run
     longest_first = sorted(set(phrases), key=lambda p: (-len(p), p))
     alternatives = "|".join(re.escape(p) for p in longest_first)
-    pattern = Regex(rf" ?(?:{alternatives})(?=[^A-Za-z]|$)| ?[^ ]+| ")
+    pattern = Regex(rf" ?(?:{alternatives})(?=[^A-Za-z]|$)| ?[A-Za-z0-9]+| ?[^A-Za-z0-9 ]| ")
     return pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(pattern, behavior="isolated"),
@@ -240,8 +241,9 @@ def build_plain_tokenizer(
     Layout: `<unk>` 0, `<s>` 1, `</s>` 2, `<pad>` 3, then the printable-ASCII alphabet (so ASCII text never hits
     `<unk>`; other characters do), then merges up to `vocab_size`, then the LaSagnA tokens (tokens.register_tokens).
     Metaspace pre-tokenization gives every chunk a leading `▁` and keeps merges inside words, so frequent words
-    (class names) become single pieces. A direct call adds BOS, like LLaMA. Deterministic: the same corpus gives the
-    same tokenizer.json bytes.
+    (class names) become single pieces; punctuation stays apart, so "sky" in "sky, grass" is the same piece as the
+    "sky" an answer writes (a name never merges with the comma that follows it in a question's list).
+    A direct call adds BOS, like LLaMA. Deterministic: the same corpus gives the same tokenizer.json bytes.
 
     `whole_phrases` (multi-word class names such as "red circle") are kept in one pre-token, so a phrase frequent in
     the corpus becomes one piece, `▁red▁circle`. A from-scratch LLM then reads a class as one token, as it reads
@@ -256,7 +258,12 @@ def build_plain_tokenizer(
         # Metaspace's decoder drops every `▁` of the first piece ("▁red▁circle" -> "redcircle"); strip one space only.
         backend.decoder = decoders.Sequence([decoders.Replace(SPIECE, " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     else:
-        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="always", split=True)
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="always", split=True),
+                pre_tokenizers.Punctuation(behavior="isolated"),
+            ]
+        )
         backend.decoder = decoders.Metaspace(replacement=SPIECE, prepend_scheme="always", split=True)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
