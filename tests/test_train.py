@@ -11,7 +11,7 @@ from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
 from lasagna.train import fit as fit_module
 from lasagna.train.config import check_train_config, load_train_config
-from lasagna.train.fit import export_checkpoint, fit
+from lasagna.train.fit import export_checkpoint, fit, param_groups
 from lasagna.train.setup import build_model_and_tokenizer, build_training_set
 
 TINY = [
@@ -156,6 +156,19 @@ def test_trainable_only_checkpoints_hold_what_trains_and_export_from_init_from(t
 def test_train_config_combinations_that_cannot_work_are_named(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         check_train_config(_cfg(tmp_path, *overrides))
+
+
+def test_lr_scale_gives_named_parameters_their_own_lr(tiny_model):
+    configure_trainable(tiny_model, TrainableConfig(lora_r=0, llm_full=True))
+    groups = param_groups(tiny_model, 1e-3, {"sam.mask_decoder": 0.1, "sam.mask_decoder.transformer": 0.5})
+    lrs = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(tiny_model.named_parameters())
+    assert groups[0]["lr"] == 1e-3 and len(lrs) == sum(p.requires_grad for p in named.values())
+    assert lrs[id(named["sam.mask_decoder.iou_token.weight"])] == pytest.approx(1e-4)
+    assert lrs[id(named["sam.mask_decoder.transformer.layers.0.self_attn.q_proj.weight"])] == pytest.approx(5e-4)
+    assert lrs[id(named["text_projector.0.weight"])] == 1e-3
+    with pytest.raises(ValueError, match=r"\['sam.mask'\]"):
+        param_groups(tiny_model, 1e-3, {"sam.mask": 0.1})  # a prefix is whole name parts, not characters
 
 
 def test_two_processes_keep_identical_weights(tmp_path):

@@ -28,6 +28,8 @@ class OptimConfig:
     grad_clip: float = 1.0
     batch_size: int = 2  # images per process per micro-step
     grad_accum: int = 10
+    # lr multipliers by parameter-name prefix, e.g. {sam.mask_decoder: 0.1}; the longest matching prefix wins
+    lr_scale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

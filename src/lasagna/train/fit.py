@@ -41,6 +41,25 @@ def lr_lambda(cfg: TrainConfig):
     return warmup_linear_decay(cfg.optim.warmup_steps, cfg.optim.steps)
 
 
+def param_groups(model, lr: float, lr_scale: dict[str, float]) -> list[dict]:
+    """Trainable parameters as AdamW groups, each at lr x the scale of its longest matching name prefix (else 1).
+
+    The unscaled group comes first, so the lr that the log reports is the base one."""
+    prefixes = sorted(lr_scale, key=len, reverse=True)
+    groups: dict[float, list] = {1.0: []}
+    used = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        prefix = next((k for k in prefixes if name == k or name.startswith(k + ".")), None)
+        used.add(prefix)
+        groups.setdefault(lr_scale.get(prefix, 1.0), []).append(p)
+    unmatched = sorted(set(lr_scale) - used)
+    if unmatched:
+        raise ValueError(f"optim.lr_scale: no trainable parameter name starts with {unmatched}")
+    return [{"params": ps, "lr": lr * scale} for scale, ps in groups.items() if ps]
+
+
 def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -145,7 +164,10 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     decision_ids = (ids.ins, ids.no_ins)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+        param_groups(model, cfg.optim.lr, cfg.optim.lr_scale),
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        weight_decay=cfg.optim.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
 
