@@ -6,11 +6,17 @@
 # depend on the weights: that the loop runs at this size, seconds per step, peak GPU memory, and decoding cost with
 # full-length answers. With no init_from to restore frozen weights from, checkpoints hold every weight.
 #
-#   bash benchmarks/full_size.sh OUT [PRESET] [STEPS] [DEVICE]     # e.g. OUT=/tmp/full lasagna-7b 20 cuda
+#   bash benchmarks/full_size.sh OUT [PRESET] [STEPS] [DEVICE]     # e.g. /tmp/full lasagna-7b 20 cuda
 #
-# PRESET=tiny STEPS=3 DEVICE=cpu runs the same path in a minute on a laptop.
+# `bash benchmarks/full_size.sh /tmp/full-tiny tiny 3 cpu` runs the same path in a minute on a laptop.
 set -euo pipefail
 out=${1:?usage: bash benchmarks/full_size.sh OUT [PRESET] [STEPS] [DEVICE]}
+out=$(realpath -m "$out")
+cd "$(dirname "$0")/.."
+if [ -e "$out/run" ]; then
+    echo "$out/run exists: give a new OUT (its metrics would mix two runs)" >&2
+    exit 1
+fi
 preset=${2:-lasagna-7b}
 steps=${3:-20}
 device=${4:-cuda}

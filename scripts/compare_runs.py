@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--keys", nargs="+", default=["dice", "ce"])
     args = ap.parse_args()
-    curves = {run.name: curve(run, args.keys) for run in args.runs}
+    curves = {str(run): curve(run, args.keys) for run in args.runs}
     last = max(max(c, default=0) for c in curves.values())
     for lo in range(0, last, args.every):
         cells = []

@@ -198,6 +198,8 @@ def test_plain_ascii_round_trips(plain):
     # A chunk's leading space folds into the dummy prefix (Metaspace), the one difference from "llama431".
     assert encode(plain, " wall", "plain", add_bos=False) == encode(plain, "wall", "plain", add_bos=False)
     assert plain.unk_token_id in encode(plain, "café", "plain")
+    # the corpus lists names before commas; a name and its comma still never make one piece
+    assert pieces(plain, encode(plain, "wall, bed", "plain", add_bos=False)) == ["▁wall", ",", "▁bed"]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import failed_run, run_two_processes
-from lasagna.checkpoint import load_pretrained, read_weights, save_pretrained
+from lasagna.checkpoint import CheckpointError, load_pretrained, read_weights, save_pretrained
 from lasagna.config import to_dict
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
@@ -73,11 +73,12 @@ def _base_model(tmp_path: Path) -> Path:
 
 # the 7B recipe's way: frozen weights in bf16, checkpoints of the trainable tensors alone, the rest from init_from
 FINE_TUNE = ["checkpoint_weights=trainable", "frozen_dtype=bf16", "bf16=true"]
+LR_SCALE = "optim.lr_scale={sam.mask_decoder: 0.1}"
 
 
 @pytest.mark.parametrize("weights", ["full", "trainable"])
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, weights):
-    extra = [f"init_from={_base_model(tmp_path)}", *FINE_TUNE] if weights == "trainable" else []
+    extra = [f"init_from={_base_model(tmp_path)}", *FINE_TUNE, LR_SCALE] if weights == "trainable" else []
     full = tmp_path / "full"
     fit(_cfg(full, *extra))
 
@@ -129,7 +130,8 @@ def test_export_merges_lora_and_round_trips(tmp_path):
 def test_trainable_only_checkpoints_hold_what_trains_and_export_from_init_from(tmp_path):
     base = _base_model(tmp_path)
     run = tmp_path / "lora"
-    fit(_cfg(run, f"init_from={base}", *FINE_TUNE, "optim.steps=2"))
+    fit(_cfg(run, f"init_from={base}", *FINE_TUNE, "optim.steps=2", "eval.limit=1"))  # eval under autocast too
+    assert any("eval" in line for line in (run / "metrics.jsonl").read_text().splitlines())
     saved = read_weights(run / "checkpoints" / "step-0000002")
     cfg = load_train_config(run / "config.yaml")
     model, _ = build_model_and_tokenizer(cfg, run)
@@ -144,6 +146,14 @@ def test_trainable_only_checkpoints_hold_what_trains_and_export_from_init_from(t
     trained = "sam.mask_decoder.transformer.layers.0.self_attn.q_proj.weight"
     assert torch.equal(weights[trained], saved[trained]) and not torch.equal(weights[trained], start[trained])
 
+    with pytest.raises(ValueError, match="lr_scale"):  # the optimizer's saved lrs would silently win
+        fit(_cfg(run, f"init_from={base}", *FINE_TUNE, "optim.steps=3", LR_SCALE), resume=True)
+    state = run / "checkpoints" / "step-0000002" / "state.json"
+    info = json.loads(state.read_text())
+    state.write_text(json.dumps({**info, "init_from": {**info["init_from"], "digest": "0" * 64}}))
+    with pytest.raises(CheckpointError, match="only the trainable weights"):  # init_from changed since
+        export_checkpoint(run, tmp_path / "again", dtype="fp32")
+
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
@@ -151,6 +161,8 @@ def test_trainable_only_checkpoints_hold_what_trains_and_export_from_init_from(t
         (["frozen_dtype=bf16", "bf16=false"], "needs bf16: true"),
         (["checkpoint_weights=trainable"], "needs init_from"),
         (["checkpoint_weights=trainable", "init_from=x", "encoders.steps=10"], "stage 0/0b"),
+        (["checkpoint_weights=trainable", "init_from=x", "decoder.from_file=d.safetensors"], "stage 0/0b"),
+        (["optim.lr_scale.sam.mask_decoder=0.1"], "positive number"),  # a nested mapping, not {prefix: scale}
     ],
 )
 def test_train_config_combinations_that_cannot_work_are_named(tmp_path, overrides, message):

@@ -214,9 +214,9 @@ def _training_chunks(corpus: Iterable[str]) -> Iterator[str]:
 def _whole_phrase_pretokenizer(phrases: Collection[str]):
     """Pre-tokenizer that keeps each multi-word phrase ("red circle") in one pre-token, so BPE can merge it whole.
 
-    Pre-tokens are words (letters and digits) with their leading space, single punctuation marks, or a listed phrase
-    followed by a non-letter; spaces then become `▁` inside each pre-token and the chunk's first one gets the dummy
-    prefix, as with the word-level Metaspace.
+    Pre-tokens are runs of ASCII letters and digits with their leading space, any other single character (a comma,
+    or a letter outside A-Z such as "é"), or a listed phrase followed by a non-letter; spaces then become `▁` inside
+    each pre-token and the chunk's first one gets the dummy prefix, as with the word-level Metaspace.
     """
     bad = [p for p in phrases if not re.fullmatch(r"[A-Za-z]+( [A-Za-z]+)+", p)]
     if bad:

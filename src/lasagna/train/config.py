@@ -69,7 +69,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     bf16: bool = True
-    # bf16 keeps the frozen weights in bf16 (half a 7B model's memory; needs bf16: true); trainable ones stay fp32
+    # bf16 keeps the frozen weights in bf16 (half a 7B model's memory; needs bf16: true); trainable ones stay fp32.
+    # The run's own final/ export then holds the bf16 copies; `lasagna export` of a trainable-only checkpoint reads
+    # init_from's originals (the same weights at export_dtype bf16).
     frozen_dtype: Literal["fp32", "bf16"] = "fp32"
     gradient_checkpointing: bool = False
     # trainable: checkpoints hold only what trains, and the frozen weights come back from init_from (a 7B
@@ -111,6 +113,12 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
 
 def check_train_config(cfg: TrainConfig) -> None:
     """Combinations that cannot work, named before any model is built."""
+    for key, value in cfg.optim.lr_scale.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ValueError(
+                f"optim.lr_scale[{key!r}] must be a positive number, got {value!r} "
+                "(on a command line: 'optim.lr_scale={sam.mask_decoder: 0.1}')"
+            )
     if cfg.frozen_dtype == "bf16" and not cfg.bf16:
         raise ValueError("frozen_dtype: bf16 needs bf16: true (bf16 weights meet fp32 activations otherwise)")
     if cfg.checkpoint_weights == "trainable":

@@ -7,6 +7,7 @@ pure function of (seed, epoch, index); so a resumed run reads exactly the data t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
@@ -18,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_dir
-from ..checkpoint import check_keys, read_weights, save_pretrained, save_weights
+from ..checkpoint import CheckpointError, check_keys, read_weights, save_pretrained, save_weights
 from ..losses import lasagna_loss
 from ..model.build import cast_frozen, configure_trainable, merge_lora
 from ..tokens import token_ids
@@ -44,7 +45,7 @@ def lr_lambda(cfg: TrainConfig):
 def param_groups(model, lr: float, lr_scale: dict[str, float]) -> list[dict]:
     """Trainable parameters as AdamW groups, each at lr x the scale of its longest matching name prefix (else 1).
 
-    The unscaled group comes first, so the lr that the log reports is the base one."""
+    The unscaled group, when there is one, comes first, so the lr that the log reports is the base one."""
     prefixes = sorted(lr_scale, key=len, reverse=True)
     groups: dict[float, list] = {1.0: []}
     used = set()
@@ -68,45 +69,74 @@ def _trainable_names(model) -> set[str]:
     return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_training_state(
-    out: Path, model, optimizer, scheduler, state: TrainState, keep_last: int, weights: str = "full"
-) -> Path:
-    """Atomic folder with everything a resume needs; only the newest `keep_last` are kept.
+def init_fingerprint(folder: str | Path) -> dict:
+    """What a trainable-only checkpoint's frozen weights are read back from: the folder, and a digest of its config
+    and of its weight files' names and sizes (cheap: a 7B folder is not hashed whole)."""
+    root = Path(folder).resolve()
+    if not (root / "config.json").exists():
+        raise FileNotFoundError(f"init_from {root} is not a checkpoint folder of ours (no config.json)")
+    digest = hashlib.sha256((root / "config.json").read_bytes())
+    for f in sorted(root.glob("*.safetensors")):
+        digest.update(f"{f.name}:{f.stat().st_size}".encode())
+    return {"path": str(root), "digest": digest.hexdigest()}
 
-    weights "trainable" keeps only the trainable tensors (the frozen ones are init_from's, see TrainConfig).
+
+def save_training_state(out: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig) -> Path:
+    """Atomic folder with everything a resume needs; only the newest `cfg.keep_last` are kept.
+
+    With `checkpoint_weights: trainable` it keeps only the trainable tensors and a fingerprint of init_from, where the
+    frozen ones come back from (checked on load).
     """
     tensors = model.state_dict()
-    if weights == "trainable":
+    info = {"step": state.step, "seconds": state.seconds, "weights": cfg.checkpoint_weights}
+    info["lr_scale"] = cfg.optim.lr_scale
+    if cfg.checkpoint_weights == "trainable":
         names = _trainable_names(model)
         tensors = {k: v for k, v in tensors.items() if k in names}
+        info["init_from"] = init_fingerprint(cfg.init_from)
 
     def fill(tmp: Path) -> None:
         save_weights(tensors, tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(torch.get_rng_state(), tmp / "rng.pt")
-        info = {"step": state.step, "seconds": state.seconds, "weights": weights}
         (tmp / "state.json").write_text(json.dumps(info))
 
     path = write_atomic_dir(out / "checkpoints" / f"step-{state.step:07d}", fill, overwrite=True)
-    for old in _checkpoints(out)[:-keep_last]:
+    for old in _checkpoints(out)[: -cfg.keep_last]:
         shutil.rmtree(old)
     return path
 
 
-def _load_checkpoint_weights(path: Path, model) -> dict:
-    """A checkpoint's weights into `model`, strictly: all of them, or exactly the trainable ones; returns state.json."""
+def _load_checkpoint_weights(path: Path, model, init_from: str | None) -> dict:
+    """A checkpoint's weights into `model`, strictly: all of them, or exactly the trainable ones, whose frozen
+    complement must come from the same init_from as when they were saved; returns state.json."""
     info = json.loads((path / "state.json").read_text())
-    state = read_weights(path)
     trainable_only = info.get("weights", "full") == "trainable"
+    if trainable_only:
+        saved = info["init_from"]
+        now = init_fingerprint(init_from) if init_from else None
+        if now is None or now["digest"] != saved["digest"]:
+            raise CheckpointError(
+                f"{path} holds only the trainable weights; the frozen ones were {saved['path']} "
+                f"(digest {saved['digest'][:12]}), but init_from is now "
+                + (f"{now['path']} (digest {now['digest'][:12]})" if now else "unset")
+            )
+    state = read_weights(path)
     expected = _trainable_names(model) if trainable_only else set(model.state_dict())
     check_keys(expected, set(state), str(path))
     model.load_state_dict(state, strict=not trainable_only)
     return info
 
 
-def load_training_state(path: Path, model, optimizer, scheduler) -> TrainState:
-    info = _load_checkpoint_weights(path, model)
+def load_training_state(path: Path, model, optimizer, scheduler, cfg: TrainConfig) -> TrainState:
+    info = _load_checkpoint_weights(path, model, cfg.init_from)
+    # why: the optimizer's saved groups carry their lrs, so a changed lr_scale would be silently undone
+    if info.get("lr_scale", {}) != cfg.optim.lr_scale:
+        raise ValueError(
+            f"{path} was trained with optim.lr_scale {info.get('lr_scale', {})}, the config now says "
+            f"{cfg.optim.lr_scale}: resume with the same, or start a new run"
+        )
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
@@ -151,7 +181,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         _stage0_decoder(cfg, accelerator, model, out)
     counts = configure_trainable(model, cfg.trainable)
     if cfg.frozen_dtype == "bf16":
-        cast_frozen(model, torch.bfloat16)
+        cast_frozen(model, torch.bfloat16)  # why: a 7B model's frozen weights are most of its memory
     if cfg.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
     if accelerator.is_main_process:
@@ -165,7 +195,6 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.optim.lr, cfg.optim.lr_scale),
-        lr=cfg.optim.lr,
         betas=tuple(cfg.optim.betas),
         weight_decay=cfg.optim.weight_decay,
     )
@@ -175,7 +204,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     state = TrainState()
     found = _checkpoints(out) if resume else []
     if found:
-        state = load_training_state(found[-1], model, optimizer, scheduler)
+        state = load_training_state(found[-1], model, optimizer, scheduler, cfg)
         log.info("resumed from %s", found[-1])
 
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -246,8 +275,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
             _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
         if state.step % cfg.save_every == 0 or state.step == cfg.optim.steps:
             if accelerator.is_main_process:
-                inner = accelerator.unwrap_model(model)
-                save_training_state(out, inner, optimizer, scheduler, state, cfg.keep_last, cfg.checkpoint_weights)
+                save_training_state(out, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg)
             accelerator.wait_for_everyone()
     bar.close()
     # why: the training peak, read before the export's copy of the model adds its own
@@ -360,5 +388,5 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, dtype: str = "bf16", ov
     cfg = load_train_config(run / "config.yaml")
     model, tokenizer = build_model_and_tokenizer(cfg, run)
     configure_trainable(model, cfg.trainable)
-    _load_checkpoint_weights(step, model)
+    _load_checkpoint_weights(step, model, cfg.init_from)
     return export_model(model, tokenizer, Path(out), dtype, overwrite=overwrite)
