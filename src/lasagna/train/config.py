@@ -75,7 +75,7 @@ class TrainConfig:
     frozen_dtype: Literal["fp32", "bf16"] = "fp32"
     gradient_checkpointing: bool = False
     # trainable: checkpoints hold only what trains, and the frozen weights come back from init_from (a 7B
-    # checkpoint: 1.15 GB instead of ~30 GB); full: everything (needed when training starts from scratch)
+    # checkpoint: 1.15 GB instead of ~30 GB, scripts/count_params.py); full: everything (needed from scratch)
     checkpoint_weights: Literal["full", "trainable"] = "full"
     save_every: int = 500
     keep_last: int = 2
