@@ -25,6 +25,20 @@ def test_tiny_builds_fast_and_has_the_boxes():
     assert names == {"vision_tower", "projector", "llm", "sam", "text_projector"}
 
 
+def test_a_seeded_model_draws_each_part_alone_so_the_vocabulary_size_moves_only_the_llm():
+    small, large = preset("tiny"), preset("tiny")
+    large.llm.vocab_size = small.llm.vocab_size + 37
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    a, b = LasagnaModel(small, seed=3), LasagnaModel(large, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's stream is left alone
+    for part in ("vision_tower", "projector", "sam", "text_projector"):
+        pa, pb = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+        assert all(torch.equal(pa[k], pb[k]) for k in pa), part
+    other = LasagnaModel(small, seed=4)
+    assert not torch.equal(a.sam.mask_decoder.iou_token.weight, other.sam.mask_decoder.iou_token.weight)
+
+
 def test_forward_backward_gradients_follow_trainable_config(tiny_model):
     counts = configure_trainable(tiny_model, TrainableConfig())
     assert counts["trainable"] > 0 and counts["frozen"] > 0

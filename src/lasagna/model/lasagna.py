@@ -7,6 +7,7 @@ The mask embedding for each `<ins>` is the final-norm last-layer hidden state at
 from __future__ import annotations
 
 import contextlib
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -88,15 +89,35 @@ def _maybe_no_grad(module: nn.Module):
     return contextlib.nullcontext() if trainable and torch.is_grad_enabled() else torch.no_grad()
 
 
+@contextlib.contextmanager
+def _seeded(seed: int | None, part: str):
+    """Draw `part`'s initial weights from a seed of its own, leaving the caller's RNG as it was; no-op for None.
+
+    why: with one shared stream, a part's init would depend on the sizes of the parts built before it (a new
+    tokenizer's vocabulary would change SAM's random start)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(f"{seed}:{part}".encode()))
+        yield
+
+
 class LasagnaModel(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, seed: int | None = None):
+        """`seed`: each part's random init comes from its own seed derived from this one (None: the global RNG)."""
         super().__init__()
         self.cfg = cfg
-        self.vision_tower = build_vision_tower(cfg.vision)
-        self.projector = image_projector(cfg.projector, cfg.vision.hidden_size, cfg.llm.hidden_size)
-        self.llm = build_llm(cfg.llm)
-        self.sam = SamSegmenter(cfg.sam)
-        self.text_projector = text_projector(cfg.llm.hidden_size, cfg.sam.prompt_dim)
+        with _seeded(seed, "vision_tower"):
+            self.vision_tower = build_vision_tower(cfg.vision)
+        with _seeded(seed, "projector"):
+            self.projector = image_projector(cfg.projector, cfg.vision.hidden_size, cfg.llm.hidden_size)
+        with _seeded(seed, "llm"):
+            self.llm = build_llm(cfg.llm)
+        with _seeded(seed, "sam"):
+            self.sam = SamSegmenter(cfg.sam)
+        with _seeded(seed, "text_projector"):
+            self.text_projector = text_projector(cfg.llm.hidden_size, cfg.sam.prompt_dim)
         self.ins_id: int | None = None
         self.pad_id: int = 0
 

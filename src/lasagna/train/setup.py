@@ -87,7 +87,7 @@ def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
         tokenizer = build_plain_tokenizer(_corpus(cfg), vocab_size=cfg.tokenizer_vocab, whole_phrases=names)
     model_cfg = apply_overrides(preset(cfg.model_preset), cfg.model_overrides)
     model_cfg.llm.vocab_size = len(tokenizer)
-    model = LasagnaModel(model_cfg)
+    model = LasagnaModel(model_cfg, seed=cfg.seed)  # why: each part's init independent of the vocabulary size
     ids = token_ids(tokenizer)
     model.set_token_ids(ids.ins, ids.pad)
     if saved is not None and not saved.exists():
