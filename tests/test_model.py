@@ -180,8 +180,30 @@ def test_stem_skips_start_as_plain_sam_then_shape_masks_from_the_finer_maps():
         torch.testing.assert_close(fused, plain)
         torch.nn.init.normal_(sam.stem_skips.fine.weight)
         assert not torch.allclose(sam.decode(images.sam_embeds[1:], prompts, images.skips_of(1)), plain)
-    with pytest.raises(ValueError, match="needs the image's skip_maps"):
+    with pytest.raises(ValueError, match="needs the images' skip_maps"):
         sam.decode(images.sam_embeds[1:], prompts)
+
+
+@pytest.mark.parametrize("skips", [False, True])
+def test_prompts_of_many_images_decode_in_one_call_as_image_by_image(skips):
+    model = (_skips_model() if skips else LasagnaModel(preset("tiny"))).eval()
+    sam = model.sam
+    if skips:  # why: zero-initialised, they would add nothing to compare
+        torch.nn.init.normal_(sam.stem_skips.coarse.weight)
+        torch.nn.init.normal_(sam.stem_skips.fine.weight)
+    owner = torch.tensor([2, 0, 2, 1, 0])
+    prompts = torch.randn(len(owner), sam.cfg.prompt_dim)
+    sizes = [(sam.cfg.image_size, sam.cfg.image_size)] * 3
+    with torch.no_grad():
+        images = model.encode_images(torch.randn(3, 3, 32, 32), torch.randn(3, 3, *sizes[0]))
+        batched = model.decode_masks(images, prompts, owner, sizes, [(20, 30), (16, 16), (8, 40)])
+        for i, out in enumerate(batched):
+            one = sam.decode(images.sam_embeds[i : i + 1], prompts[owner == i], images.skips_of(i))
+            alone = sam.postprocess(one, sizes[i], out.shape[-2:])
+            assert out.shape[0] == int((owner == i).sum())
+            torch.testing.assert_close(out, alone, atol=1e-5, rtol=1e-4)
+        none = model.decode_masks(images, prompts[:0], owner[:0], sizes, [(20, 30), (16, 16), (8, 40)])
+        assert [tuple(m.shape) for m in none] == [(0, 20, 30), (0, 16, 16), (0, 8, 40)]
 
 
 def test_stem_skips_train_with_the_decoder_and_need_a_deep_enough_stem():

@@ -170,12 +170,13 @@ class LasagnaModel(nn.Module):
         resize_sizes: list[tuple[int, int]],
         original_sizes: list[tuple[int, int]],
     ) -> list[torch.Tensor]:
-        """Group prompts by image (keeping their order) and decode -> per image (N_i, H_i, W_i) logits."""
-        out = []
-        for i in range(images.sam_embeds.shape[0]):
-            low_res = self.sam.decode(images.sam_embeds[i : i + 1], prompts[prompt_image == i], images.skips_of(i))
-            out.append(self.sam.postprocess(low_res, resize_sizes[i], original_sizes[i]))
-        return out
+        """Decode every prompt in one call, each on its image -> per image (N_i, H_i, W_i) logits, in prompt order."""
+        skips = tuple(s[prompt_image] for s in images.sam_skips)
+        low_res = self.sam.decode(images.sam_embeds[prompt_image], prompts, skips)
+        return [
+            self.sam.postprocess(low_res[prompt_image == i], resize_sizes[i], original_sizes[i])
+            for i in range(images.sam_embeds.shape[0])
+        ]
 
     def forward(self, inputs: LasagnaInputs, images: ImageEncoding | None = None) -> LasagnaOutput:
         if images is None:

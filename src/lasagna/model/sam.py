@@ -7,9 +7,12 @@ With `stem_skips` (small presets trained from scratch) the decoder's upscaling a
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import SamConfig as HFSamConfig
 from transformers import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPromptEncoder, SamVisionEncoder
@@ -61,6 +64,15 @@ def sincos_grid(size: int, dim: int) -> torch.Tensor:
     y, x = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
     x, y = x[..., None] * freqs, y[..., None] * freqs
     return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)
+
+
+def decoder_attention(device: torch.device):
+    """The attention kernels the mask decoder runs with on `device`.
+
+    why: on CPU, torch's fused (flash) attention backward for the decoder's shapes (a few prompt tokens against h x w
+    cells) took about 13x its forward, and the math kernel trains the decoder about 1.6x faster, where the LLM's longer
+    sequences still gain from the fused one (benchmarks/train_step.py). Other devices keep torch's choice."""
+    return sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" else contextlib.nullcontext()
 
 
 class StemSkips(nn.Module):
@@ -131,53 +143,60 @@ class SamSegmenter(nn.Module):
         return pe_layer(grid).permute(0, 3, 1, 2)
 
     def decode(
-        self, image_embedding: torch.Tensor, prompts: torch.Tensor, skips: tuple[torch.Tensor, ...] = ()
+        self, image_embeddings: torch.Tensor, prompts: torch.Tensor, skips: tuple[torch.Tensor, ...] = ()
     ) -> torch.Tensor:
-        """One image, N prompts -> (N, 4h, 4w) low-resolution mask logits (mask token 0, no multimask).
+        """N prompts -> (N, 4h, 4w) low-resolution mask logits (mask token 0, no multimask).
 
-        image_embedding: (1, C, h, w). prompts: (N, C) mask embeddings, each one sparse prompt token.
-        skips: this image's `skip_maps` (each with a batch of 1), required with stem skips.
-        The dense prompt is SAM's learned "no mask" embedding.
+        image_embeddings: (N, C, h, w), the image of each prompt, or (1, C, h, w), one image for all of them.
+        prompts: (N, C) mask embeddings, each one sparse prompt token. skips: the images' `skip_maps`, batched as
+        image_embeddings, required with stem skips. The dense prompt is SAM's learned "no mask" embedding.
+        why: prompts of many images in one call (a batch of N, one prompt each) run the decoder's small layers once
+        instead of once per image.
         """
         n = prompts.shape[0]
-        _, c, h, w = image_embedding.shape
+        _, c, h, w = image_embeddings.shape
         if n == 0:
-            return image_embedding.new_zeros((0, 4 * h, 4 * w))
-        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, c, 1, 1).expand(1, c, h, w)
-        sparse = prompts.to(image_embedding.dtype).reshape(1, n, 1, c)
-        if self.stem_skips is not None:
-            if len(skips) != 2:
-                raise ValueError("this SAM has stem skips: decode needs the image's skip_maps")
-            return self._decode_with_skips(image_embedding + dense.to(image_embedding.dtype), sparse, skips)
-        low_res, _iou = self.mask_decoder(
-            image_embeddings=image_embedding,
-            image_positional_embeddings=self.image_pe().to(image_embedding.dtype),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense.to(image_embedding.dtype),
-            multimask_output=False,
-        )
-        return low_res[0, :, 0]
+            return image_embeddings.new_zeros((0, 4 * h, 4 * w))
+        dtype = image_embeddings.dtype
+        images = image_embeddings.expand(n, -1, -1, -1)
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, c, 1, 1).to(dtype).expand(n, c, h, w)
+        sparse = prompts.to(dtype).reshape(n, 1, 1, c)
+        pe = self.image_pe().to(dtype).expand(n, -1, -1, -1)
+        if self.stem_skips is not None and len(skips) != 2:
+            raise ValueError("this SAM has stem skips: decode needs the images' skip_maps")
+        with decoder_attention(images.device):
+            if self.stem_skips is not None:
+                return self._decode_with_skips(images + dense, pe, sparse, skips)
+            low_res, _iou = self.mask_decoder(
+                image_embeddings=images,
+                image_positional_embeddings=pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+        return low_res[:, 0, 0]
 
     def _decode_with_skips(
-        self, image: torch.Tensor, sparse: torch.Tensor, skips: tuple[torch.Tensor, ...]
+        self, images: torch.Tensor, pe: torch.Tensor, sparse: torch.Tensor, skips: tuple[torch.Tensor, ...]
     ) -> torch.Tensor:
-        """SamMaskDecoder's single-mask path, its parts called in turn, with the stem's maps added while upscaling."""
+        """SamMaskDecoder's single-mask path, its parts called in turn, with the stem's maps added while upscaling.
+
+        images, pe: (N, C, h, w); sparse: (N, 1, 1, C), one prompt per batch row; skips broadcast over N."""
         dec = self.mask_decoder
-        _, n, _, c = sparse.shape
-        h, w = image.shape[-2:]
+        n, c, h, w = images.shape
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight]).to(sparse.dtype)
-        tokens = torch.cat([output_tokens.expand(1, n, -1, -1), sparse], dim=2)
+        tokens = torch.cat([output_tokens.expand(n, 1, -1, -1), sparse], dim=2)
         points, image = dec.transformer(
             point_embeddings=tokens,
-            image_embeddings=image.expand(n, -1, -1, -1),
-            image_positional_embeddings=self.image_pe().to(image.dtype).expand(n, -1, -1, -1),
+            image_embeddings=images,
+            image_positional_embeddings=pe,
             attention_similarity=None,
         )
         image = image.transpose(2, 3).reshape(n, c, h, w)
         coarse, fine = skips
         up = dec.activation(dec.upscale_layer_norm(dec.upscale_conv1(image)) + self.stem_skips.coarse(coarse))
         up = dec.activation(dec.upscale_conv2(up) + self.stem_skips.fine(fine))
-        hyper = dec.output_hypernetworks_mlps[0](points[0, :, 1])  # mask token 0 (index 0 is the IoU token)
+        hyper = dec.output_hypernetworks_mlps[0](points[:, 0, 1])  # mask token 0 (index 0 is the IoU token)
         return torch.einsum("nc,nchw->nhw", hyper, up)
 
     def postprocess(

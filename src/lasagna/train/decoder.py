@@ -132,10 +132,12 @@ def _present(label: np.ndarray, count: int) -> list[int]:
 def _class_logits(model: LasagnaModel, table: torch.Tensor, scenes):
     """For each scene: (its present class ids, (N, S, S) mask logits for them, prompted by the table's rows)."""
     embeds, skips, resized = _embed(model, scenes)
+    ids = [_present(s.semantic, table.shape[0]) for s in scenes]
+    image = torch.tensor([i for i, scene_ids in enumerate(ids) for _ in scene_ids], device=embeds.device)
+    prompts = table[[k for scene_ids in ids for k in scene_ids]]
+    low = model.sam.decode(embeds[image], prompts, tuple(x[image] for x in skips))  # every scene in one call
     for i, s in enumerate(scenes):
-        ids = _present(s.semantic, table.shape[0])
-        low = model.sam.decode(embeds[i : i + 1], table[ids], tuple(x[i : i + 1] for x in skips))
-        yield ids, model.sam.postprocess(low, resized, s.semantic.shape)
+        yield ids[i], model.sam.postprocess(low[image == i], resized, s.semantic.shape)
 
 
 def _mask_losses(model: LasagnaModel, table: torch.Tensor, scenes) -> tuple[torch.Tensor, torch.Tensor, int]:
