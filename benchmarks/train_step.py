@@ -1,17 +1,20 @@
-"""Training speed of the mask decoder's paths: a stage-1 step and a stage-0b step, side by side in one run.
+"""Training speed: a step of each stage as it was before against the code as it is, side by side in one run.
 
     python benchmarks/train_step.py [--config configs/train/shapeworld-small.yaml] [--steps 8] [--rounds 3]
 
 The model is built as `lasagna train` builds it (random weights: speed does not depend on them), with the config's
-trainable parts, batch size, bf16 autocast and training mixture. Three ways to run the mask decoder:
+batch sizes, bf16 autocast, trainable parts and training mixture. Three variants:
 
-(a) image by image, torch's default attention kernels: the decoder called once per image (as before this script);
-(b) one call for the prompts of every image in the batch, default kernels;
-(c) one call, and on CPU the math attention kernel (`model/sam.py: decoder_attention`), the code as it is.
+(a) before: the mask decoder called once per image, torch's default attention kernels in it, and stage 0's patch
+    targets pooled from a one-hot map of the whole batch;
+(b) the decoder called once for the prompts of every image, default kernels (stages 1 and 0b only);
+(c) the code as it is: one decoder call, on CPU the math attention kernel (`model/sam.py: decoder_attention`), and
+    stage 0's targets counted (`train/encoders.py: cell_shares`).
 
-A stage-1 step is the loop's forward, loss, backward and AdamW step on a batch of the mixture; a stage-0b step is
-the decoder pretraining's masks and loss for as many scenes, forward and backward. The variants run in turn on the
-same batches, `--rounds` times; it prints the median seconds per step of each and the ratios a/c and b/c.
+A stage-0 step is the encoders' pretraining step (forward, targets, loss, backward, AdamW) on the config's
+`encoders.batch_size` scenes; a stage-0b step the decoder pretraining's masks and loss for `optim.batch_size` scenes,
+forward and backward; a stage-1 step the loop's forward, loss, backward and AdamW on a batch of the mixture. The
+variants run in turn on the same batches, `--rounds` times; it prints the median seconds per step and a/c, b/c.
 """
 
 from __future__ import annotations
@@ -23,18 +26,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 import lasagna.model.sam as sam_module
 import lasagna.train.decoder as decoder_module
+import lasagna.train.encoders as encoders_module
 from lasagna.data.shapeworld import classes, scene
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import configure_trainable
 from lasagna.tokens import token_ids
 from lasagna.train.config import load_train_config
 from lasagna.train.setup import build_model_and_tokenizer, build_training_set
-
-VARIANTS = ("a", "b", "c")
 
 
 def image_by_image(model):
@@ -43,8 +47,7 @@ def image_by_image(model):
     def decode_masks(images, prompts, prompt_image, resize_sizes, original_sizes):
         out = []
         for i in range(images.sam_embeds.shape[0]):
-            mine = prompt_image == i
-            low = model.sam.decode(images.sam_embeds[i : i + 1], prompts[mine], images.skips_of(i))
+            low = model.sam.decode(images.sam_embeds[i : i + 1], prompts[prompt_image == i], images.skips_of(i))
             out.append(model.sam.postprocess(low, resize_sizes[i], original_sizes[i]))
         return out
 
@@ -60,20 +63,53 @@ def class_logits_image_by_image(model, table, scenes):
         yield present, model.sam.postprocess(low, resized, s.semantic.shape)
 
 
+def one_hot_pooled(labels: torch.Tensor, count: int, grid: int) -> torch.Tensor:
+    """`cell_shares` as stage 0 computed it before (variant a of stage 0)."""
+    one_hot = F.one_hot(labels, count).permute(0, 3, 1, 2).float()
+    return F.adaptive_avg_pool2d(one_hot, grid).flatten(2).transpose(1, 2)
+
+
 @contextlib.contextmanager
 def variant(model, name: str):
-    """Patch the model into variant `name` for the duration of the block."""
-    kernels, class_logits = sam_module.decoder_attention, decoder_module._class_logits
+    """Patch the code into variant `name` for the duration of the block."""
+    saved = (sam_module.decoder_attention, decoder_module._class_logits, encoders_module.cell_shares)
     if name in ("a", "b"):
         sam_module.decoder_attention = lambda device: contextlib.nullcontext()
     if name == "a":
         model.decode_masks = image_by_image(model)  # an instance attribute, deleted below
         decoder_module._class_logits = class_logits_image_by_image
+        encoders_module.cell_shares = one_hot_pooled
     try:
         yield
     finally:
-        sam_module.decoder_attention, decoder_module._class_logits = kernels, class_logits
+        sam_module.decoder_attention, decoder_module._class_logits, encoders_module.cell_shares = saved
         model.__dict__.pop("decode_masks", None)
+
+
+def stage0_work(model, cfg, steps: int):
+    """(the step function, its inputs) for stage 0, as `encoders._pretrain` runs it."""
+    enc, e = cfg.encoders, encoders_module
+    words_list, words = e.word_matrix(list(classes("train")))
+    heads = e.EncoderHeads(model, words.shape[0], len(words_list), enc.patch_classes, enc.patch_ce, enc.object_ce)
+    encoders = [model.vision_tower, model.sam.image_encoder]
+    params = [p for m in (*encoders, heads) for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for module in encoders:
+        module.train().requires_grad_(True)
+    rng = np.random.default_rng(cfg.seed)
+    size = cfg.data.image_size
+    batches = [e._shapeworld_batch("train", rng.integers(0, 1000, enc.batch_size).tolist(), size, model)]
+    batches *= steps  # one batch: scene drawing is the same in every variant, so it is left out
+
+    def step(batch) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits = e._logits(model, heads, batch)
+        targets = e._targets(model, batch, words, enc.patch_classes, enc.patch_ce)
+        loss = sum(e.head_loss(k, v.float(), targets[k]) for k, v in logits.items())
+        e.optimizer_step(loss, params, optimizer, scheduler)
+
+    return step, batches
 
 
 def main() -> None:
@@ -89,16 +125,44 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     with tempfile.TemporaryDirectory() as run_dir:
         model, tokenizer = build_model_and_tokenizer(cfg, Path(run_dir))
-    configure_trainable(model, cfg.trainable)
+    print(
+        f"config {args.config}; {args.steps} steps x {args.rounds} rounds; torch threads {torch.get_num_threads()}; "
+        f"bf16 {cfg.bf16}"
+    )
+    print("stage | scenes | (a) before s | (b) one decoder call s | (c) now s |  a/c |  b/c")
+
+    def row(label: str, count: int, work, items, names) -> None:
+        seconds = {name: [] for name in names}
+        for _ in range(args.rounds):
+            for name in names:
+                with variant(model, name):
+                    work(items[0])  # warm-up
+                    started = time.perf_counter()
+                    for item in items:
+                        work(item)
+                seconds[name].append((time.perf_counter() - started) / len(items))
+        med = {name: statistics.median(v) for name, v in seconds.items()}
+        b = f"{med['b']:22.3f}" if "b" in med else f"{'-':>22}"
+        b_ratio = f"{med['b'] / med['c']:4.2f}" if "b" in med else f"{'-':>4}"
+        line = f"{label:>5} | {count:6d} | {med['a']:12.3f} | {b} | {med['c']:9.3f} | {med['a'] / med['c']:4.2f}"
+        print(f"{line} | {b_ratio}", flush=True)
+
+    row("0", cfg.encoders.batch_size, *stage0_work(model, cfg, args.steps), ("a", "c"))
+
+    configure_trainable(model, cfg.trainable)  # stage 0 trained the encoders; 0b and 1 keep them frozen
     model.train()
     dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
     size, batch = cfg.data.image_size, cfg.optim.batch_size
-    batches = [collate([dataset[s * batch + j] for j in range(batch)]) for s in range(args.steps)]
-    scenes = [[scene("train", s * batch + j, size) for j in range(batch)] for s in range(args.steps)]
     ids = token_ids(tokenizer)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     table = torch.nn.Parameter(torch.randn(len(classes("train")), model.cfg.sam.prompt_dim) * 0.02)
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
+
+    def stage0b(group) -> None:
+        with autocast():
+            bce, dice, count = decoder_module._mask_losses(model, table, group)
+        ((bce + dice) / max(count, 1)).backward()
+        model.zero_grad(set_to_none=True)
 
     def stage1(inputs) -> None:
         with autocast():
@@ -110,32 +174,10 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def stage0b(group) -> None:
-        with autocast():
-            bce, dice, count = decoder_module._mask_losses(model, table, group)
-        ((bce + dice) / max(count, 1)).backward()
-        model.zero_grad(set_to_none=True)
-
-    def timed(name: str, work, items) -> float:
-        with variant(model, name):
-            work(items[0])  # warm-up
-            started = time.perf_counter()
-            for item in items:
-                work(item)
-        return (time.perf_counter() - started) / len(items)
-
-    print(
-        f"config {args.config}; batch {batch}; {args.steps} steps x {args.rounds} rounds; torch threads "
-        f"{torch.get_num_threads()}; bf16 {cfg.bf16}"
-    )
-    print("stage | (a) image by image s | (b) one call s | (c) one call, math kernel s |  a/c |  b/c")
-    for label, work, items in (("1", stage1, batches), ("0b", stage0b, scenes)):
-        seconds = {name: [] for name in VARIANTS}
-        for _ in range(args.rounds):
-            for name in VARIANTS:
-                seconds[name].append(timed(name, work, items))
-        a, b, c = (statistics.median(seconds[name]) for name in VARIANTS)
-        print(f"{label:>5} | {a:20.3f} | {b:14.3f} | {c:27.3f} | {a / c:4.2f} | {b / c:4.2f}", flush=True)
+    scenes = [[scene("train", s * batch + j, size) for j in range(batch)] for s in range(args.steps)]
+    row("0b", batch, stage0b, scenes, ("a", "b", "c"))
+    batches = [collate([dataset[s * batch + j] for j in range(batch)]) for s in range(args.steps)]
+    row("1", batch, stage1, batches, ("a", "b", "c"))
 
 
 if __name__ == "__main__":

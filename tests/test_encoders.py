@@ -70,6 +70,17 @@ def test_object_heads_pool_each_objects_patches_by_its_share_of_them():
     assert enc.head_loss("sam_obj", logits, torch.tensor([[0, 1, -1]])) > 8
 
 
+def test_cell_shares_are_the_one_hot_map_averaged_over_each_cell():
+    labels = torch.randint(0, 5, (3, 12, 8), generator=torch.Generator().manual_seed(0))
+    for grid in (1, 2, 4):
+        pooled = torch.nn.functional.avg_pool2d(
+            torch.nn.functional.one_hot(labels, 5).permute(0, 3, 1, 2).float(), (12 // grid, 8 // grid)
+        )
+        assert torch.equal(enc.cell_shares(labels, 5, grid), pooled.flatten(2).transpose(1, 2))
+    with pytest.raises(ValueError, match="12 x 8 label map does not split into 3 x 3"):
+        enc.cell_shares(labels, 5, 3)
+
+
 def test_image_targets_name_present_classes_then_their_words():
     _, matrix = word_matrix(["sky", "red circle", "blue circle"])
     semantic = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [2, 2]]])

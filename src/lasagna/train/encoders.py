@@ -106,10 +106,25 @@ def word_matrix(class_names: list[str]) -> tuple[list[str], torch.Tensor]:
     return words, matrix
 
 
+def cell_shares(labels: torch.Tensor, count: int, grid: int) -> torch.Tensor:
+    """(B, H, W) integer labels in [0, count) -> (B, grid*grid, count): the fraction of each of the grid x grid
+    cells each label covers (rows sum to 1). H and W must be multiples of grid.
+
+    why: counted with one bincount; pooling a one-hot map did the same sums over a (B, count, H, W) float tensor
+    and took a quarter of each stage-0 step."""
+    b, h, w = labels.shape
+    if h % grid or w % grid:
+        raise ValueError(f"a {h} x {w} label map does not split into {grid} x {grid} equal cells")
+    rows = torch.arange(h, device=labels.device) // (h // grid)
+    cols = torch.arange(w, device=labels.device) // (w // grid)
+    cell = torch.arange(b, device=labels.device)[:, None, None] * grid * grid + rows[:, None] * grid + cols[None, :]
+    counts = torch.bincount((cell * count + labels).flatten(), minlength=b * grid * grid * count)
+    return counts.reshape(b, grid * grid, count).float() / ((h // grid) * (w // grid))
+
+
 def class_fractions(semantic: torch.Tensor, num_classes: int, grid: int) -> torch.Tensor:
     """(B, S, S) class ids -> (B, grid*grid, C): the fraction of each patch each class covers (rows sum to 1)."""
-    one_hot = F.one_hot(semantic, num_classes).permute(0, 3, 1, 2).float()  # (B, C, S, S)
-    return F.adaptive_avg_pool2d(one_hot, grid).flatten(2).transpose(1, 2)
+    return cell_shares(semantic, num_classes, grid)
 
 
 def patch_targets(semantic: torch.Tensor, words: torch.Tensor, grid: int, with_classes: bool = False) -> torch.Tensor:
@@ -200,8 +215,7 @@ class EncoderHeads(nn.Module):
 def object_weights(instances: torch.Tensor, grid: int, count: int) -> torch.Tensor:
     """(B, S, S) instance ids (0: none, 1..count: objects) -> (B, count, grid*grid): the fraction of each patch
     each object covers."""
-    one_hot = F.one_hot(instances, count + 1).permute(0, 3, 1, 2).float()
-    return F.adaptive_avg_pool2d(one_hot, grid).flatten(2)[:, 1:]
+    return cell_shares(instances, count + 1, grid).transpose(1, 2)[:, 1:]
 
 
 def pool_objects(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
