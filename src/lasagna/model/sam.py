@@ -69,9 +69,10 @@ def sincos_grid(size: int, dim: int) -> torch.Tensor:
 def decoder_attention(device: torch.device):
     """The attention kernels the mask decoder runs with on `device`.
 
-    why: on CPU, torch's fused (flash) attention backward for the decoder's shapes (a few prompt tokens against h x w
-    cells) took about 13x its forward, and the math kernel trains the decoder about 1.6x faster, where the LLM's longer
-    sequences still gain from the fused one (benchmarks/train_step.py). Other devices keep torch's choice."""
+    why: on CPU, torch's fused (flash) attention backward is slow for the decoder's shapes (a few prompt tokens
+    against h x w cells): the math kernel makes a shapeworld-small stage-1 step 1.2x and a stage-0b step 1.3x faster
+    (`benchmarks/train_step.py`, b/c), while the LLM's longer sequences run faster with the fused one. Other devices
+    keep torch's choice."""
     return sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" else contextlib.nullcontext()
 
 
