@@ -192,12 +192,9 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
     ids = token_ids(tokenizer)
     decision_ids = (ids.ins, ids.no_ins)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.optim.lr, cfg.optim.lr_scale),
-        betas=tuple(cfg.optim.betas),
-        weight_decay=cfg.optim.weight_decay,
-    )
+    groups = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
+    params = [p for group in groups for p in group["params"]]  # every trainable parameter, clipped together
+    optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
 
     # why: resume restores model, optimizer, scheduler, RNG and (through the step) the data position
