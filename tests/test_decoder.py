@@ -1,6 +1,6 @@
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lasagna.config import preset
 from lasagna.losses import LossConfig
@@ -71,3 +71,21 @@ def test_fit_starts_from_a_decoder_file(tmp_path):
     final = fit(load_train_config(None, overrides))
     weights = load_file(str(final / "model.safetensors"))
     assert torch.all(weights["sam.stem_skips.fine.weight"] == 0.25)
+
+
+def test_a_part_loads_from_a_whole_checkpoint_file_cast_to_the_model_dtype(tmp_path):
+    source = _skips_model()
+    with torch.no_grad():
+        source.sam.mask_decoder.iou_token.weight.fill_(0.5)
+    whole = tmp_path / "model.safetensors"
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in source.state_dict().items()}, str(whole))
+    target = _skips_model()
+    llm_before = {k: v.clone() for k, v in target.state_dict().items() if k.startswith("llm.")}
+    dec.load_decoder(target, whole)
+    assert target.sam.mask_decoder.iou_token.weight.dtype == torch.float32
+    assert torch.all(target.sam.mask_decoder.iou_token.weight == 0.5)
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in llm_before.items())
+
+    save_file({"llm.x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="holds no decoder weights"):
+        dec.load_decoder(target, tmp_path / "other.safetensors")

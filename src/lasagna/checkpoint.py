@@ -113,10 +113,14 @@ def save_part(
 
 
 def load_part(model: torch.nn.Module, path: Path, prefixes: tuple[str, ...], what: str) -> None:
-    """Strictly load a file of save_part: exactly the model's weights whose names start with one of `prefixes`."""
+    """Strictly load a part: every weight of `model` whose name starts with one of `prefixes`, none missing, none
+    unknown under those prefixes. The file is one of save_part, or a whole checkpoint's weights file (the embedded
+    model's encoders, say), whose other weights are left unread; a weight stored in another dtype is cast."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{what} weights not found: {path}")
-    state = load_file(str(path))
+    state = {k: v for k, v in load_file(str(path)).items() if k.startswith(prefixes)}
+    if not state:
+        raise CheckpointError(f"{path} holds no {what} weights (none starts with {', '.join(prefixes)})")
     check_keys({k for k in model.state_dict() if k.startswith(prefixes)}, set(state), str(path))
     model.load_state_dict(state, strict=False)
 
