@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .atomic import write_atomic_dir, write_atomic_file
 from .config import ModelConfig, from_dict, to_dict
@@ -118,7 +118,9 @@ def load_part(model: torch.nn.Module, path: Path, prefixes: tuple[str, ...], wha
     model's encoders, say), whose other weights are left unread; a weight stored in another dtype is cast."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{what} weights not found: {path}")
-    state = {k: v for k, v in load_file(str(path)).items() if k.startswith(prefixes)}
+    with safe_open(str(path), "pt") as f:  # why: read only the part's tensors, not a whole checkpoint's
+        names = f.keys()  # a handle, not a dict: it cannot be iterated itself
+        state = {k: f.get_tensor(k) for k in names if k.startswith(prefixes)}
     if not state:
         raise CheckpointError(f"{path} holds no {what} weights (none starts with {', '.join(prefixes)})")
     check_keys({k for k in model.state_dict() if k.startswith(prefixes)}, set(state), str(path))
