@@ -362,3 +362,22 @@ def test_uniform_list_sampling_lists_present_and_absent_classes_alike():
     assert abs(listed["present"] / 300 - 3 * 2 / 5) < 0.15 and abs(listed["absent"] / 300 - 2 * 2 / 5) < 0.15
     with pytest.raises(ValueError, match="list_sampling"):
         SemanticTaskConfig(list_sampling="balanced")
+
+
+def test_confusable_weight_draws_absent_near_misses_more_often():
+    # only "red square" is present; of the 4 absent classes, "red circle" alone shares a word with it
+    classes = ("red square", "red circle", "blue star", "green heart", "blue circle")
+    record = semantic_record(classes=classes, label=np.zeros((2, 2), np.int64))
+
+    def near_misses(weight: float) -> int:
+        cfg = TasksConfig(semantic=SemanticTaskConfig(list_length=(2, 2), confusable_weight=weight))
+        answers = [format_record(record, random.Random(seed), cfg).conversations[0].answer for seed in range(200)]
+        assert all(("red square", INS) in items(a) for a in answers)
+        return sum(("red circle", NO_INS) in items(a) for a in answers)
+
+    assert 30 <= near_misses(1.0) <= 70  # 1 of 4 absent classes: about 50 of 200
+    assert near_misses(20.0) >= 160  # 20 / 23 of the draws: about 174
+    with pytest.raises(ValueError, match="confusable_weight must be > 0"):
+        SemanticTaskConfig(confusable_weight=0)
+    with pytest.raises(ValueError, match="'uniform' lists do not"):
+        SemanticTaskConfig(list_sampling="uniform", confusable_weight=2)

@@ -50,6 +50,10 @@ class SemanticTaskConfig:
         is absent, so its name alone no longer predicts its answer and only the image can.
     frequency_records: how many records (the first ones of each source) "frequency" counts classes on. A dataset
         whose files are grouped (by scene, say) needs a count that spans the groups.
+    confusable_weight: an absent class whose name shares a word with a present class's name ("red circle" absent,
+        "red square" present) is drawn with this many times its weight ("present_first" and "frequency"). why: the
+        errors left are such near misses (docs/shapeworld-model.md, step 23); the far ones are learnt early, and
+        then a list of them teaches little. 1 is the released code's draw.
     answer_order: "question" walks the question list in order; "shuffled" draws an independent permutation.
     single_class: the LISA-style ablation baseline: one conversation per present class (at most
         `max_conversations`), answer "<ins>"; the list switches above are then unused.
@@ -61,6 +65,7 @@ class SemanticTaskConfig:
     list_length: tuple[int, int] = (1, 80)
     list_sampling: Literal["present_first", "uniform", "frequency"] = "present_first"
     frequency_records: int = 512
+    confusable_weight: float = 1.0
     answer_order: Literal["question", "shuffled"] = "question"
     single_class: bool = False
     max_conversations: int = 3
@@ -82,6 +87,10 @@ class SemanticTaskConfig:
             )
         if self.frequency_records < 1:
             raise ValueError(f"frequency_records must be >= 1, got {self.frequency_records}")
+        if not self.confusable_weight > 0:
+            raise ValueError(f"confusable_weight must be > 0, got {self.confusable_weight}")
+        if self.confusable_weight != 1 and self.list_sampling == "uniform":
+            raise ValueError("confusable_weight weighs absent classes against each other; 'uniform' lists do not")
         if self.answer_order not in ("question", "shuffled"):
             raise ValueError(f"answer_order must be 'question' or 'shuffled', got {self.answer_order!r}")
 
@@ -114,6 +123,8 @@ def format_semantic(
     weights = None
     if cfg.list_sampling == "frequency":
         weights = _absent_weights(frequencies, len(stats.names), record.image_id)
+    if cfg.confusable_weight != 1:
+        weights = _confusable_weights(stats, weights, cfg.confusable_weight)
     answered = _sample_answered(stats, rng, cfg.list_length, cfg.list_sampling, weights)
     meta = SampleMeta(source, record.image_id, "semantic")
     if not answered:
@@ -209,6 +220,17 @@ def _absent_weights(frequencies: np.ndarray | None, num: int, image_id: str) -> 
     return f / (1 - f)
 
 
+def _confusable_weights(stats: _LabelStats, weights: np.ndarray | None, factor: float) -> np.ndarray:
+    """`weights` (ones when None) with each absent class that shares a name word with a present class scaled by
+    `factor`."""
+    out = np.ones(len(stats.names)) if weights is None else np.array(weights, dtype=np.float64)
+    present_words = {word for c in stats.present for word in stats.names[c].split()}
+    for c in stats.absent:
+        if present_words.intersection(stats.names[c].split()):
+            out[c] *= factor
+    return out
+
+
 def _weighted_sample(rng: random.Random, items: list[int], weights: np.ndarray, k: int) -> list[int]:
     """k of `items` without replacement, each draw in proportion to its weight (Efraimidis-Spirakis keys)."""
     keys = [math.log(1.0 - rng.random()) / weights[c] for c in items]  # log of u^(1/w): larger is likelier
@@ -224,7 +246,7 @@ def _sample_answered(
     absent_weights: np.ndarray | None = None,
 ) -> list[int]:
     """The answered set (unordered): present classes plus sampled absent ones (uniformly, or by `absent_weights`
-    for "frequency"), or a uniform draw of both; see SemanticTaskConfig."""
+    when given), or a uniform draw of both; see SemanticTaskConfig."""
     low, high = list_length
     present, absent = stats.present, stats.absent
 
