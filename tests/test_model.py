@@ -7,7 +7,7 @@ from lasagna.config import preset
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
 from lasagna.model.lasagna import LasagnaModel
-from lasagna.model.mllm import expand_images
+from lasagna.model.mllm import expand_images, pool_features
 from lasagna.model.sam import sincos_grid
 from lasagna.tokens import IGNORE_INDEX, IMAGE_TOKEN_ID
 
@@ -152,6 +152,26 @@ def test_conv_stems_replace_the_patch_convolutions_and_keep_the_grids(tmp_path):
     cfg.sam.conv_stem = [4, 8]  # 2 convolutions shrink by 4, the patch is 8
     with pytest.raises(ValueError, match=r"sam.conv_stem \[4, 8\].*patch size 8"):
         LasagnaModel(cfg)
+
+
+@pytest.mark.parametrize("drop_cls", [True, False])
+def test_feature_pool_averages_patch_blocks_and_keeps_cls_alone(drop_cls):
+    cfg = preset("tiny").vision  # 32 px, patch 8: a 4 x 4 grid
+    cfg.drop_cls, cfg.feature_pool = drop_cls, 2
+    grid = torch.arange(16.0).reshape(1, 16, 1)  # patch (r, c) holds 4r + c
+    feats = grid if drop_cls else torch.cat([torch.full((1, 1, 1), -1.0), grid], dim=1)
+    pooled = pool_features(feats, cfg)
+    blocks = [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]  # row-major 2 x 2 blocks
+    want = torch.tensor([sum(b) / 4 for b in blocks]).reshape(1, 4, 1)
+    assert pooled.shape[1] == cfg.num_features
+    assert torch.equal(pooled, want if drop_cls else torch.cat([feats[:, :1], want], dim=1))
+    full = preset("tiny")
+    full.vision.feature_pool = 2
+    model = LasagnaModel(full)
+    clip, sam = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    assert model.encode_images(clip, sam).llm_feats.shape[:2] == (2, full.vision.num_features)
+    with pytest.raises(ValueError, match="feature_pool 3 must be >= 1 and divide the 4-patch grid"):
+        type(cfg)(image_size=32, patch_size=8, feature_pool=3)
 
 
 def _skips_model(seed: int = 0) -> LasagnaModel:

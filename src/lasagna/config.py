@@ -34,10 +34,18 @@ class VisionConfig:
     feature_norm: bool = False
     # Channels of stride-2 3x3 convolutions that replace the patch convolution (model/stem.py); empty = CLIP's own.
     conv_stem: list[int] = field(default_factory=list)
+    # Average k x k neighbouring patches before the projector (CLS kept alone): a finer patch grid, for the
+    # tower's sake, without more image tokens in the LLM. 1 = LLaVA's one token per patch.
+    feature_pool: int = 1
+
+    def __post_init__(self) -> None:
+        grid = self.image_size // self.patch_size
+        if self.feature_pool < 1 or grid % self.feature_pool:
+            raise ValueError(f"vision.feature_pool {self.feature_pool} must be >= 1 and divide the {grid}-patch grid")
 
     @property
     def num_features(self) -> int:
-        return (self.image_size // self.patch_size) ** 2 + (0 if self.drop_cls else 1)
+        return (self.image_size // self.patch_size // self.feature_pool) ** 2 + (0 if self.drop_cls else 1)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .mllm import Expanded, build_llm, build_vision_tower, expand_images, vision_features
+from .mllm import Expanded, build_llm, build_vision_tower, expand_images, pool_features, vision_features
 from .projector import image_projector, text_projector
 from .sam import SamSegmenter
 
@@ -135,7 +135,9 @@ class LasagnaModel(nn.Module):
         with _maybe_no_grad(self.sam.image_encoder):
             sam_embeds = self.sam.embed_images(sam_pixels)
             skips = self.sam.skip_maps(sam_pixels)
-        return ImageEncoding(llm_feats=self.projector(feats), sam_embeds=sam_embeds, sam_skips=skips)
+        return ImageEncoding(
+            llm_feats=self.projector(pool_features(feats, self.cfg.vision)), sam_embeds=sam_embeds, sam_skips=skips
+        )
 
     def expand(self, inputs: LasagnaInputs, images: ImageEncoding) -> Expanded:
         return expand_images(

@@ -58,6 +58,19 @@ def vision_features(tower: CLIPVisionModel, cfg: VisionConfig, pixels: torch.Ten
     return feats[:, 1:] if cfg.drop_cls else feats
 
 
+def pool_features(feats: torch.Tensor, cfg: VisionConfig) -> torch.Tensor:
+    """(I, N, D) features of `vision_features` -> (I, cfg.num_features, D): each k x k block of patches averaged
+    (k = cfg.feature_pool), row-major as the patches were; the CLS feature, when kept, stays first and alone."""
+    k = cfg.feature_pool
+    if k == 1:
+        return feats
+    cls, patches = (feats[:, :0], feats) if cfg.drop_cls else (feats[:, :1], feats[:, 1:])
+    grid = cfg.image_size // cfg.patch_size
+    images, _, dim = patches.shape
+    blocks = patches.reshape(images, grid // k, k, grid // k, k, dim).mean(dim=(2, 4))
+    return torch.cat([cls, blocks.reshape(images, -1, dim)], dim=1)
+
+
 @dataclass
 class Expanded:
     """A text batch after each `<image>` id became N image features.
