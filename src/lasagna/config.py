@@ -39,13 +39,19 @@ class VisionConfig:
     feature_pool: int = 1
 
     def __post_init__(self) -> None:
-        grid = self.image_size // self.patch_size
-        if self.feature_pool < 1 or grid % self.feature_pool:
-            raise ValueError(f"vision.feature_pool {self.feature_pool} must be >= 1 and divide the {grid}-patch grid")
+        if self.feature_pool < 1 or self.grid % self.feature_pool:
+            raise ValueError(
+                f"vision.feature_pool {self.feature_pool} must be >= 1 and divide the {self.grid}-patch grid"
+            )
+
+    @property
+    def grid(self) -> int:
+        """The side of the tower's patch grid."""
+        return self.image_size // self.patch_size
 
     @property
     def num_features(self) -> int:
-        return (self.image_size // self.patch_size // self.feature_pool) ** 2 + (0 if self.drop_cls else 1)
+        return (self.grid // self.feature_pool) ** 2 + (0 if self.drop_cls else 1)
 
 
 @dataclass

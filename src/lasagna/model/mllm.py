@@ -65,9 +65,9 @@ def pool_features(feats: torch.Tensor, cfg: VisionConfig) -> torch.Tensor:
     if k == 1:
         return feats
     cls, patches = (feats[:, :0], feats) if cfg.drop_cls else (feats[:, :1], feats[:, 1:])
-    grid = cfg.image_size // cfg.patch_size
+    side = cfg.grid // k
     images, _, dim = patches.shape
-    blocks = patches.reshape(images, grid // k, k, grid // k, k, dim).mean(dim=(2, 4))
+    blocks = patches.reshape(images, side, k, side, k, dim).mean(dim=(2, 4))
     return torch.cat([cls, blocks.reshape(images, -1, dim)], dim=1)
 
 

@@ -227,7 +227,7 @@ def pool_objects(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 def grids(model: LasagnaModel) -> dict[str, int]:
     """The side of each encoder's patch grid: {"vision": CLIP patches, "sam": SAM cells}."""
-    return {"vision": model.cfg.vision.image_size // model.cfg.vision.patch_size, "sam": model.cfg.sam.embedding_size}
+    return {"vision": model.cfg.vision.grid, "sam": model.cfg.sam.embedding_size}
 
 
 def _targets(
