@@ -174,6 +174,25 @@ def test_feature_pool_averages_patch_blocks_and_keeps_cls_alone(drop_cls):
         type(cfg)(image_size=32, patch_size=8, feature_pool=3)
 
 
+def test_image_positions_add_one_learned_vector_per_token_and_train_with_the_projector():
+    cfg = preset("tiny")
+    assert not any("image_positions" in k for k in LasagnaModel(cfg).state_dict())  # the released layout
+    cfg.image_positions = True
+    model = LasagnaModel(cfg, seed=0).eval()
+    positions = model.state_dict()["image_positions"].clone()
+    assert positions.shape == (cfg.vision.num_features, cfg.llm.hidden_size)
+    clip, sam = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        placed = model.encode_images(clip, sam).llm_feats
+        model.image_positions.zero_()
+        plain = model.encode_images(clip, sam).llm_feats
+    assert torch.allclose(placed - plain, positions.expand_as(placed), atol=1e-6)
+    assert torch.cdist(positions, positions).fill_diagonal_(1.0).min() > 0  # every token its own vector
+    for flag in (True, False):
+        configure_trainable(model, TrainableConfig(lora_r=0, image_projector=flag))
+        assert model.image_positions.requires_grad is flag
+
+
 def _skips_model(seed: int = 0) -> LasagnaModel:
     cfg = preset("tiny")
     cfg.sam.conv_stem, cfg.sam.stem_skips = [4, 8, 8], True

@@ -121,6 +121,10 @@ class ModelConfig:
     sam: SamConfig = field(default_factory=SamConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     projector: Literal["linear", "mlp2x_gelu"] = "linear"
+    # A learned vector per image token, added after the projector. The released model has none: CLIP's features
+    # carry where each patch is. A tower pretrained from scratch on patch labels keeps little of it (model doc,
+    # step 24), and the LLM's 1-D rotary positions do not say which column a token is in.
+    image_positions: bool = False
     use_im_start_end: bool = True
     # "llama431": reproduce transformers 4.31's slow LLaMA tokenizer ids (released weights); "plain": our tokenizers.
     tokenization: Literal["llama431", "plain"] = "llama431"

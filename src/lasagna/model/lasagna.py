@@ -112,6 +112,10 @@ class LasagnaModel(nn.Module):
             self.vision_tower = build_vision_tower(cfg.vision)
         with _seeded(seed, "projector"):
             self.projector = image_projector(cfg.projector, cfg.vision.hidden_size, cfg.llm.hidden_size)
+        self.image_positions: nn.Parameter | None = None
+        if cfg.image_positions:
+            with _seeded(seed, "image_positions"):
+                self.image_positions = nn.Parameter(torch.randn(cfg.vision.num_features, cfg.llm.hidden_size) * 0.02)
         with _seeded(seed, "llm"):
             self.llm = build_llm(cfg.llm)
         with _seeded(seed, "sam"):
@@ -135,9 +139,10 @@ class LasagnaModel(nn.Module):
         with _maybe_no_grad(self.sam.image_encoder):
             sam_embeds = self.sam.embed_images(sam_pixels)
             skips = self.sam.skip_maps(sam_pixels)
-        return ImageEncoding(
-            llm_feats=self.projector(pool_features(feats, self.cfg.vision)), sam_embeds=sam_embeds, sam_skips=skips
-        )
+        llm_feats = self.projector(pool_features(feats, self.cfg.vision))
+        if self.image_positions is not None:
+            llm_feats = llm_feats + self.image_positions.to(llm_feats.dtype)
+        return ImageEncoding(llm_feats=llm_feats, sam_embeds=sam_embeds, sam_skips=skips)
 
     def expand(self, inputs: LasagnaInputs, images: ImageEncoding) -> Expanded:
         return expand_images(
