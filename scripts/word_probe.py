@@ -8,7 +8,8 @@ covers more than half of, threshold 0. Then a softmax probe per encoder names th
 of the patches one shape word, or one colour word, covers more than half of: its `val` accuracy says whether the
 features tell shapes apart, which a per-word recall cannot (a head that says "circle" on every coloured patch
 recalls every shape). Last, the same shape probe on each object's mean feature over the patches it covers
-(weighted by its share of each). `--encoders` probes a stage-0 `encoders.safetensors` in a fresh
+(weighted by its share of each). Last, where: a softmax probe names each patch's column, and its row, of the grid,
+which relations ("left of") and extremes ("the topmost") need. `--encoders` probes a stage-0 `encoders.safetensors` in a fresh
 `shapeworld-small` model.
 """
 
@@ -103,6 +104,12 @@ def main() -> None:
         (xt, yt), (xv, yv) = objects_train[key], objects_val[key]
         accuracy = softmax_probe(xt, yt, xv, yv)
         print(f"{key}: which of {len(SHAPES)} shapes, object-pooled, val accuracy {accuracy:.3f} ({len(yv)} objects)")
+    for key, side in grids(model).items():
+        cells = torch.arange(side * side)
+        for axis, label in (("column", cells % side), ("row", cells // side)):
+            yt, yv = label.repeat(len(x_train[key]) // len(cells)), label.repeat(len(x_val[key]) // len(cells))
+            accuracy = softmax_probe(x_train[key], yt, x_val[key], yv)
+            print(f"{key}: which of {side} {axis}s, val accuracy {accuracy:.3f} (chance {1 / side:.3f})")
 
 
 def identity_probe(x_train, cover_train, x_val, cover_val) -> float:

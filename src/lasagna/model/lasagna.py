@@ -178,12 +178,9 @@ class LasagnaModel(nn.Module):
         original_sizes: list[tuple[int, int]],
     ) -> list[torch.Tensor]:
         """Decode every prompt in one call, each on its image -> per image (N_i, H_i, W_i) logits, in prompt order."""
-        skips = tuple(s[prompt_image] for s in images.sam_skips)
-        low_res = self.sam.decode(images.sam_embeds[prompt_image], prompts, skips)
-        return [
-            self.sam.postprocess(low_res[prompt_image == i], resize_sizes[i], original_sizes[i])
-            for i in range(images.sam_embeds.shape[0])
-        ]
+        return self.sam.decode_each(
+            images.sam_embeds, images.sam_skips, prompts, prompt_image, resize_sizes, original_sizes
+        )
 
     def forward(self, inputs: LasagnaInputs, images: ImageEncoding | None = None) -> LasagnaOutput:
         if images is None:

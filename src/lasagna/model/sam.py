@@ -213,3 +213,22 @@ class SamSegmenter(nn.Module):
         masks = masks[..., : input_size[0], : input_size[1]]
         masks = F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
         return masks[:, 0]
+
+    def decode_each(
+        self,
+        image_embeddings: torch.Tensor,
+        skips: tuple[torch.Tensor, ...],
+        prompts: torch.Tensor,
+        prompt_image: torch.Tensor,
+        resize_sizes: list[tuple[int, int]],
+        original_sizes: list[tuple[int, int]],
+    ) -> list[torch.Tensor]:
+        """Prompts of many images in one `decode` call -> per image (N_i, H_i, W_i) logits, in prompt order.
+
+        image_embeddings / skips: (I, ...) per image. prompt_image: (N,) the image of each prompt.
+        """
+        low_res = self.decode(image_embeddings[prompt_image], prompts, tuple(x[prompt_image] for x in skips))
+        return [
+            self.postprocess(low_res[prompt_image == i], resize_sizes[i], original_sizes[i])
+            for i in range(image_embeddings.shape[0])
+        ]

@@ -135,9 +135,9 @@ def _class_logits(model: LasagnaModel, table: torch.Tensor, scenes):
     ids = [_present(s.semantic, table.shape[0]) for s in scenes]
     image = torch.tensor([i for i, scene_ids in enumerate(ids) for _ in scene_ids], device=embeds.device)
     prompts = table[[k for scene_ids in ids for k in scene_ids]]
-    low = model.sam.decode(embeds[image], prompts, tuple(x[image] for x in skips))  # every scene in one call
-    for i, s in enumerate(scenes):
-        yield ids[i], model.sam.postprocess(low[image == i], resized, s.semantic.shape)
+    sizes = [s.semantic.shape for s in scenes]
+    logits = model.sam.decode_each(embeds, skips, prompts, image, [resized] * len(scenes), sizes)
+    yield from zip(ids, logits, strict=True)
 
 
 def _mask_losses(model: LasagnaModel, table: torch.Tensor, scenes) -> tuple[torch.Tensor, torch.Tensor, int]:
