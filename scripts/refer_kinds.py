@@ -1,13 +1,19 @@
 """Which referring expressions get poor masks? cIoU by kind of expression on ShapeWorld scenes.
 
-    python scripts/refer_kinds.py [--model DIR] [--split test] [--n 80]
+    python scripts/refer_kinds.py [--model DIR] [--split test] [--n 80] [--by-word]
 
 Every expression with a target in the first `--n` scenes is asked as `lasagna eval` asks it, and its predicted
 masks (their union) are scored against the union of its targets. Kinds follow the generator's templates
 (`lasagna/data/shapeworld/referring.py`): relations ("the star left of the red circle"), extremes ("the leftmost
 star", "the biggest shape"), plurals ("all the stars", "every red shape") and plain phrases ("the red circle"); plain
 and plural phrases are split by what they name: colour and shape, colour only ("the red shape"), shape only, or
-nothing ("the shape"). A kind's cIoU is its summed intersection over its summed union.
+nothing ("the shape"). `--by-word` splits relations and extremes by their words ("left of", "the topmost"). A kind's
+cIoU is its summed intersection over its summed union.
+
+Then which object the masks land on, as the mean share of an object's pixels they cover: for relations, the target
+and the anchor ("the red circle" of "the star left of the red circle"); for single-target relations and extremes
+whose head phrase also matches other objects, the target and those others. A model that parses the expression covers
+the target far more than the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import numpy as np
 
 from lasagna.api import Lasagna
 from lasagna.data.shapeworld import COLOURS, ShapeWorldReferring
+from lasagna.data.shapeworld.referring import referring_items
+from lasagna.data.shapeworld.scene import scene
 
 RELATION = re.compile(r" (left of|right of|above|below) ")
 EXTREME = re.compile(
@@ -28,11 +36,11 @@ EXTREME = re.compile(
 )
 
 
-def kind(text: str) -> str:
-    if RELATION.search(text):
-        return "relation"
-    if EXTREME.search(text):
-        return "extreme"
+def kind(text: str, by_word: bool = False) -> str:
+    if found := RELATION.search(text):
+        return f"relation {found.group(1)}" if by_word else "relation"
+    if found := EXTREME.search(text):
+        return f"extreme {found.group(0).strip()}" if by_word else "extreme"
     words = text.split()
     plural = words[0] in ("all", "every")
     colour = any(c in words for c in COLOURS)
@@ -48,29 +56,51 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--split", default="test")
     ap.add_argument("--n", type=int, default=80)
+    ap.add_argument("--by-word", action="store_true", help="split relations and extremes by their words")
     args = ap.parse_args()
     api = Lasagna.from_pretrained(args.model)
-    source = ShapeWorldReferring(args.split)
+    size = ShapeWorldReferring(args.split).size
     sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # intersection, union, expressions
+    covers: dict[tuple[str, str], list] = defaultdict(list)  # (expressions, rival) -> (target, rival) shares
     for i in range(args.n):
-        record = source[i]
-        image = record.load_image()
-        for expression in record.expressions:
-            targets = expression.load_masks()
-            if not len(targets):
+        sc = scene(args.split, i, size)
+        for item in referring_items(sc):
+            if not item.targets:
                 continue
-            truth = targets.any(0)
+            truth = np.isin(sc.instances, item.targets)
             predicted = np.zeros_like(truth)
-            for mask in api.segment(image, query=expression.text).masks:
+            for mask in api.segment(sc.image, query=item.text).masks:
                 predicted |= mask
-            row = sums[kind(expression.text)]
+            row = sums[kind(item.text, args.by_word)]
             row[0] += int((predicted & truth).sum())
             row[1] += int((predicted | truth).sum())
             row[2] += 1
+            for name, others in _rivals(item, sc.objects).items():
+                share = (predicted & np.isin(sc.instances, others)).sum() / np.isin(sc.instances, others).sum()
+                covers[name].append(((predicted & truth).sum() / truth.sum(), share))
     for name, (inter, union, count) in sorted(sums.items()):
         print(f"{name} (n={count}): cIoU {inter / max(union, 1):.3f}")
     inter, union = sum(r[0] for r in sums.values()), sum(r[1] for r in sums.values())
     print(f"all (n={sum(r[2] for r in sums.values())}): cIoU {inter / max(union, 1):.3f}")
+    for name, pairs in covers.items():
+        target, other = np.array(pairs).T
+        print(
+            f"{name[0]} (n={len(pairs)}): masks cover {target.mean():.2f} of the target, {other.mean():.2f} of the "
+            f"{name[1]}; the target more in {np.mean(target > other):.2f} of them"
+        )
+
+
+def _rivals(item, objects) -> dict[tuple[str, str], list[int]]:
+    """Objects a misparse would segment: a relation's anchor; for one target picked by a relation or an extreme,
+    the other objects its head phrase matches."""
+    query, rivals = item.query, {}
+    if query.relation is not None:
+        rivals["relations", "anchor"] = [o.instance_id for o in objects if query.anchor.matches(o)]
+    if len(item.targets) == 1 and (query.relation or query.extreme):
+        others = [o.instance_id for o in objects if query.head.matches(o) and o.instance_id not in item.targets]
+        if others:
+            rivals["relations and extremes that pick one of several look-alikes", "look-alikes"] = others
+    return rivals
 
 
 if __name__ == "__main__":
