@@ -76,7 +76,8 @@ def main() -> None:
             row[1] += int((predicted | truth).sum())
             row[2] += 1
             for name, others in _rivals(item, sc.objects).items():
-                share = (predicted & np.isin(sc.instances, others)).sum() / np.isin(sc.instances, others).sum()
+                rival = np.isin(sc.instances, others)
+                share = (predicted & rival).sum() / rival.sum()
                 covers[name].append(((predicted & truth).sum() / truth.sum(), share))
     for name, (inter, union, count) in sorted(sums.items()):
         print(f"{name} (n={count}): cIoU {inter / max(union, 1):.3f}")

@@ -6,11 +6,11 @@ For the CLIP tower's patches (the features the LLM reads) and SAM's embedding ce
 ("red", "circle", "sky", ...) is fitted on `train` scenes and scored on `val` scenes: recall on the patches that word
 covers more than half of, threshold 0. Then a softmax probe per encoder names the shape (8-way) and the colour (8-way)
 of the patches one shape word, or one colour word, covers more than half of: its `val` accuracy says whether the
-features tell shapes apart, which a per-word recall cannot (a head that says "circle" on every coloured patch
-recalls every shape). Last, the same shape probe on each object's mean feature over the patches it covers
-(weighted by its share of each). Last, where: a softmax probe names each patch's column, and its row, of the grid,
-which relations ("left of") and extremes ("the topmost") need. `--encoders` probes a stage-0 `encoders.safetensors` in a fresh
-`shapeworld-small` model.
+features tell shapes apart, which a per-word recall cannot (a head that says "circle" on every coloured patch recalls
+every shape). Then the same shape probe on each object's mean feature over the patches it covers (weighted by its share
+of each). Last, where: a softmax probe names each patch's column, and its row, of the grid, which relations ("left of")
+and extremes ("the topmost") need. `--encoders` probes a stage-0 `encoders.safetensors` in a fresh `shapeworld-small`
+model.
 """
 
 from __future__ import annotations
