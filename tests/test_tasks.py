@@ -11,6 +11,7 @@ import pytest
 
 from lasagna.data import cli as data_cli
 from lasagna.data import templates
+from lasagna.data.mixture import Mixture, MixtureConfig
 from lasagna.data.records import (
     IGNORE_LABEL,
     Expression,
@@ -381,3 +382,37 @@ def test_confusable_weight_draws_absent_near_misses_more_often():
         SemanticTaskConfig(confusable_weight=0)
     with pytest.raises(ValueError, match="'uniform' lists do not"):
         SemanticTaskConfig(list_sampling="uniform", confusable_weight=2)
+
+
+def test_confusable_from_switches_the_near_miss_weight_at_a_mixture_item():
+    classes = ("red square", "red circle", "blue star", "green heart", "blue circle")
+    record = semantic_record(classes=classes, label=np.zeros((2, 2), np.int64))
+
+    def answers(from_item: int | None, weight: float, item: int | None) -> list[str]:
+        semantic = SemanticTaskConfig(list_length=(2, 2), confusable_weight=weight)
+        if from_item is not None:
+            semantic.confusable_from = from_item
+        cfg = TasksConfig(semantic=semantic)
+        return [format_record(record, random.Random(s), cfg, item=item).conversations[0].answer for s in range(200)]
+
+    # before the switch the draw is weight 1's, sample for sample; from it on, and outside a mixture, weight 20's
+    assert answers(100, 20.0, item=99) == answers(None, 1.0, item=99)
+    assert answers(100, 20.0, item=100) == answers(None, 20.0, item=100) == answers(100, 20.0, item=None)
+    assert answers(None, 1.0, item=0) != answers(None, 20.0, item=0)  # the weight does change these draws
+    with pytest.raises(ValueError, match="confusable_from must be a mixture item index >= 0"):
+        SemanticTaskConfig(confusable_from=-1)
+
+
+def test_a_mixture_gives_each_sample_its_index_for_confusable_from():
+    classes = ("red square", "red circle", "blue star", "green heart", "blue circle")
+    source = RecordSource("near", "semantic", (semantic_record(classes=classes, label=np.zeros((2, 2), np.int64)),))
+
+    def answers(weight: float, from_item: int) -> list[str]:
+        cfg = MixtureConfig(task_weights={"semantic": 1.0})
+        cfg.tasks.semantic = SemanticTaskConfig(list_length=(2, 2), confusable_weight=weight, confusable_from=from_item)
+        mixture = Mixture({"near": source}, cfg, seed=0, length=400)
+        return [mixture[i].conversations[0].answer for i in range(400)]
+
+    switched, plain, weighted = answers(20.0, 200), answers(1.0, 0), answers(20.0, 0)
+    assert switched[:200] == plain[:200] and switched[200:] == weighted[200:]
+    assert plain[200:] != weighted[200:]

@@ -95,7 +95,9 @@ class Mixture:
             name = rng.choices(task.datasets, weights=task.dataset_weights)[0]
             source = self.sources[name]
             record = source[rng.randrange(len(source))]
-            sample = format_record(record, rng, self.cfg.tasks, source=name, frequencies=self.frequencies.get(name))
+            sample = format_record(
+                record, rng, self.cfg.tasks, source=name, frequencies=self.frequencies.get(name), item=index
+            )
             if sample.conversations:
                 return sample
         raise ValueError(

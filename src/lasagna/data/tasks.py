@@ -57,12 +57,14 @@ def format_record(
     cfg: TasksConfig | None = None,
     source: str = "",
     frequencies: np.ndarray | None = None,
+    item: int | None = None,
 ) -> Sample:
-    """Format one record with the formatter of its type; `source` names its dataset in the sample's meta, and
-    `frequencies` are its class frequencies (semantic records with `list_sampling="frequency"` only)."""
+    """Format one record with the formatter of its type; `source` names its dataset in the sample's meta,
+    `frequencies` are its class frequencies (semantic records with `list_sampling="frequency"` only) and `item` its
+    mixture index (semantic records with `confusable_from` only)."""
     cfg = cfg or TasksConfig()
     if isinstance(record, SemanticRecord):
-        return format_semantic(record, rng, cfg.semantic, source, frequencies)
+        return format_semantic(record, rng, cfg.semantic, source, frequencies, item)
     if isinstance(record, ReferRecord):
         return format_refer(record, rng, cfg.referring, source)
     if isinstance(record, ReasonRecord):

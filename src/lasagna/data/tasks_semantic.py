@@ -54,6 +54,12 @@ class SemanticTaskConfig:
         "red square" present) is drawn with this many times its weight ("present_first" and "frequency"). why: the
         errors left are such near misses (docs/shapeworld-model.md, step 23); the far ones are learnt early, and
         then a list of them teaches little. 1 is the released code's draw.
+    confusable_from: the first mixture item drawn with `confusable_weight`; earlier ones draw with weight 1. A
+        training run reads items (g * world + rank) * batch_size + j, g = step * grad_accum (`train/fit.py`): with
+        one process, batch 8 and no accumulation, item 8 * S is the first of step S. A record formatted outside a
+        mixture (no item index) draws with `confusable_weight`. why: the runs with near-miss lists from their start
+        never learned spatial relations in referring, and a model that had learned them kept them through the lists
+        (docs/shapeworld-model.md, steps 23-25).
     answer_order: "question" walks the question list in order; "shuffled" draws an independent permutation.
     single_class: the LISA-style ablation baseline: one conversation per present class (at most
         `max_conversations`), answer "<ins>"; the list switches above are then unused.
@@ -66,6 +72,7 @@ class SemanticTaskConfig:
     list_sampling: Literal["present_first", "uniform", "frequency"] = "present_first"
     frequency_records: int = 512
     confusable_weight: float = 1.0
+    confusable_from: int = 0
     answer_order: Literal["question", "shuffled"] = "question"
     single_class: bool = False
     max_conversations: int = 3
@@ -89,6 +96,8 @@ class SemanticTaskConfig:
             raise ValueError(f"frequency_records must be >= 1, got {self.frequency_records}")
         if not self.confusable_weight > 0:
             raise ValueError(f"confusable_weight must be > 0, got {self.confusable_weight}")
+        if self.confusable_from < 0:
+            raise ValueError(f"confusable_from must be a mixture item index >= 0, got {self.confusable_from}")
         if self.confusable_weight != 1 and self.list_sampling == "uniform":
             raise ValueError("confusable_weight weighs absent classes against each other; 'uniform' lists do not")
         if self.answer_order not in ("question", "shuffled"):
@@ -110,11 +119,12 @@ def format_semantic(
     cfg: SemanticTaskConfig,
     source: str = "",
     frequencies: np.ndarray | None = None,
+    item: int | None = None,
 ) -> Sample:
     """One sample: a complex query over a class list, or (single_class) one query per present class.
 
     `frequencies` (per class of the record's dataset, from `class_frequencies`) is needed by, and only used by,
-    `list_sampling="frequency"`.
+    `list_sampling="frequency"`. `item` is the sample's mixture index, for `confusable_from`.
     """
     image = load_image(record.load_image, record.image_id)
     stats = _label_stats(record, image.shape[:2], cfg.min_pixels)
@@ -123,7 +133,7 @@ def format_semantic(
     weights = None
     if cfg.list_sampling == "frequency":
         weights = _absent_weights(frequencies, len(stats.names), record.image_id)
-    if cfg.confusable_weight != 1:
+    if cfg.confusable_weight != 1 and (item is None or item >= cfg.confusable_from):
         weights = _confusable_weights(stats, weights, cfg.confusable_weight)
     answered = _sample_answered(stats, rng, cfg.list_length, cfg.list_sampling, weights)
     meta = SampleMeta(source, record.image_id, "semantic")
