@@ -365,10 +365,14 @@ def test_uniform_list_sampling_lists_present_and_absent_classes_alike():
         SemanticTaskConfig(list_sampling="balanced")
 
 
-def test_confusable_weight_draws_absent_near_misses_more_often():
-    # only "red square" is present; of the 4 absent classes, "red circle" alone shares a word with it
+def near_miss_record() -> SemanticRecord:
+    """Only "red square" is present; of the 4 absent classes, "red circle" alone shares a word with it."""
     classes = ("red square", "red circle", "blue star", "green heart", "blue circle")
-    record = semantic_record(classes=classes, label=np.zeros((2, 2), np.int64))
+    return semantic_record(classes=classes, label=np.zeros((2, 2), np.int64))
+
+
+def test_confusable_weight_draws_absent_near_misses_more_often():
+    record = near_miss_record()
 
     def near_misses(weight: float) -> int:
         cfg = TasksConfig(semantic=SemanticTaskConfig(list_length=(2, 2), confusable_weight=weight))
@@ -385,8 +389,7 @@ def test_confusable_weight_draws_absent_near_misses_more_often():
 
 
 def test_confusable_from_switches_the_near_miss_weight_at_a_mixture_item():
-    classes = ("red square", "red circle", "blue star", "green heart", "blue circle")
-    record = semantic_record(classes=classes, label=np.zeros((2, 2), np.int64))
+    record = near_miss_record()
 
     def answers(from_item: int | None, weight: float, item: int | None) -> list[str]:
         semantic = SemanticTaskConfig(list_length=(2, 2), confusable_weight=weight)
@@ -404,8 +407,7 @@ def test_confusable_from_switches_the_near_miss_weight_at_a_mixture_item():
 
 
 def test_a_mixture_gives_each_sample_its_index_for_confusable_from():
-    classes = ("red square", "red circle", "blue star", "green heart", "blue circle")
-    source = RecordSource("near", "semantic", (semantic_record(classes=classes, label=np.zeros((2, 2), np.int64)),))
+    source = RecordSource("near", "semantic", (near_miss_record(),))
 
     def answers(weight: float, from_item: int) -> list[str]:
         cfg = MixtureConfig(task_weights={"semantic": 1.0})
