@@ -5,9 +5,10 @@
 Every referring expression of the first `--n` scenes is asked as `lasagna eval` asks it (free decoding). Expressions
 are grouped by whether they have a target and whether they hold a relation ("left of", "above", ...). Per group:
 how many were answered with a mask (what N-acc counts), the mean P(`<no_ins>`) within {`<ins>`, `<no_ins>`} at the
-answer's first decision, and the mean probability of "There", the first word of the no-target sentence that models
-trained before step 16 of docs/shapeworld-model.md answered with. The AUC of no-target against target expressions
-is printed for both scores (0.5 = no signal).
+answer's first decision, the mean probability of "There", the first word of the no-target sentence that models
+trained before step 16 of docs/shapeworld-model.md answered with, and the median share of the image that the answers'
+masks cover (answers with a mask only). The AUC of no-target against target expressions is printed for both scores
+(0.5 = no signal), over all expressions and over those with a relation.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def main() -> None:
     api = Lasagna.from_pretrained(args.model)
     there = api.tokenizer.get_vocab().get("▁" + OLD_FIRST_WORD)  # None: a tokenizer fitted without that sentence
     source = ShapeWorldReferring(args.split)
-    groups: dict[tuple[bool, bool], list[tuple[bool, float, float]]] = {}
+    groups: dict[tuple[bool, bool], list[tuple[bool, float, float, float]]] = {}
     for i in range(args.n):
         record = source[i]
         image = record.load_image()
@@ -62,18 +63,21 @@ def main() -> None:
             no_ins = 1.0 - pred.scores[0] if pred.scores else float("nan")
             word = float("nan") if there is None else first_word_probability(api, image, expression.text, there)
             key = (len(expression.load_masks()) > 0, any(w in expression.text.split() for w in RELATIONS))
-            groups.setdefault(key, []).append((len(pred.masks) > 0, no_ins, word))
+            area = float(np.mean([m.mean() for m in pred.masks])) if pred.masks else float("nan")
+            groups.setdefault(key, []).append((len(pred.masks) > 0, no_ins, word, area))
     for (target, relation), rows in sorted(groups.items()):
-        masked, no_ins, word = zip(*rows, strict=True)
+        masked, no_ins, word, area = zip(*rows, strict=True)
+        median_area = np.nanmedian(area) if sum(masked) else float("nan")
         print(
             f"{'target' if target else 'no target'}{', relation' if relation else ''} (n={len(rows)}): "
             f"answered with a mask {sum(masked)}, mean P(<no_ins>) {np.nanmean(no_ins):.3f}, "
-            f"mean P({OLD_FIRST_WORD}) {np.mean(word):.3f}"
+            f"mean P({OLD_FIRST_WORD}) {np.mean(word):.3f}, median mask share {median_area:.4f}"
         )
-    nt = [r for (t, _), rows in groups.items() if not t for r in rows]
-    tg = [r for (t, _), rows in groups.items() if t for r in rows]
-    for name, k in (("P(<no_ins>)", 1), (f"P({OLD_FIRST_WORD})", 2)):
-        print(f"AUC no target vs target, {name}: {auc([r[k] for r in nt], [r[k] for r in tg]):.3f}")
+    for scope, relations in (("", (False, True)), (", relations only", (True,))):
+        nt = [r for (t, rel), rows in groups.items() if not t and rel in relations for r in rows]
+        tg = [r for (t, rel), rows in groups.items() if t and rel in relations for r in rows]
+        for name, k in (("P(<no_ins>)", 1), (f"P({OLD_FIRST_WORD})", 2)):
+            print(f"AUC no target vs target{scope}, {name}: {auc([r[k] for r in nt], [r[k] for r in tg]):.3f}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ class DataConfig:
     image_size: int = 128  # ShapeWorld render size
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     num_workers: int = 0
+    # ShapeWorld only: the share of training referring expressions without a target; None keeps the dataset's 0.15.
+    # Evaluation always uses the dataset's own expressions.
+    refer_no_target_rate: float | None = None
 
 
 @dataclass
@@ -121,6 +124,14 @@ def check_train_config(cfg: TrainConfig) -> None:
             )
     if cfg.frozen_dtype == "bf16" and not cfg.bf16:
         raise ValueError("frozen_dtype: bf16 needs bf16: true (bf16 weights meet fp32 activations otherwise)")
+    rate = cfg.data.refer_no_target_rate
+    if rate is not None and cfg.data.dataset != "shapeworld":
+        raise ValueError(
+            f"data.refer_no_target_rate applies to ShapeWorld only; dataset {cfg.data.dataset!r} brings its own "
+            "expressions"
+        )
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1):
+        raise ValueError(f"data.refer_no_target_rate must be a number in [0, 1], got {rate!r}")
     if cfg.checkpoint_weights == "trainable":
         if not cfg.init_from:
             raise ValueError("checkpoint_weights: trainable needs init_from, where the frozen weights come back from")

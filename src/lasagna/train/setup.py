@@ -15,16 +15,17 @@ from ..tokens import token_ids
 from .config import TrainConfig
 
 
-def shapeworld_sources(split: str, size: int) -> dict[str, Source]:
+def shapeworld_sources(split: str, size: int, refer_no_target_rate: float | None = None) -> dict[str, Source]:
     from ..data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
 
+    refer = {} if refer_no_target_rate is None else {"no_target_rate": refer_no_target_rate}
     kinds = (ShapeWorldSemantic, ShapeWorldReferring, ShapeWorldReasoning, ShapeWorldVQA)
-    return {f"shapeworld-{k.task}": k(split, size) for k in kinds}
+    return {f"shapeworld-{k.task}": k(split, size, **(refer if k is ShapeWorldReferring else {})) for k in kinds}
 
 
 def training_sources(cfg: TrainConfig, split: str = "train") -> dict[str, Source]:
     if cfg.data.dataset == "shapeworld":
-        return shapeworld_sources(split, cfg.data.image_size)
+        return shapeworld_sources(split, cfg.data.image_size, cfg.data.refer_no_target_rate)
     from ..data.sources import open_source
 
     names = sorted({n for mapping in cfg.data.mixture.dataset_weights.values() for n in mapping})

@@ -143,17 +143,22 @@ def render(query: RefQuery, rng: random.Random) -> str:
     return f"the {head}"
 
 
-def referring_items(scene: Scene, count: int = EXPRESSIONS_PER_SCENE) -> tuple[ReferringItem, ...]:
-    """The scene's expressions, deterministic from (split, index): each is a no-target one with probability
-    NO_TARGET_RATE (a scene without objects gets one, no-target), the others pick a kind (plain, extreme,
-    relation, plural) at random among those this scene supports."""
+def referring_items(
+    scene: Scene, count: int = EXPRESSIONS_PER_SCENE, no_target_rate: float = NO_TARGET_RATE
+) -> tuple[ReferringItem, ...]:
+    """The scene's expressions, deterministic from (split, index, no_target_rate): each is a no-target one with
+    probability `no_target_rate` (a scene without objects gets one, no-target), the others pick a kind (plain,
+    extreme, relation, plural) at random among those this scene supports. A no-target expression names something
+    absent or states a relation that holds for nothing, about one in three of them the latter."""
+    if not 0.0 <= no_target_rate <= 1.0:
+        raise ValueError(f"no_target_rate must be in [0, 1], got {no_target_rate!r}")
     rng = random.Random(scene_seed(scene.split, scene.index) * 4 + 2)
     if not scene.objects:
         count = 1
     items: list[ReferringItem] = []
     pools: dict[str, list[RefQuery]] = {}
     for _ in range(count):
-        negative = not scene.objects or rng.random() < NO_TARGET_RATE
+        negative = not scene.objects or rng.random() < no_target_rate
         kinds = ["negative"] if negative else rng.sample(("plain", "extreme", "relation", "plural"), 4)
         for kind in kinds:
             if kind not in pools:

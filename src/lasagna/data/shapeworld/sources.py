@@ -15,7 +15,7 @@ import numpy as np
 
 from ..records import Expression, ReasonRecord, ReferRecord, SemanticRecord, TaskName, VQARecord
 from .reasoning import reasoning_item
-from .referring import referring_items
+from .referring import NO_TARGET_RATE, referring_items
 from .scene import MIN_SIZE, scene
 from .vocab import MAX_INDEX, SPLIT_LENGTHS, check_split, classes
 from .vqa import vqa_turns
@@ -85,14 +85,23 @@ class ShapeWorldSemantic(_ShapeWorldSource):
         return SemanticRecord(image_id, partial(load_image, *key), partial(load_label, *key), classes(self.split))
 
 
+@dataclass(frozen=True)
 class ShapeWorldReferring(_ShapeWorldSource):
-    """Referring expressions, single-, multi- and no-target, about 4 per scene."""
+    """Referring expressions, single-, multi- and no-target, about 4 per scene; `no_target_rate` (default the
+    dataset's, 0.15) is the chance that an expression has no target. Evaluation keeps the default: a training run
+    may ask for more no-target expressions without changing what it is measured on."""
 
+    no_target_rate: float = NO_TARGET_RATE
     task: ClassVar[TaskName] = "referring"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.no_target_rate <= 1.0:
+            raise ValueError(f"ShapeWorld no_target_rate must be in [0, 1], got {self.no_target_rate!r}")
 
     def __getitem__(self, index: int) -> ReferRecord:
         image_id, *key = self._check(index)
-        items = referring_items(scene(*key))
+        items = referring_items(scene(*key), no_target_rate=self.no_target_rate)
         expressions = tuple(Expression(i.text, partial(load_masks, *key, i.targets)) for i in items)
         return ReferRecord(image_id, partial(load_image, *key), expressions)
 
