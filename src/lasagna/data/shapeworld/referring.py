@@ -150,8 +150,6 @@ def referring_items(
     probability `no_target_rate` (a scene without objects gets one, no-target), the others pick a kind (plain,
     extreme, relation, plural) at random among those this scene supports. A no-target expression names something
     absent or states a relation that holds for nothing, about one in three of them the latter."""
-    if not 0.0 <= no_target_rate <= 1.0:
-        raise ValueError(f"no_target_rate must be in [0, 1], got {no_target_rate!r}")
     rng = random.Random(scene_seed(scene.split, scene.index) * 4 + 2)
     if not scene.objects:
         count = 1
