@@ -17,10 +17,15 @@ from .config import TrainConfig
 
 def shapeworld_sources(split: str, size: int, refer_no_target_rate: float | None = None) -> dict[str, Source]:
     from ..data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
+    from ..data.shapeworld.referring import NO_TARGET_RATE
 
-    refer = {} if refer_no_target_rate is None else {"no_target_rate": refer_no_target_rate}
-    kinds = (ShapeWorldSemantic, ShapeWorldReferring, ShapeWorldReasoning, ShapeWorldVQA)
-    return {f"shapeworld-{k.task}": k(split, size, **(refer if k is ShapeWorldReferring else {})) for k in kinds}
+    rate = NO_TARGET_RATE if refer_no_target_rate is None else refer_no_target_rate
+    return {
+        "shapeworld-semantic": ShapeWorldSemantic(split, size),
+        "shapeworld-referring": ShapeWorldReferring(split, size, no_target_rate=rate),
+        "shapeworld-reasoning": ShapeWorldReasoning(split, size),
+        "shapeworld-vqa": ShapeWorldVQA(split, size),
+    }
 
 
 def training_sources(cfg: TrainConfig, split: str = "train") -> dict[str, Source]:
