@@ -6,7 +6,7 @@ from lasagna.checkpoint import build_from_state, read_config, write_config
 from lasagna.config import preset
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import TrainableConfig, configure_trainable
-from lasagna.model.lasagna import LasagnaModel
+from lasagna.model.lasagna import LasagnaModel, grid_code
 from lasagna.model.mllm import expand_images, pool_features
 from lasagna.model.sam import sincos_grid
 from lasagna.tokens import IGNORE_INDEX, IMAGE_TOKEN_ID
@@ -191,6 +191,30 @@ def test_image_positions_add_one_learned_vector_per_token_and_train_with_the_pro
     for flag in (True, False):
         configure_trainable(model, TrainableConfig(lora_r=0, image_projector=flag))
         assert model.image_positions.requires_grad is flag
+
+
+def test_image_grid_code_starts_as_nothing_and_trains_with_the_projector():
+    cfg = preset("tiny")
+    cfg.vision.drop_cls = False  # as shapeworld-small: CLS kept, first
+    assert not any("image_grid" in k for k in LasagnaModel(cfg).state_dict())  # the released layout
+    plain_model = LasagnaModel(cfg, seed=0).eval()
+    cfg.image_grid_code = 8
+    model = LasagnaModel(cfg, seed=0).eval()
+    assert set(model.state_dict()) - set(plain_model.state_dict()) == {"image_grid.weight"}  # the code is not saved
+    assert build_from_state(cfg, model.state_dict(), "test").image_grid is not None  # a meta build needs no buffer
+    code = grid_code(cfg)
+    assert code.shape == (cfg.vision.num_features, 8) and torch.equal(code[0], torch.zeros(8))  # CLS is nowhere
+    assert torch.cdist(code[1:], code[1:]).fill_diagonal_(1.0).min() > 0  # every patch its own place
+    slow_sin_x = code[1:, 1].reshape(cfg.vision.grid, cfg.vision.grid)  # (row, column): rises left to right only
+    assert bool((slow_sin_x.diff(dim=1) > 0).all()) and bool((slow_sin_x.diff(dim=0) == 0).all())
+    clip, sam = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.encode_images(clip, sam).llm_feats, plain_model.encode_images(clip, sam).llm_feats)
+    configure_trainable(model, TrainableConfig(lora_r=0, image_projector=True))
+    model.encode_images(clip, sam).llm_feats.square().sum().backward()
+    assert model.image_grid.weight.grad.abs().sum() > 0  # zero weights still learn: the code is not zero
+    configure_trainable(model, TrainableConfig(lora_r=0, image_projector=False))
+    assert not model.image_grid.weight.requires_grad
 
 
 def _skips_model(seed: int = 0) -> LasagnaModel:

@@ -125,6 +125,10 @@ class ModelConfig:
     # carry where each patch is. A tower pretrained from scratch on patch labels keeps little of it (model doc,
     # step 24), and the LLM's 1-D rotary positions do not say which column a token is in.
     image_positions: bool = False
+    # Where each image token is: a fixed 2-D sine-cosine code of its column and row (`model.lasagna.grid_code`, this
+    # wide, a multiple of 4) through a learned linear map started at zero, added after the projector; 0: none (the
+    # released model). Unlike `image_positions` the map is shared by all tokens: "further left" is learned once.
+    image_grid_code: int = 0
     use_im_start_end: bool = True
     # "llama431": reproduce transformers 4.31's slow LLaMA tokenizer ids (released weights); "plain": our tokenizers.
     tokenization: Literal["llama431", "plain"] = "llama431"

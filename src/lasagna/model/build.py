@@ -100,6 +100,8 @@ def configure_trainable(model: LasagnaModel, cfg: TrainableConfig) -> dict[str, 
     _set(model.projector, cfg.image_projector)
     if model.image_positions is not None:
         model.image_positions.requires_grad_(cfg.image_projector)  # they live with the projector's output
+    if model.image_grid is not None:
+        _set(model.image_grid, cfg.image_projector)
     _set(model.sam.image_encoder, cfg.sam_image_encoder)
     _set(model.sam.prompt_encoder, cfg.sam_prompt_encoder)
     counts = {

@@ -16,7 +16,7 @@ from torch import nn
 from ..config import ModelConfig
 from .mllm import Expanded, build_llm, build_vision_tower, expand_images, pool_features, vision_features
 from .projector import image_projector, text_projector
-from .sam import SamSegmenter
+from .sam import SamSegmenter, sincos_grid
 
 
 @dataclass
@@ -103,6 +103,14 @@ def _seeded(seed: int | None, part: str):
         yield
 
 
+def grid_code(cfg: ModelConfig) -> torch.Tensor:
+    """(num_features, image_grid_code) where each image token sits, as `sincos_grid` of its column and row.
+
+    why computed, not stored: it is a function of the config, so checkpoints need not carry it."""
+    code = sincos_grid(cfg.vision.grid // cfg.vision.feature_pool, cfg.image_grid_code).flatten(0, 1)
+    return code if cfg.vision.drop_cls else torch.cat([code.new_zeros(1, code.shape[1]), code])  # CLS is nowhere
+
+
 class LasagnaModel(nn.Module):
     def __init__(self, cfg: ModelConfig, seed: int | None = None):
         """`seed`: each part's random init comes from its own seed derived from this one (None: the global RNG)."""
@@ -116,6 +124,10 @@ class LasagnaModel(nn.Module):
         if cfg.image_positions:
             with _seeded(seed, "image_positions"):
                 self.image_positions = nn.Parameter(torch.randn(cfg.vision.num_features, cfg.llm.hidden_size) * 0.02)
+        self.image_grid: nn.Linear | None = None
+        if cfg.image_grid_code:
+            self.image_grid = nn.Linear(cfg.image_grid_code, cfg.llm.hidden_size, bias=False)
+            nn.init.zeros_(self.image_grid.weight)  # why: added to a trained model, it changes nothing until trained
         with _seeded(seed, "llm"):
             self.llm = build_llm(cfg.llm)
         with _seeded(seed, "sam"):
@@ -142,6 +154,9 @@ class LasagnaModel(nn.Module):
         llm_feats = self.projector(pool_features(feats, self.cfg.vision))
         if self.image_positions is not None:
             llm_feats = llm_feats + self.image_positions.to(llm_feats.dtype)
+        if self.image_grid is not None:
+            code = grid_code(self.cfg).to(llm_feats.device, self.image_grid.weight.dtype)
+            llm_feats = llm_feats + self.image_grid(code).to(llm_feats.dtype)
         return ImageEncoding(llm_feats=llm_feats, sam_embeds=sam_embeds, sam_skips=skips)
 
     def expand(self, inputs: LasagnaInputs, images: ImageEncoding) -> Expanded:
