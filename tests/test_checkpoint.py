@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,23 @@ def test_save_load_round_trip_is_bit_exact(tiny_tokenizer, tmp_path):
     assert torch.equal(want.logits, got.logits)
     # SAM's kernels may reduce in another order for differently laid out (memory-mapped) weights
     torch.testing.assert_close(want.mask_logits[0], got.mask_logits[0], atol=1e-6, rtol=0)
+
+
+def test_add_grid_code_writes_a_model_that_answers_as_the_one_read(tiny_tokenizer, tmp_path):
+    model, ids = _tiny(tiny_tokenizer)
+    source = save_pretrained(model, tiny_tokenizer, tmp_path / "plain")
+    script = Path(__file__).parents[1] / "scripts" / "add_grid_code.py"
+    command = [sys.executable, str(script), "--model", str(source), "--out", str(tmp_path / "grid"), "--width", "8"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    grown, _ = load_pretrained(tmp_path / "grid")
+    assert grown.cfg.image_grid_code == 8 and not grown.image_grid.weight.any()
+    batch = make_inputs([[1, IMAGE_TOKEN_ID, 5, ids.ins, 2]], [0], [(20, 24)], ins_id=ids.ins)
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, grown(batch).logits)
+    twice = [sys.executable, str(script), "--model", str(tmp_path / "grid"), "--out", str(tmp_path / "twice")]
+    refused = subprocess.run(twice, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "already has a grid code (8 wide)" in refused.stderr
 
 
 def test_strict_load_names_missing_and_unexpected_keys(tiny_tokenizer, tmp_path):
