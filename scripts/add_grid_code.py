@@ -22,14 +22,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a checkpoint folder of ours")
     parser.add_argument("--out", type=Path, required=True, help="where the new folder goes (must not exist)")
-    parser.add_argument("--width", type=int, default=16, help="width of the code, a multiple of 4")
+    parser.add_argument("--width", type=int, default=16, help="width of the code, a positive multiple of 4")
     args = parser.parse_args()
-    if args.width < 4 or args.width % 4:
-        parser.error(f"--width must be a positive multiple of 4, got {args.width}")
+    if args.width <= 0:
+        parser.error(f"--width must be positive (0 means no code), got {args.width}")
     model, tokenizer = load_pretrained(args.model)
     if model.image_grid is not None:
         parser.error(f"{args.model} already has a grid code ({model.cfg.image_grid_code} wide)")
-    cfg = dataclasses.replace(model.cfg, image_grid_code=args.width)
+    cfg = dataclasses.replace(model.cfg, image_grid_code=args.width)  # checks the width
     grown = LasagnaModel(cfg)
     dtype = next(model.parameters()).dtype
     state = model.state_dict() | {"image_grid.weight": grown.image_grid.weight.detach().to(dtype)}

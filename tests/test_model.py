@@ -215,6 +215,8 @@ def test_image_grid_code_starts_as_nothing_and_trains_with_the_projector():
     assert model.image_grid.weight.grad.abs().sum() > 0  # zero weights still learn: the code is not zero
     configure_trainable(model, TrainableConfig(lora_r=0, image_projector=False))
     assert not model.image_grid.weight.requires_grad
+    with pytest.raises(ValueError, match="image_grid_code must be 0 or a positive multiple of 4, got 6"):
+        type(cfg)(image_grid_code=6)
 
 
 def _skips_model(seed: int = 0) -> LasagnaModel:

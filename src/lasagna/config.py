@@ -137,6 +137,10 @@ class ModelConfig:
     # Pixels whose best present-class logit is below this stay unlabelled in the semantic map.
     mask_threshold: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.image_grid_code < 0 or self.image_grid_code % 4:
+            raise ValueError(f"image_grid_code must be 0 or a positive multiple of 4, got {self.image_grid_code}")
+
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
