@@ -3,7 +3,8 @@
     python scripts/add_grid_code.py --model DIR --out DIR [--width 16]
 
 The new map starts at zero, so the written model answers exactly as the one read; every other tensor is copied as it
-is, at its dtype. Continue it with `lasagna train ... init_from=OUT` (model doc, step 28).
+is, at its own dtype, and the map takes the image projector's. Continue it with `lasagna train ... init_from=OUT`
+(model doc, step 28).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lasagna.checkpoint import load_pretrained, save_pretrained
-from lasagna.model.lasagna import LasagnaModel
+from lasagna.checkpoint import build_from_state, load_pretrained, read_config, save_pretrained
 
 
 def main() -> None:
@@ -26,16 +26,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.width <= 0:
         parser.error(f"--width must be positive (0 means no code), got {args.width}")
+    cfg = read_config(args.model)
+    if cfg.image_grid_code:
+        parser.error(f"{args.model} already has a grid code ({cfg.image_grid_code} wide)")
+    try:
+        cfg = dataclasses.replace(cfg, image_grid_code=args.width)  # ModelConfig checks the width
+    except ValueError as err:
+        parser.error(str(err))
     model, tokenizer = load_pretrained(args.model)
-    if model.image_grid is not None:
-        parser.error(f"{args.model} already has a grid code ({model.cfg.image_grid_code} wide)")
-    cfg = dataclasses.replace(model.cfg, image_grid_code=args.width)  # checks the width
-    grown = LasagnaModel(cfg)
-    dtype = next(model.parameters()).dtype
-    state = model.state_dict() | {"image_grid.weight": grown.image_grid.weight.detach().to(dtype)}
-    grown.load_state_dict(state, strict=True)
+    dtype = next(model.projector.parameters()).dtype  # the map adds to the projector's output
+    state = model.state_dict() | {"image_grid.weight": torch.zeros(cfg.llm.hidden_size, args.width, dtype=dtype)}
+    grown = build_from_state(cfg, state, str(args.model))  # every tensor as read, at its own dtype
     grown.set_token_ids(model.ins_id, model.pad_id)
-    save_pretrained(grown.to(dtype), tokenizer, args.out)
+    save_pretrained(grown, tokenizer, args.out)
     print(f"wrote {args.out}: {args.model} with a {args.width}-wide grid code, its map at zero")
 
 

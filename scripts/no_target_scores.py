@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from lasagna.api import Lasagna
-from lasagna.data.shapeworld import ShapeWorldReferring
+from lasagna.data.shapeworld import ShapeWorldReferring, holds_relation
 from lasagna.infer.decode import _left_pad, _Rows, encode_prefix
 from lasagna.infer.engine import query_question
 
-RELATIONS = ("left", "right", "above", "below")
 OLD_FIRST_WORD = "There"
 
 
@@ -62,7 +61,7 @@ def main() -> None:
             pred = api.segment(image, query=expression.text)
             no_ins = 1.0 - pred.scores[0] if pred.scores else float("nan")
             word = float("nan") if there is None else first_word_probability(api, image, expression.text, there)
-            key = (len(expression.load_masks()) > 0, any(w in expression.text.split() for w in RELATIONS))
+            key = (len(expression.load_masks()) > 0, holds_relation(expression.text))
             area = float(np.mean([m.mean() for m in pred.masks])) if pred.masks else float("nan")
             groups.setdefault(key, []).append((len(pred.masks) > 0, no_ins, word, area))
     for (target, relation), rows in sorted(groups.items()):

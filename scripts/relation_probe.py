@@ -22,11 +22,11 @@ from lasagna.api import default_model_dir
 from lasagna.checkpoint import load_pretrained
 from lasagna.data.collate import Collator
 from lasagna.data.mixture import Mixture
+from lasagna.data.shapeworld import holds_relation
 from lasagna.tokens import token_ids
 from lasagna.train.config import load_train_config
 from lasagna.train.setup import training_sources
 
-RELATIONS = ("left", "right", "above", "below")
 OVERRIDES = ["data.refer_no_target_rate=0.35", "data.mixture.task_weights={referring: 1.0}"]
 
 
@@ -53,17 +53,19 @@ def states(model, tokenizer, split: str, count: int, seed: int) -> tuple[torch.T
         slot = torch.zeros_like(expanded.labels, dtype=torch.bool)
         slot[:, :-1] = torch.isin(nxt, decisions)
         for row, pos in slot.nonzero().tolist():
-            if not any(w in questions[row].split() for w in RELATIONS):
+            if not holds_relation(questions[row]):
                 continue
             found.append(torch.stack([h[row, pos] for h in out.hidden_states]).float())
             labels.append(int(nxt[row, pos] == ids.no_ins))
             logits = model.llm.get_output_embeddings()(out.last_hidden_state[row, pos])[decisions]
             probs.append(float(logits.float().softmax(-1)[1]))
+    if not 0 < sum(labels) < len(labels):
+        raise ValueError(f"{count} {split} items: {len(labels)} relation slots, {sum(labels)} false; need both kinds")
     return torch.stack(found, dim=1), torch.tensor(labels), torch.tensor(probs)
 
 
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """P(a false relation scores above a true one)."""
+    """P(a false relation scores above a true one); ties count as not above (continuous scores hardly tie)."""
     return float((scores[labels == 1][:, None] > scores[labels == 0][None]).float().mean())
 
 

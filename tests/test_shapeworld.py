@@ -22,6 +22,7 @@ from lasagna.data.shapeworld import (
     ShapeWorldSemantic,
     ShapeWorldVQA,
     classes,
+    holds_relation,
     reasoning_item,
     referring_items,
     scene,
@@ -324,3 +325,12 @@ def test_label_png_stores_ignore_as_255_and_rejects_ids_that_do_not_fit():
         shapeworld_cli.label_png(np.array([[0, 255]]))
     with pytest.raises(ValueError, match=r"class ids must be 0\.\.254"):
         shapeworld_cli.label_png(np.array([[0, -2]]))
+
+
+def test_holds_relation_tells_relations_from_extremes_that_name_a_side():
+    items = [item for i in range(60) for item in referring_items(scene("train", i, 64))]
+    sided = [it for it in items if it.query.extreme in ("left", "right") and " on the " in it.text]
+    assert sided and any(it.query.relation for it in items)  # both kinds are drawn
+    for item in items:
+        assert holds_relation(item.text) is (item.query.relation is not None), item.text
+    assert holds_relation("What is the star above the sky in this image?")

@@ -106,7 +106,8 @@ def _seeded(seed: int | None, part: str):
 def grid_code(cfg: ModelConfig) -> torch.Tensor:
     """(num_features, image_grid_code) where each image token sits, as `sincos_grid` of its column and row.
 
-    why computed, not stored: it is a function of the config, so checkpoints need not carry it."""
+    why computed at each call, not a buffer: a model built on the meta device (`checkpoint.build_from_state`) would
+    need it rebuilt, and it costs nothing beside the forward."""
     code = sincos_grid(cfg.vision.grid // cfg.vision.feature_pool, cfg.image_grid_code).flatten(0, 1)
     return code if cfg.vision.drop_cls else torch.cat([code.new_zeros(1, code.shape[1]), code])  # CLS is nowhere
 

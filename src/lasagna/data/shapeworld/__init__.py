@@ -5,7 +5,7 @@ shapes, with pixel-exact semantic and instance maps, referring expressions, reas
 """
 
 from .reasoning import ReasoningItem, reasoning_item
-from .referring import Phrase, ReferringItem, RefQuery, referring_items, resolve
+from .referring import Phrase, ReferringItem, RefQuery, holds_relation, referring_items, resolve
 from .scene import Scene, SceneObject, scene
 from .sources import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
 from .vocab import COLOURS, HELD_OUT, SHAPES, SPLIT_LENGTHS, SPLITS, STUFF, classes, thing_name
@@ -29,6 +29,7 @@ __all__ = [
     "ShapeWorldSemantic",
     "ShapeWorldVQA",
     "classes",
+    "holds_relation",
     "reasoning_item",
     "referring_items",
     "resolve",

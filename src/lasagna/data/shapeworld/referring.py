@@ -13,6 +13,7 @@ must hold by the margin for each target and fail outright (offset <= 0) for ever
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -44,6 +45,14 @@ _RELATION_TEXT: dict[str, tuple[str, ...]] = {
     "top": ("above",),
     "bottom": ("below",),
 }
+
+# An extreme can say "left" too ("the star on the left"), so relations are told by their phrases.
+_RELATION_PATTERN = re.compile(r"\b(?:" + "|".join(t for ts in _RELATION_TEXT.values() for t in ts) + r")\b")
+
+
+def holds_relation(text: str) -> bool:
+    """Whether `text` (an expression, or a question holding one) relates its head to an anchor ("left of", "above")."""
+    return _RELATION_PATTERN.search(text) is not None
 
 
 @dataclass(frozen=True)
