@@ -202,6 +202,8 @@ def test_image_grid_code_starts_as_nothing_and_trains_with_the_projector():
     model = LasagnaModel(cfg, seed=0).eval()
     assert set(model.state_dict()) - set(plain_model.state_dict()) == {"image_grid.weight"}  # the code is not saved
     assert build_from_state(cfg, model.state_dict(), "test").image_grid is not None  # a meta build needs no buffer
+    plain_state = plain_model.state_dict()
+    assert all(torch.equal(plain_state[k], v) for k, v in model.state_dict().items() if k in plain_state)
     code = grid_code(cfg)
     assert code.shape == (cfg.vision.num_features, 8) and torch.equal(code[0], torch.zeros(8))  # CLS is nowhere
     assert torch.cdist(code[1:], code[1:]).fill_diagonal_(1.0).min() > 0  # every patch its own place

@@ -127,7 +127,8 @@ class LasagnaModel(nn.Module):
                 self.image_positions = nn.Parameter(torch.randn(cfg.vision.num_features, cfg.llm.hidden_size) * 0.02)
         self.image_grid: nn.Linear | None = None
         if cfg.image_grid_code:
-            self.image_grid = nn.Linear(cfg.image_grid_code, cfg.llm.hidden_size, bias=False)
+            with _seeded(seed, "image_grid"):  # why: nn.Linear's own init draws, and must not move the LLM's
+                self.image_grid = nn.Linear(cfg.image_grid_code, cfg.llm.hidden_size, bias=False)
             nn.init.zeros_(self.image_grid.weight)  # why: added to a trained model, it changes nothing until trained
         with _seeded(seed, "llm"):
             self.llm = build_llm(cfg.llm)
