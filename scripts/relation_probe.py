@@ -1,14 +1,14 @@
 """Does the LLM hold whether a relation is true where it decides? A linear probe on its hidden states says.
 
-    python scripts/relation_probe.py [--model DIR] [--train 1500] [--test 600]
+    python scripts/relation_probe.py [--model DIR] [--train 1500] [--test 600] [--config FILE]
 
 ShapeWorld referring items are drawn as training draws them (echo answers, a no-target share of 0.35 so that false
 relations are common): `--train` items from `train`, `--test` from `test`. At every answer slot whose question holds a
 relation ("left of", "above", ...), the hidden state of the position that predicts `<ins>` or `<no_ins>` is read after
 each LLM layer (0: the input embedding). A logistic regression per layer, fitted on the `train` states, tells false
 relations from true ones; its AUC on the `test` states is printed beside the AUC of the model's own P(`<no_ins>`). A
-probe well above the model says the LLM knows more than it answers; a probe at the model's level says the LLM never
-computes it (model doc, step 28).
+probe well above the model says the LLM knows more than it answers; a probe at the model's level says no linear
+read-out of its states holds the answer (model doc, step 28).
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ OVERRIDES = ["data.refer_no_target_rate=0.35", "data.mixture.task_weights={refer
 
 
 @torch.no_grad()
-def states(model, tokenizer, split: str, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def states(model, tokenizer, cfg, split: str, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> ((layers + 1, n, hidden) states, (n,) 1 for `<no_ins>`, (n,) the model's P(`<no_ins>`)) at relation slots."""
-    cfg = load_train_config("configs/train/shapeworld-small.yaml", OVERRIDES)
     mixture = Mixture(training_sources(cfg, split), cfg.data.mixture, seed=seed, length=count)
     collate, ids = Collator(tokenizer, model.cfg), token_ids(tokenizer)
     decisions = torch.tensor([ids.ins, ids.no_ins])
@@ -93,11 +92,13 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a checkpoint folder of ours (default: the embedded model)")
     parser.add_argument("--train", type=int, default=1500, help="referring items from `train` to fit on")
     parser.add_argument("--test", type=int, default=600, help="referring items from `test` to score on")
+    parser.add_argument("--config", default="configs/train/shapeworld-small.yaml", help="the training config drawn as")
     args = parser.parse_args()
+    cfg = load_train_config(args.config, OVERRIDES)
     model, tokenizer = load_pretrained(args.model or default_model_dir())
     model.float()
-    x_train, y_train, _ = states(model, tokenizer, "train", args.train, seed=7)
-    x_test, y_test, own = states(model, tokenizer, "test", args.test, seed=3)
+    x_train, y_train, _ = states(model, tokenizer, cfg, "train", args.train, seed=7)
+    x_test, y_test, own = states(model, tokenizer, cfg, "test", args.test, seed=3)
     for name, y in (("train", y_train), ("test", y_test)):
         print(f"{name}: {len(y)} relation slots, {int(y.sum())} of them false")
     print(f"the model's own P(<no_ins>): AUC {auc(own, y_test):.3f}")
