@@ -15,14 +15,16 @@ from ..tokens import token_ids
 from .config import TrainConfig
 
 
-def shapeworld_sources(split: str, size: int, refer_no_target_rate: float | None = None) -> dict[str, Source]:
+def shapeworld_sources(
+    split: str, size: int, refer_no_target_rate: float | None = None, refer_twins: bool = False
+) -> dict[str, Source]:
     from ..data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
     from ..data.shapeworld.referring import NO_TARGET_RATE
 
     rate = NO_TARGET_RATE if refer_no_target_rate is None else refer_no_target_rate
     return {
         "shapeworld-semantic": ShapeWorldSemantic(split, size),
-        "shapeworld-referring": ShapeWorldReferring(split, size, no_target_rate=rate),
+        "shapeworld-referring": ShapeWorldReferring(split, size, no_target_rate=rate, twins=refer_twins),
         "shapeworld-reasoning": ShapeWorldReasoning(split, size),
         "shapeworld-vqa": ShapeWorldVQA(split, size),
     }
@@ -30,7 +32,7 @@ def shapeworld_sources(split: str, size: int, refer_no_target_rate: float | None
 
 def training_sources(cfg: TrainConfig, split: str = "train") -> dict[str, Source]:
     if cfg.data.dataset == "shapeworld":
-        return shapeworld_sources(split, cfg.data.image_size, cfg.data.refer_no_target_rate)
+        return shapeworld_sources(split, cfg.data.image_size, cfg.data.refer_no_target_rate, cfg.data.refer_twins)
     from ..data.sources import open_source
 
     names = sorted({n for mapping in cfg.data.mixture.dataset_weights.values() for n in mapping})

@@ -46,6 +46,15 @@ _RELATION_TEXT: dict[str, tuple[str, ...]] = {
     "bottom": ("below",),
 }
 
+_OPPOSITE: dict[str, str] = {
+    "left": "right",
+    "right": "left",
+    "top": "bottom",
+    "bottom": "top",
+    "large": "small",
+    "small": "large",
+}
+
 # An extreme can say "left" too ("the star on the left"), so relations are told by their phrases.
 _RELATION_PATTERN = re.compile(r"\b(?:" + "|".join(t for ts in _RELATION_TEXT.values() for t in ts) + r")\b")
 
@@ -153,12 +162,17 @@ def render(query: RefQuery, rng: random.Random) -> str:
 
 
 def referring_items(
-    scene: Scene, count: int = EXPRESSIONS_PER_SCENE, no_target_rate: float = NO_TARGET_RATE
+    scene: Scene, count: int = EXPRESSIONS_PER_SCENE, no_target_rate: float = NO_TARGET_RATE, twins: bool = False
 ) -> tuple[ReferringItem, ...]:
-    """The scene's expressions, deterministic from (split, index, no_target_rate): each is a no-target one with
-    probability `no_target_rate` (a scene without objects gets one, no-target), the others pick a kind (plain,
+    """The scene's expressions, deterministic from (split, index, no_target_rate, twins): each is a no-target one
+    with probability `no_target_rate` (a scene without objects gets one, no-target), the others pick a kind (plain,
     extreme, relation, plural) at random among those this scene supports. A no-target expression names something
-    absent or states a relation that holds for nothing, about one in three of them the latter."""
+    absent or states a relation that holds for nothing, about one in three of them the latter.
+
+    twins: each expression with a relation or an extreme is followed by its twin in the opposite direction ("left
+    of" / "right of", "leftmost" / "rightmost", "large" / "small") where that is unambiguous here: the same objects
+    and words, another answer, so only where things are tells the two apart. The first `count` draws are the same
+    with or without twins."""
     rng = random.Random(scene_seed(scene.split, scene.index) * 4 + 2)
     if not scene.objects:
         count = 1
@@ -174,7 +188,29 @@ def referring_items(
             if item is not None:
                 items.append(item)
                 break
+    if twins:
+        used = {i.text for i in items}
+        for item in list(items):
+            twin = _twin(scene, item.query, rng, used)
+            if twin is not None:
+                items.insert(items.index(item) + 1, twin)
+                used.add(twin.text)
     return tuple(items)
+
+
+def _twin(scene: Scene, query: RefQuery, rng: random.Random, used: set[str]) -> ReferringItem | None:
+    """`query` turned the opposite way, if it resolves in `scene` and its text is new; None otherwise."""
+    if query.relation is not None:
+        twin = replace(query, relation=_OPPOSITE[query.relation])
+    elif query.extreme is not None:
+        twin = replace(query, extreme=_OPPOSITE[query.extreme])
+    else:
+        return None
+    targets = resolve(twin, scene.objects, scene.size)
+    text = render(twin, rng)
+    if targets is None or text in used:
+        return None
+    return ReferringItem(text, targets, twin)
 
 
 def _pick(

@@ -88,10 +88,12 @@ class ShapeWorldSemantic(_ShapeWorldSource):
 @dataclass(frozen=True)
 class ShapeWorldReferring(_ShapeWorldSource):
     """Referring expressions, single-, multi- and no-target, about 4 per scene; `no_target_rate` (default the
-    dataset's, 0.15) is the chance that an expression has no target. Evaluation keeps the default: a training run
-    may ask for more no-target expressions without changing what it is measured on."""
+    dataset's, 0.15) is the chance that an expression has no target, and `twins` adds each relation's and extreme's
+    opposite (`referring_items`). Evaluation keeps the defaults: a training run may ask for more no-target
+    expressions, or twins, without changing what it is measured on."""
 
     no_target_rate: float = NO_TARGET_RATE
+    twins: bool = False
     task: ClassVar[TaskName] = "referring"
 
     def __post_init__(self) -> None:
@@ -101,7 +103,7 @@ class ShapeWorldReferring(_ShapeWorldSource):
 
     def __getitem__(self, index: int) -> ReferRecord:
         image_id, *key = self._check(index)
-        items = referring_items(scene(*key), no_target_rate=self.no_target_rate)
+        items = referring_items(scene(*key), no_target_rate=self.no_target_rate, twins=self.twins)
         expressions = tuple(Expression(i.text, partial(load_masks, *key, i.targets)) for i in items)
         return ReferRecord(image_id, partial(load_image, *key), expressions)
 
