@@ -218,6 +218,32 @@ def test_a_higher_no_target_rate_adds_absent_names_and_false_relations_and_keeps
         ShapeWorldReferring("train", no_target_rate=1.5)
 
 
+def test_twins_follow_each_relation_and_extreme_turned_the_opposite_way():
+    opposite = {"left": "right", "top": "bottom", "large": "small"}
+    opposite.update({v: k for k, v in opposite.items()})
+    twins, relation_twins_without_target = 0, 0
+    for sc in _scenes("train", 150, start=3000):
+        plain, paired = referring_items(sc), referring_items(sc, twins=True)
+        assert [i for i in paired if i in plain] == list(plain)  # the draws themselves are unchanged
+        for before, item in itertools.pairwise(paired):
+            if item in plain:
+                continue
+            twins += 1
+            assert before in plain  # a twin follows its original
+            _check_expression(item.text, item.targets, sc.objects)
+            a, b = before.query, item.query
+            assert (a.head, a.anchor, a.plural) == (b.head, b.anchor, b.plural)
+            if a.relation is not None:
+                assert b.relation == opposite[a.relation]
+                relation_twins_without_target += not item.targets
+            else:
+                assert b.extreme == opposite[a.extreme]
+            assert item.targets != before.targets  # another answer from the same words
+    assert twins >= 100 and relation_twins_without_target >= 20
+    source = ShapeWorldReferring("train", 64, twins=True)
+    assert len(source[3].expressions) > len(ShapeWorldReferring("train", 64)[3].expressions)
+
+
 @pytest.mark.parametrize("split", ["val", "test-open"])
 def test_reasoning_targets_are_the_described_concept(split):
     for sc in _scenes(split, 80):

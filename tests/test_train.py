@@ -165,6 +165,7 @@ def test_trainable_only_checkpoints_hold_what_trains_and_export_from_init_from(t
         (["optim.lr_scale.sam.mask_decoder=0.1"], "positive number"),  # a nested mapping, not {prefix: scale}
         (["data.dataset=mixed", "data.refer_no_target_rate=0.3"], "ShapeWorld only"),
         (["data.refer_no_target_rate=1.5"], r"in \[0, 1\]"),
+        (["data.dataset=mixed", "data.refer_twins=true"], "ShapeWorld only"),
     ],
 )
 def test_train_config_combinations_that_cannot_work_are_named(tmp_path, overrides, message):

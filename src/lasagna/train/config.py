@@ -136,12 +136,10 @@ def check_train_config(cfg: TrainConfig) -> None:
         )
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1):
         raise ValueError(f"data.refer_no_target_rate must be a number in [0, 1], got {rate!r}")
-    if cfg.data.refer_twins is not False and cfg.data.dataset != "shapeworld":
+    if cfg.data.refer_twins and cfg.data.dataset != "shapeworld":
         raise ValueError(
             f"data.refer_twins applies to ShapeWorld only; dataset {cfg.data.dataset!r} brings its own expressions"
         )
-    if not isinstance(cfg.data.refer_twins, bool):
-        raise ValueError(f"data.refer_twins must be true or false, got {cfg.data.refer_twins!r}")
     if cfg.checkpoint_weights == "trainable":
         if not cfg.init_from:
             raise ValueError("checkpoint_weights: trainable needs init_from, where the frozen weights come back from")
