@@ -7,6 +7,11 @@ masks in the batch. A batch with no masks has mask losses of exactly 0. Pixels m
 One addition, off by default: `decision_weight` counts each `<ins>`/`<no_ins>` label that many times in the CE mean
 (a weighted mean, so 1.0 is exactly the released CE). A model trained from scratch uses it to make the presence
 decisions, a third of its answer tokens, outweigh the mask losses that otherwise steer its LLM.
+
+Another, off by default: `place_weight` adds `place_ce`, where the state before each `<ins>` points among its image's
+tokens, against the target mask pooled to the token grid. It asks the LLM to know where what it answers is, which a
+pretrained LLaVA brings and one trained from scratch never learned: the mask decoder finds the target without it
+(docs/shapeworld-model.md, step 29).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .tokens import IGNORE_INDEX
+from .tokens import IGNORE_INDEX, IMAGE_TOKEN_ID
 
 DICE_SCALE = 1000.0
 DICE_EPS = 1e-6
@@ -28,6 +33,7 @@ class LossConfig:
     bce_weight: float = 2.0
     dice_weight: float = 0.5
     decision_weight: float = 1.0  # CE weight of <ins>/<no_ins> labels; 1.0 = the released plain mean
+    place_weight: float = 0.0  # weight of place_ce; 0 = the released recipe
 
 
 @dataclass
@@ -37,6 +43,7 @@ class LossParts:
     bce: torch.Tensor
     dice: torch.Tensor
     num_masks: int
+    place: torch.Tensor | None = None
 
 
 def token_ce(
@@ -84,6 +91,47 @@ def mask_dice_sum(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tens
     return (1 - (inter + DICE_EPS) / (denom + DICE_EPS)).sum()
 
 
+def place_ce(
+    hidden: torch.Tensor,
+    ids: torch.Tensor,
+    ins_id: int,
+    image_index: torch.Tensor,
+    gt_masks: list[torch.Tensor],
+    grid: int,
+    skip: int,
+) -> torch.Tensor:
+    """Mean over `<ins>` of the CE between where its state points and where its target is.
+
+    hidden / ids: (B, L', D) last-layer states and (B, L') ids of the expanded batch (image tokens carry
+    IMAGE_TOKEN_ID); image_index: (B,) each row's image; gt_masks: per image (N_i, H, W) in `<ins>` order. The state
+    before each `<ins>` scores its row's image tokens by scaled dot product (the first `skip` are not on the grid:
+    CLS); the target is its mask's share of each cell of the `grid` x `grid` token grid, summing to 1. Masks with no
+    pixel are left out; 0 (with a gradient path) when nothing is left. why: the grid is the tower's over the whole
+    image, which holds for a square image resized as it is (ShapeWorld)."""
+    image = ids == IMAGE_TOKEN_ID
+    tokens = image.sum(1)
+    if not bool((tokens == skip + grid * grid).all()):
+        raise ValueError(f"place_ce: every row needs {skip} + {grid}x{grid} image tokens, got {tokens.tolist()}")
+    cells = hidden[image].view(len(ids), -1, hidden.shape[-1])[:, skip:]
+    before_ins = torch.zeros_like(image)
+    before_ins[:, :-1] = ids[:, 1:] == ins_id
+    rows = before_ins.nonzero()[:, 0]
+    logits = torch.einsum("md,mnd->mn", hidden[before_ins].float(), cells[rows].float()) / hidden.shape[-1] ** 0.5
+    targets, keep, seen = [], [], [0] * len(gt_masks)
+    for row in rows.tolist():
+        i = int(image_index[row])
+        mask = gt_masks[i][seen[i]].float()
+        seen[i] += 1
+        share = F.adaptive_avg_pool2d(mask[None, None], grid).flatten()
+        keep.append(bool(share.sum() > 0))
+        targets.append(share / share.sum().clamp_min(1e-12))
+    if not any(keep):
+        return hidden.sum() * 0.0
+    kept = torch.tensor(keep, device=logits.device)
+    target = torch.stack(targets)[kept]
+    return -(target * logits[kept].log_softmax(-1)).sum(-1).mean()
+
+
 def lasagna_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -92,10 +140,12 @@ def lasagna_loss(
     ignore: list[torch.Tensor | None] | None = None,
     cfg: LossConfig | None = None,
     decision_ids: tuple[int, ...] = (),
+    place: torch.Tensor | None = None,
 ) -> LossParts:
     """Combine the three parts; mask_logits[i] and gt_masks[i] are (N_i, H_i, W_i) for image i.
 
     decision_ids: the `<ins>` and `<no_ins>` ids, needed when cfg.decision_weight != 1.
+    place: `place_ce`'s value, needed when cfg.place_weight != 0.
     """
     cfg = cfg or LossConfig()
     if len(mask_logits) != len(gt_masks):
@@ -121,4 +171,8 @@ def lasagna_loss(
     bce = bce / (num_masks + 1e-8)
     dice = dice / (num_masks + 1e-8)
     total = cfg.ce_weight * ce + cfg.bce_weight * bce + cfg.dice_weight * dice
-    return LossParts(total=total, ce=ce, bce=bce, dice=dice, num_masks=num_masks)
+    if cfg.place_weight:
+        if place is None:
+            raise ValueError("loss.place_weight != 0 needs place_ce's value (place)")
+        total = total + cfg.place_weight * place
+    return LossParts(total=total, ce=ce, bce=bce, dice=dice, num_masks=num_masks, place=place)

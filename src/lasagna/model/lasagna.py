@@ -75,12 +75,15 @@ class LasagnaOutput:
 
     mask_logits: per image (N_i, H_i, W_i) float32 logits at the original size, in `<ins>` order.
     mask_embeddings: (M, C) prompts, M = number of `<ins>` in the batch, row-major order.
+    hidden / input_ids: (B, L', hidden) last-layer states and (B, L') ids of the expanded sequence (`losses.place_ce`).
     """
 
     logits: torch.Tensor
     labels: torch.Tensor | None
     mask_logits: list[torch.Tensor]
     mask_embeddings: torch.Tensor
+    hidden: torch.Tensor | None = None
+    input_ids: torch.Tensor | None = None
 
 
 def _maybe_no_grad(module: nn.Module):
@@ -214,4 +217,6 @@ class LasagnaModel(nn.Module):
             labels=expanded.labels,
             mask_logits=mask_logits,
             mask_embeddings=prompts,
+            hidden=hidden,
+            input_ids=expanded.input_ids,
         )

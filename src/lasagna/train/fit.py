@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_dir
 from ..checkpoint import CheckpointError, check_keys, read_weights, save_pretrained, save_weights
-from ..losses import lasagna_loss
+from ..losses import lasagna_loss, place_ce
 from ..model.build import cast_frozen, configure_trainable, merge_lora
 from ..tokens import token_ids
 from .config import TrainConfig, check_train_config, dump_train_config
@@ -192,6 +192,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
     ids = token_ids(tokenizer)
     decision_ids = (ids.ins, ids.no_ins)
+    vision = model.cfg.vision
+    place_grid = (vision.grid // vision.feature_pool, 0 if vision.drop_cls else 1)  # place_ce's grid, and CLS
     groups = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
     params = [p for group in groups for p in group["params"]]  # every trainable parameter, clipped together
     optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
@@ -221,6 +223,11 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
             sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(model)
             with sync, accelerator.autocast():
                 output = model(inputs)
+                place = None
+                if cfg.loss.place_weight:
+                    place = place_ce(
+                        output.hidden, output.input_ids, ids.ins, inputs.image_index, inputs.gt_masks, *place_grid
+                    )
                 parts = lasagna_loss(
                     output.logits,
                     output.labels,
@@ -229,10 +236,13 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                     inputs.ignore,
                     cfg.loss,
                     decision_ids,
+                    place,
                 )
                 accelerator.backward(parts.total / accum)
             for name, value in (("loss", parts.total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):
                 sums[name] += float(value.detach()) / accum
+            if parts.place is not None:
+                sums["place"] = sums.get("place", 0.0) + float(parts.place.detach()) / accum
             # text tokens per conversation, before image expansion (the ablation's sequence length)
             sums["tokens"] += float(inputs.attention_mask.sum()) / inputs.attention_mask.shape[0] / accum
         # why: the paper clips at 1.0 before every optimizer step
