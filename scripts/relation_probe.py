@@ -30,7 +30,7 @@ from lasagna.checkpoint import load_pretrained
 from lasagna.data.collate import Collator
 from lasagna.data.mixture import Mixture
 from lasagna.data.shapeworld import holds_relation
-from lasagna.tokens import token_ids
+from lasagna.tokens import INS, token_ids
 from lasagna.train.config import load_train_config
 from lasagna.train.setup import training_sources
 
@@ -84,13 +84,15 @@ def target_place(conversation) -> tuple[str, float, float] | None:
     if len(xs) == 0:
         return None
     height, width = conversation.masks.shape[1:]
-    return kind(conversation.question), float(xs.mean()) / width, float(ys.mean()) / height
+    return kind(conversation.answer), float(xs.mean()) / width, float(ys.mean()) / height
 
 
-def kind(question: str) -> str:
-    if holds_relation(question):
+def kind(answer: str) -> str:
+    """The expression's kind, from an echo answer ("the leftmost star<ins>."), which repeats the expression."""
+    expression = answer.split(INS)[0]
+    if holds_relation(expression):
         return "relation"
-    return "extreme" if EXTREME.search(question) else "other"
+    return "extreme" if EXTREME.search(expression) else "other"
 
 
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:

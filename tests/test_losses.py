@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from lasagna.losses import LossConfig, lasagna_loss, mask_dice_sum, token_ce
-from lasagna.tokens import IGNORE_INDEX
+from lasagna.losses import LossConfig, lasagna_loss, mask_dice_sum, place_ce, token_ce
+from lasagna.tokens import IGNORE_INDEX, IMAGE_TOKEN_ID
 
 
 def test_empty_masks_give_zero_mask_losses_not_nan():
@@ -71,3 +71,41 @@ def test_decision_weight_is_a_weighted_mean_and_1_is_the_plain_mean():
 def test_decision_weight_without_ids_is_refused():
     with pytest.raises(ValueError, match="decision_ids"):
         lasagna_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2).long(), [], [], cfg=LossConfig(decision_weight=2.0))
+
+
+def _place_batch(pointing_at: int, with_cls: bool = True):
+    """One row: [CLS] + a 2x2 grid of image tokens, then a slot before <ins>; each cell's state a one-hot."""
+    ins, dim, skip = 7, 8, int(with_cls)
+    ids = torch.tensor([[IMAGE_TOKEN_ID] * (skip + 4) + [5, 6, ins]])
+    hidden = torch.zeros(1, ids.shape[1], dim)
+    for cell in range(4):
+        hidden[0, skip + cell, cell] = 1.0
+    hidden[0, -2, pointing_at] = 20.0  # the state before <ins>
+    return hidden, ids, ins, skip
+
+
+def test_place_ce_is_low_where_the_slot_points_at_its_target_and_skips_empty_masks():
+    target = torch.zeros(1, 4, 4, dtype=torch.bool)
+    target[0, 2:, 2:] = True  # the bottom-right cell of a 2x2 grid
+    losses = {}
+    for cell in range(4):
+        hidden, ids, ins, skip = _place_batch(cell)
+        losses[cell] = place_ce(hidden, ids, ins, torch.tensor([0]), [target], grid=2, skip=skip).item()
+    assert losses[3] < 0.01 and min(losses[0], losses[1], losses[2]) > 1.0
+    hidden, ids, ins, skip = _place_batch(3, with_cls=False)
+    assert place_ce(hidden, ids, ins, torch.tensor([0]), [target], grid=2, skip=0).item() < 0.01
+    empty = place_ce(hidden, ids, ins, torch.tensor([0]), [torch.zeros(1, 4, 4)], grid=2, skip=0)
+    assert empty.item() == 0.0
+    with pytest.raises(ValueError, match="image tokens"):
+        place_ce(hidden, ids, ins, torch.tensor([0]), [target], grid=3, skip=0)
+    with pytest.raises(ValueError, match="place_weight"):
+        lasagna_loss(torch.zeros(1, 2, 3), torch.full((1, 2), IGNORE_INDEX), [], [], cfg=LossConfig(place_weight=1.0))
+    parts = lasagna_loss(
+        torch.zeros(1, 2, 3),
+        torch.full((1, 2), IGNORE_INDEX),
+        [],
+        [],
+        cfg=LossConfig(place_weight=0.5),
+        place=torch.tensor(2.0),
+    )
+    assert parts.total.item() == 1.0 and parts.place.item() == 2.0

@@ -7,7 +7,7 @@ import torch
 from helpers import failed_run, run_two_processes
 from lasagna.checkpoint import CheckpointError, load_pretrained, read_weights, save_pretrained
 from lasagna.config import to_dict
-from lasagna.losses import lasagna_loss
+from lasagna.losses import lasagna_loss, place_ce
 from lasagna.model.build import TrainableConfig, configure_trainable
 from lasagna.train import fit as fit_module
 from lasagna.train.config import check_train_config, load_train_config
@@ -63,6 +63,42 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
         value.backward()
         opt.step()
     assert loss().item() < 0.7 * first.item()
+
+
+def test_place_loss_trains_where_each_slot_points_and_is_logged(tmp_path):
+    cfg = _cfg(tmp_path, "loss.place_weight=0.5")
+    torch.manual_seed(0)
+    model, tokenizer = build_model_and_tokenizer(cfg)
+    configure_trainable(model, TrainableConfig(lora_r=0, llm_full=True))
+    dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
+    batch = collate([dataset[i] for i in range(4)])
+    assert sum(len(m) for m in batch.gt_masks) > 0
+    vision = model.cfg.vision
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+
+    def loss():
+        out = model(batch)
+        return place_ce(
+            out.hidden,
+            out.input_ids,
+            model.ins_id,
+            batch.image_index,
+            batch.gt_masks,
+            vision.feature_grid,
+            1 - vision.drop_cls,
+        )
+
+    first = loss()
+    for _ in range(20):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    assert loss().item() < 0.7 * first.item()
+    fit(_cfg(tmp_path / "run", "loss.place_weight=0.5", "optim.steps=2", "log_every=1"))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["place"] > 0 for r in records if "loss" in r)
 
 
 def _base_model(tmp_path: Path) -> Path:

@@ -50,8 +50,14 @@ class VisionConfig:
         return self.image_size // self.patch_size
 
     @property
+    def feature_grid(self) -> int:
+        """The side of the grid of image tokens the LLM gets (after feature_pool)."""
+        return self.grid // self.feature_pool
+
+    @property
     def num_features(self) -> int:
-        return (self.grid // self.feature_pool) ** 2 + (0 if self.drop_cls else 1)
+        """Image tokens the LLM gets: the grid's, after CLS when it is kept."""
+        return self.feature_grid**2 + (0 if self.drop_cls else 1)
 
 
 @dataclass

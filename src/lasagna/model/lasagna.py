@@ -111,7 +111,7 @@ def grid_code(cfg: ModelConfig) -> torch.Tensor:
 
     why computed at each call, not a buffer: a model built on the meta device (`checkpoint.build_from_state`) would
     need it rebuilt, and it costs nothing beside the forward."""
-    code = sincos_grid(cfg.vision.grid // cfg.vision.feature_pool, cfg.image_grid_code).flatten(0, 1)
+    code = sincos_grid(cfg.vision.feature_grid, cfg.image_grid_code).flatten(0, 1)
     return code if cfg.vision.drop_cls else torch.cat([code.new_zeros(1, code.shape[1]), code])  # CLS is nowhere
 
 

@@ -193,7 +193,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     ids = token_ids(tokenizer)
     decision_ids = (ids.ins, ids.no_ins)
     vision = model.cfg.vision
-    place_grid = (vision.grid // vision.feature_pool, 0 if vision.drop_cls else 1)  # place_ce's grid, and CLS
+    place_grid = (vision.feature_grid, 0 if vision.drop_cls else 1)  # place_ce's grid, and the CLS before it
     groups = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
     params = [p for group in groups for p in group["params"]]  # every trainable parameter, clipped together
     optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
