@@ -34,6 +34,13 @@ class LossConfig:
     dice_weight: float = 0.5
     decision_weight: float = 1.0  # CE weight of <ins>/<no_ins> labels; 1.0 = the released plain mean
     place_weight: float = 0.0  # weight of place_ce; 0 = the released recipe
+    # what place_ce points at: "tokens", the image tokens' last-layer states, or "grid", the model's code of each
+    # token's place (ModelConfig.image_grid_code), so the state itself must hold where its target is
+    place_against: str = "tokens"
+
+    def __post_init__(self) -> None:
+        if self.place_against not in ("tokens", "grid"):
+            raise ValueError(f"loss.place_against must be 'tokens' or 'grid', got {self.place_against!r}")
 
 
 @dataclass
@@ -99,6 +106,7 @@ def place_ce(
     gt_masks: list[torch.Tensor],
     grid: int,
     skip: int,
+    cells: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over `<ins>` of the CE between where its state points and where its target is.
 
@@ -106,17 +114,22 @@ def place_ce(
     IMAGE_TOKEN_ID); image_index: (B,) each row's image; gt_masks: per image (N_i, H, W) in `<ins>` order. The state
     before each `<ins>` scores its row's image tokens by scaled dot product (the first `skip` are not on the grid:
     CLS); the target is its mask's share of each cell of the `grid` x `grid` token grid, summing to 1. Masks with no
-    pixel are left out; 0 (with a gradient path) when nothing is left. why: the grid is the tower's over the whole
+    pixel are left out; 0 (with a gradient path) when nothing is left. cells: (grid * grid, D) vectors to point at
+    instead, the same for every slot (a code of each cell's place). why: the grid is the tower's over the whole
     image, which holds for a square image resized as it is (ShapeWorld)."""
     image = ids == IMAGE_TOKEN_ID
     tokens = image.sum(1)
     if not bool((tokens == skip + grid * grid).all()):
         raise ValueError(f"place_ce: every row needs {skip} + {grid}x{grid} image tokens, got {tokens.tolist()}")
-    cells = hidden[image].view(len(ids), -1, hidden.shape[-1])[:, skip:]
     before_ins = torch.zeros_like(image)
     before_ins[:, :-1] = ids[:, 1:] == ins_id
     rows = before_ins.nonzero()[:, 0]
-    logits = torch.einsum("md,mnd->mn", hidden[before_ins].float(), cells[rows].float()) / hidden.shape[-1] ** 0.5
+    if cells is None:
+        cells = hidden[image].view(len(ids), -1, hidden.shape[-1])[rows, skip:]
+    else:
+        cells = cells.expand(len(rows), *cells.shape)
+    with torch.autocast(hidden.device.type, enabled=False):  # why: autocast would take the scores back to bf16
+        logits = torch.einsum("md,mnd->mn", hidden[before_ins].float(), cells.float()) / hidden.shape[-1] ** 0.5
     targets, keep, seen = [], [], [0] * len(gt_masks)
     for row in rows.tolist():
         i = int(image_index[row])

@@ -22,6 +22,7 @@ from ..atomic import write_atomic_dir
 from ..checkpoint import CheckpointError, check_keys, read_weights, save_pretrained, save_weights
 from ..losses import lasagna_loss, place_ce
 from ..model.build import cast_frozen, configure_trainable, merge_lora
+from ..model.lasagna import grid_code
 from ..tokens import token_ids
 from .config import TrainConfig, check_train_config, dump_train_config
 from .decoder import DECODER_FILE, load_decoder, pretrain_decoder
@@ -194,6 +195,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     decision_ids = (ids.ins, ids.no_ins)
     vision = model.cfg.vision
     place_grid = (vision.feature_grid, 0 if vision.drop_cls else 1)  # place_ce's grid, and the CLS before it
+    if cfg.loss.place_weight and cfg.loss.place_against == "grid" and model.image_grid is None:
+        raise ValueError("loss.place_against: grid needs a model with image_grid_code (scripts/add_grid_code.py)")
     groups = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
     params = [p for group in groups for p in group["params"]]  # every trainable parameter, clipped together
     optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
@@ -225,8 +228,15 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                 output = model(inputs)
                 place = None
                 if cfg.loss.place_weight:
+                    cells = place_cells(accelerator.unwrap_model(model), cfg.loss.place_against)
                     place = place_ce(
-                        output.hidden, output.input_ids, ids.ins, inputs.image_index, inputs.gt_masks, *place_grid
+                        output.hidden,
+                        output.input_ids,
+                        ids.ins,
+                        inputs.image_index,
+                        inputs.gt_masks,
+                        *place_grid,
+                        cells,
                     )
                 parts = lasagna_loss(
                     output.logits,
@@ -366,6 +376,14 @@ def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState
         metrics_log.write(json.dumps({"step": state.step, "eval": report}) + "\n")
         metrics_log.flush()
         log.info("step %d eval %s", state.step, report)
+
+
+def place_cells(model, against: str) -> torch.Tensor | None:
+    """What `place_ce` points at: None for each row's image tokens, or the model's code of each grid cell's place."""
+    if against == "tokens":
+        return None
+    code = grid_code(model.cfg).to(model.image_grid.weight.device, model.image_grid.weight.dtype)
+    return model.image_grid(code)[0 if model.cfg.vision.drop_cls else 1 :]
 
 
 def export_model(model, tokenizer, out: Path, dtype: str = "bf16", overwrite: bool = True) -> Path:
