@@ -94,10 +94,16 @@ def test_place_ce_is_low_where_the_slot_points_at_its_target_and_skips_empty_mas
     assert losses[3] < 0.01 and min(losses[0], losses[1], losses[2]) > 1.0
     hidden, ids, ins, skip = _place_batch(3, with_cls=False)
     assert place_ce(hidden, ids, ins, torch.tensor([0]), [target], grid=2, skip=0).item() < 0.01
+    cells = torch.eye(8)[[3, 2, 1, 0]]  # a code per cell, pointed at instead of the image tokens: cell 3 is dim 0
+    assert place_ce(hidden, ids, ins, torch.tensor([0]), [target], grid=2, skip=0, cells=cells).item() > 1.0
+    hidden[0, -2] = 20.0 * cells[3]
+    assert place_ce(hidden, ids, ins, torch.tensor([0]), [target], grid=2, skip=0, cells=cells).item() < 0.01
     empty = place_ce(hidden, ids, ins, torch.tensor([0]), [torch.zeros(1, 4, 4)], grid=2, skip=0)
     assert empty.item() == 0.0
     with pytest.raises(ValueError, match="image tokens"):
         place_ce(hidden, ids, ins, torch.tensor([0]), [target], grid=3, skip=0)
+    with pytest.raises(ValueError, match="place_against"):
+        LossConfig(place_against="where")
     with pytest.raises(ValueError, match="place_weight"):
         lasagna_loss(torch.zeros(1, 2, 3), torch.full((1, 2), IGNORE_INDEX), [], [], cfg=LossConfig(place_weight=1.0))
     parts = lasagna_loss(

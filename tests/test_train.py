@@ -99,6 +99,8 @@ def test_place_loss_trains_where_each_slot_points_and_is_logged(tmp_path):
     fit(_cfg(tmp_path / "run", "loss.place_weight=0.5", "optim.steps=2", "log_every=1"))
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["place"] > 0 for r in records if "loss" in r)
+    with pytest.raises(ValueError, match="image_grid_code"):  # named before any stage runs
+        fit(_cfg(tmp_path / "grid", "loss.place_weight=0.5", "loss.place_against=grid"))
 
 
 def _base_model(tmp_path: Path) -> Path:

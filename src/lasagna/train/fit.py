@@ -172,6 +172,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         model, tokenizer = build_model_and_tokenizer(cfg, out)
+    if cfg.loss.place_weight and cfg.loss.place_against == "grid" and model.image_grid is None:
+        raise ValueError("loss.place_against: grid needs a model with image_grid_code (scripts/add_grid_code.py)")
     if cfg.encoders.from_file:
         load_encoders(model, Path(cfg.encoders.from_file))
     elif cfg.encoders.steps > 0:
@@ -195,8 +197,6 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     decision_ids = (ids.ins, ids.no_ins)
     vision = model.cfg.vision
     place_grid = (vision.feature_grid, 0 if vision.drop_cls else 1)  # place_ce's grid, and the CLS before it
-    if cfg.loss.place_weight and cfg.loss.place_against == "grid" and model.image_grid is None:
-        raise ValueError("loss.place_against: grid needs a model with image_grid_code (scripts/add_grid_code.py)")
     groups = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
     params = [p for group in groups for p in group["params"]]  # every trainable parameter, clipped together
     optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
