@@ -135,6 +135,7 @@ def r2(pred: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def probe_truth(model, tokenizer, cfg, args) -> None:
+    """AUC per layer of a logistic regression telling false relations from true, beside the model's own."""
     x_train, y_train, _ = states(model, tokenizer, cfg, "train", args.train, 7, relation_truth)
     x_test, y_test, own = states(model, tokenizer, cfg, "test", args.test, 3, relation_truth)
     y_train, y_test = torch.tensor(y_train), torch.tensor(y_test)
@@ -152,8 +153,13 @@ def probe_truth(model, tokenizer, cfg, args) -> None:
 
 
 def probe_place(model, tokenizer, cfg, args) -> None:
+    """R^2 per layer of a ridge regression from each slot's state to its target's centroid, by kind of expression."""
+    if cfg.data.mixture.tasks.referring.answer_form != "echo":
+        raise ValueError("--place tells kinds of expression from echo answers: --config needs answer_form: echo")
     x_train, train, _ = states(model, tokenizer, cfg, "train", args.train, 7, target_place)
     x_test, test, _ = states(model, tokenizer, cfg, "test", args.test, 3, target_place)
+    if not train or not test:
+        raise ValueError(f"no slot with a target among {args.train} train / {args.test} test items")
     y_train = torch.tensor([t[1:] for t in train])
     y_test = torch.tensor([t[1:] for t in test])
     kinds = sorted({t[0] for t in test})
@@ -163,12 +169,13 @@ def probe_place(model, tokenizer, cfg, args) -> None:
         + ")"
     )
     for layer in range(x_train.shape[0]):
-        pred = fit_ridge(x_train[layer], y_train)(x_test[layer])
+        ridge = fit_ridge(x_train[layer], y_train)
+        pred = ridge(x_test[layer])
         by_kind = []
         for k in kinds:
             rows = torch.tensor([t[0] == k for t in test])
             by_kind.append(f"{k} {r2(pred[rows], y_test[rows]):.3f}")
-        train_r2 = r2(fit_ridge(x_train[layer], y_train)(x_train[layer]), y_train)
+        train_r2 = r2(ridge(x_train[layer]), y_train)
         print(
             f"probe after layer {layer}: R^2 train {train_r2:.3f}, test {r2(pred, y_test):.3f} ({', '.join(by_kind)})"
         )

@@ -115,3 +115,35 @@ def test_place_ce_is_low_where_the_slot_points_at_its_target_and_skips_empty_mas
         place=torch.tensor(2.0),
     )
     assert parts.total.item() == 1.0 and parts.place.item() == 2.0
+
+
+def test_place_ce_pairs_each_slot_with_its_images_masks_in_order():
+    """Rows 0 and 1 show image 0, row 2 image 1; row 1 holds two slots. Each slot points at one cell of a 2x2 grid."""
+    ins, dim = 7, 4
+    ids = torch.tensor([[IMAGE_TOKEN_ID] * 4 + [5, ins, 6, 6]] * 3)
+    ids[1, 6:] = torch.tensor([5, ins])
+    hidden = torch.zeros(3, ids.shape[1], dim)
+    hidden[:, :4] = torch.eye(dim)  # image token of cell c: one-hot c
+    slots = [(0, 4, 2), (1, 4, 1), (1, 6, 0), (2, 4, 3)]  # (row, position before <ins>, cell it points at)
+    for row, pos, cell in slots:
+        hidden[row, pos, cell] = 20.0
+
+    def masks(*cells):
+        out = torch.zeros(len(cells), 4, 4, dtype=torch.bool)
+        for k, c in enumerate(cells):
+            out[k, 2 * (c // 2) : 2 * (c // 2) + 2, 2 * (c % 2) : 2 * (c % 2) + 2] = True
+        return out
+
+    image_index = torch.tensor([0, 0, 1])
+    right = place_ce(hidden, ids, ins, image_index, [masks(2, 1, 0), masks(3)], grid=2, skip=0)
+    swapped = place_ce(hidden, ids, ins, image_index, [masks(2, 0, 1), masks(3)], grid=2, skip=0)
+    assert right.item() < 0.01 and swapped.item() > 0.4 * 20 / dim**0.5  # half of the slots point elsewhere
+    with pytest.raises(ValueError, match="more <ins> slots"):
+        place_ce(hidden, ids, ins, image_index, [masks(2, 1), masks(3)], grid=2, skip=0)
+    with pytest.raises(ValueError, match="fewer <ins> slots"):
+        place_ce(hidden, ids, ins, image_index, [masks(2, 1, 0), masks(3, 0)], grid=2, skip=0)
+    hidden.requires_grad_(True)
+    empty = torch.zeros(3, 4, 4, dtype=torch.bool), torch.zeros(1, 4, 4, dtype=torch.bool)
+    nothing = place_ce(hidden, ids, ins, image_index, list(empty), grid=2, skip=0)
+    nothing.backward()  # masks without a pixel: 0, and still a graph to backpropagate through
+    assert nothing.item() == 0.0 and hidden.grad is not None

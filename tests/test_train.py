@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -42,65 +43,52 @@ def _cfg(out: Path, *extra: str):
     return load_train_config(None, [f"out_dir={out}", *TINY, *extra])
 
 
-def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
+def _fit_on_one_batch(tmp_path: Path, images: int, loss_of) -> tuple[float, float]:
+    """A tiny model trained 20 steps on one fixed batch -> (loss before, loss after); loss_of(model, batch)."""
     cfg = _cfg(tmp_path)
     torch.manual_seed(0)
     model, tokenizer = build_model_and_tokenizer(cfg)
     configure_trainable(model, TrainableConfig(lora_r=0, llm_full=True))
     dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
-    batch = collate([dataset[i] for i in range(2)])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-3)
+    batch = collate([dataset[i] for i in range(images)])
+    assert sum(len(m) for m in batch.gt_masks) > 0
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    first = loss_of(model, batch).item()
+    for _ in range(20):
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        opt.step()
+    return first, loss_of(model, batch).item()
 
-    def loss():
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
+    def loss_of(model, batch):
         out = model(batch)
         return lasagna_loss(out.logits, out.labels, out.mask_logits, batch.gt_masks, batch.ignore).total
 
-    first = loss()
-    for _ in range(20):
-        opt.zero_grad()
-        value = loss()
-        value.backward()
-        opt.step()
-    assert loss().item() < 0.7 * first.item()
+    first, last = _fit_on_one_batch(tmp_path, 2, loss_of)
+    assert last < 0.7 * first
 
 
 def test_place_loss_trains_where_each_slot_points_and_is_logged(tmp_path):
-    cfg = _cfg(tmp_path, "loss.place_weight=0.5")
-    torch.manual_seed(0)
-    model, tokenizer = build_model_and_tokenizer(cfg)
-    configure_trainable(model, TrainableConfig(lora_r=0, llm_full=True))
-    dataset, collate = build_training_set(cfg, tokenizer, model.cfg)
-    batch = collate([dataset[i] for i in range(4)])
-    assert sum(len(m) for m in batch.gt_masks) > 0
-    vision = model.cfg.vision
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-3)
+    def loss_of(model, batch):
+        out, vision = model(batch), model.cfg.vision
+        grid, skip = vision.feature_grid, 1 - vision.drop_cls
+        return place_ce(out.hidden, out.input_ids, model.ins_id, batch.image_index, batch.gt_masks, grid, skip)
 
-    def loss():
-        out = model(batch)
-        return place_ce(
-            out.hidden,
-            out.input_ids,
-            model.ins_id,
-            batch.image_index,
-            batch.gt_masks,
-            vision.feature_grid,
-            1 - vision.drop_cls,
-        )
-
-    first = loss()
-    for _ in range(20):
-        opt.zero_grad()
-        value = loss()
-        value.backward()
-        opt.step()
-    assert loss().item() < 0.7 * first.item()
+    first, last = _fit_on_one_batch(tmp_path, 4, loss_of)
+    assert last < 0.7 * first
     fit(_cfg(tmp_path / "run", "loss.place_weight=0.5", "optim.steps=2", "log_every=1"))
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["place"] > 0 for r in records if "loss" in r)
-    with pytest.raises(ValueError, match="image_grid_code"):  # named before any stage runs
-        fit(_cfg(tmp_path / "grid", "loss.place_weight=0.5", "loss.place_against=grid"))
+    steps = [r for r in records if "loss" in r]
+    assert len(steps) == 2 and all(r["place"] > 0 for r in steps)
+    with pytest.raises(ValueError, match="image_grid_code"):  # named before anything is built or written
+        fit(_cfg(tmp_path / "refused", "loss.place_weight=0.5", "loss.place_against=grid"))
+    assert not (tmp_path / "refused").exists()
+    grid = ["loss.place_weight=0.5", "loss.place_against=grid", "model_overrides={image_grid_code: 8}"]
+    fit(_cfg(tmp_path / "grid", *grid, "optim.steps=1", "log_every=1"))
+    first = json.loads((tmp_path / "grid" / "metrics.jsonl").read_text().splitlines()[0])
+    assert abs(first["place"] - math.log(16)) < 1e-3  # the map starts at zero: every cell alike, 4x4 tiny grid
 
 
 def _base_model(tmp_path: Path) -> Path:
@@ -204,6 +192,8 @@ def test_trainable_only_checkpoints_hold_what_trains_and_export_from_init_from(t
         (["data.dataset=mixed", "data.refer_no_target_rate=0.3"], "ShapeWorld only"),
         (["data.refer_no_target_rate=1.5"], r"in \[0, 1\]"),
         (["data.dataset=mixed", "data.refer_twins=true"], "ShapeWorld only"),
+        (["data.refer_twins=true"], "would split twins"),
+        (["data.dataset=mixed", "loss.place_weight=0.1"], "ShapeWorld only"),
     ],
 )
 def test_train_config_combinations_that_cannot_work_are_named(tmp_path, overrides, message):

@@ -55,9 +55,14 @@ class VisionConfig:
         return self.grid // self.feature_pool
 
     @property
+    def cls_tokens(self) -> int:
+        """Image tokens before the grid's: CLS, when it is kept."""
+        return 0 if self.drop_cls else 1
+
+    @property
     def num_features(self) -> int:
         """Image tokens the LLM gets: the grid's, after CLS when it is kept."""
-        return self.feature_grid**2 + (0 if self.drop_cls else 1)
+        return self.feature_grid**2 + self.cls_tokens
 
 
 @dataclass

@@ -9,14 +9,15 @@ One addition, off by default: `decision_weight` counts each `<ins>`/`<no_ins>` l
 decisions, a third of its answer tokens, outweigh the mask losses that otherwise steer its LLM.
 
 Another, off by default: `place_weight` adds `place_ce`, where the state before each `<ins>` points among its image's
-tokens, against the target mask pooled to the token grid. It asks the LLM to know where what it answers is, which a
-pretrained LLaVA brings and one trained from scratch never learned: the mask decoder finds the target without it
-(docs/shapeworld-model.md, step 29).
+tokens (`place_against: tokens`) or among the model's code of each token's place (`grid`), against the target mask
+pooled to the token grid. It asks the LLM to know where what it answers is, which a pretrained LLaVA brings and one
+trained from scratch never learned: the mask decoder finds the target without it (docs/shapeworld-model.md, step 29).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +37,13 @@ class LossConfig:
     place_weight: float = 0.0  # weight of place_ce; 0 = the released recipe
     # what place_ce points at: "tokens", the image tokens' last-layer states, or "grid", the model's code of each
     # token's place (ModelConfig.image_grid_code), so the state itself must hold where its target is
-    place_against: str = "tokens"
+    place_against: Literal["tokens", "grid"] = "tokens"
 
     def __post_init__(self) -> None:
         if self.place_against not in ("tokens", "grid"):
             raise ValueError(f"loss.place_against must be 'tokens' or 'grid', got {self.place_against!r}")
+        if self.place_weight < 0:
+            raise ValueError(f"loss.place_weight must be >= 0, got {self.place_weight}")
 
 
 @dataclass
@@ -133,11 +136,16 @@ def place_ce(
     targets, keep, seen = [], [], [0] * len(gt_masks)
     for row in rows.tolist():
         i = int(image_index[row])
+        if seen[i] == len(gt_masks[i]):
+            raise ValueError(f"image {i}: more <ins> slots than its {len(gt_masks[i])} target masks")
         mask = gt_masks[i][seen[i]].float()
         seen[i] += 1
         share = F.adaptive_avg_pool2d(mask[None, None], grid).flatten()
         keep.append(bool(share.sum() > 0))
         targets.append(share / share.sum().clamp_min(1e-12))
+    short = [i for i, (n, masks) in enumerate(zip(seen, gt_masks, strict=True)) if n != len(masks)]
+    if short:
+        raise ValueError(f"images {short}: fewer <ins> slots than target masks")
     if not any(keep):
         return hidden.sum() * 0.0
     kept = torch.tensor(keep, device=logits.device)

@@ -112,7 +112,7 @@ def grid_code(cfg: ModelConfig) -> torch.Tensor:
     why computed at each call, not a buffer: a model built on the meta device (`checkpoint.build_from_state`) would
     need it rebuilt, and it costs nothing beside the forward."""
     code = sincos_grid(cfg.vision.feature_grid, cfg.image_grid_code).flatten(0, 1)
-    return code if cfg.vision.drop_cls else torch.cat([code.new_zeros(1, code.shape[1]), code])  # CLS is nowhere
+    return torch.cat([code.new_zeros(cfg.vision.cls_tokens, code.shape[1]), code])  # CLS is nowhere
 
 
 class LasagnaModel(nn.Module):
@@ -173,6 +173,13 @@ class LasagnaModel(nn.Module):
             self.pad_id,
             inputs.labels,
         )
+
+    def grid_cells(self) -> torch.Tensor:
+        """(feature_grid ** 2, hidden) what `image_grid` adds to each grid token: the model's code of its place."""
+        if self.image_grid is None:
+            raise RuntimeError("grid_cells needs image_grid_code > 0")
+        code = grid_code(self.cfg)[self.cfg.vision.cls_tokens :]
+        return self.image_grid(code.to(self.image_grid.weight.device, self.image_grid.weight.dtype))
 
     def hidden_states(self, expanded: Expanded) -> torch.Tensor:
         """(B, L', hidden) final-norm last-layer states: the tensor that feeds lm_head."""

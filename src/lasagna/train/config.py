@@ -10,6 +10,7 @@ import yaml
 
 from ..config import from_dict, to_dict
 from ..data.mixture import MixtureConfig
+from ..data.shapeworld.referring import EXPRESSIONS_PER_SCENE
 from ..losses import LossConfig
 from ..model.build import TrainableConfig
 from .decoder import DecoderPretrainConfig
@@ -44,9 +45,9 @@ class DataConfig:
     # ShapeWorld only: the share of training referring expressions without a target; None keeps the dataset's 0.15.
     # Evaluation always uses the dataset's own expressions.
     refer_no_target_rate: float | None = None
-    # ShapeWorld only: each relation and extreme followed by its opposite ("left of" / "right of"), the same words
-    # with another answer (data.shapeworld.referring_items). Up to 8 expressions a scene then: keep both of a pair
-    # with mixture.tasks.referring.max_expressions 8.
+    # ShapeWorld only: each relation and extreme comes with its opposite ("left of" / "right of"), about the same
+    # objects with another answer, in the same sample (data.shapeworld.referring_items). Up to 8 expressions a scene
+    # then: mixture.tasks.referring.max_expressions must keep them all (8).
     refer_twins: bool = False
 
 
@@ -136,9 +137,20 @@ def check_train_config(cfg: TrainConfig) -> None:
         )
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1):
         raise ValueError(f"data.refer_no_target_rate must be a number in [0, 1], got {rate!r}")
+    if cfg.loss.place_weight and cfg.data.dataset != "shapeworld":
+        raise ValueError(
+            "loss.place_weight applies to ShapeWorld only: its grid is the whole image, which a centre crop of a "
+            f"non-square image is not (dataset {cfg.data.dataset!r})"
+        )
     if cfg.data.refer_twins and cfg.data.dataset != "shapeworld":
         raise ValueError(
             f"data.refer_twins applies to ShapeWorld only; dataset {cfg.data.dataset!r} brings its own expressions"
+        )
+    pairs = 2 * EXPRESSIONS_PER_SCENE
+    if cfg.data.refer_twins and cfg.data.mixture.tasks.referring.max_expressions < pairs:
+        raise ValueError(
+            f"data.refer_twins makes up to {pairs} expressions a scene; data.mixture.tasks.referring.max_expressions "
+            f"{cfg.data.mixture.tasks.referring.max_expressions} would split twins (set it to {pairs})"
         )
     if cfg.checkpoint_weights == "trainable":
         if not cfg.init_from:

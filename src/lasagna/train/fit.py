@@ -22,12 +22,11 @@ from ..atomic import write_atomic_dir
 from ..checkpoint import CheckpointError, check_keys, read_weights, save_pretrained, save_weights
 from ..losses import lasagna_loss, place_ce
 from ..model.build import cast_frozen, configure_trainable, merge_lora
-from ..model.lasagna import grid_code
 from ..tokens import token_ids
 from .config import TrainConfig, check_train_config, dump_train_config
 from .decoder import DECODER_FILE, load_decoder, pretrain_decoder
 from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders, warmup_linear_decay
-from .setup import build_model_and_tokenizer, build_training_set
+from .setup import build_model_and_tokenizer, build_training_set, model_config_of
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +165,14 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     out = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)
 
+    if cfg.loss.place_weight and cfg.loss.place_against == "grid" and not model_config_of(cfg).image_grid_code:
+        raise ValueError("loss.place_against: grid needs a model with image_grid_code (scripts/add_grid_code.py)")
     # why: the tokenizer decides the vocabulary, so it comes before the model (the main process saves it first)
     if accelerator.is_main_process:
         model, tokenizer = build_model_and_tokenizer(cfg, out)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         model, tokenizer = build_model_and_tokenizer(cfg, out)
-    if cfg.loss.place_weight and cfg.loss.place_against == "grid" and model.image_grid is None:
-        raise ValueError("loss.place_against: grid needs a model with image_grid_code (scripts/add_grid_code.py)")
     if cfg.encoders.from_file:
         load_encoders(model, Path(cfg.encoders.from_file))
     elif cfg.encoders.steps > 0:
@@ -196,7 +195,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     ids = token_ids(tokenizer)
     decision_ids = (ids.ins, ids.no_ins)
     vision = model.cfg.vision
-    place_grid = (vision.feature_grid, 0 if vision.drop_cls else 1)  # place_ce's grid, and the CLS before it
+    place_grid = (vision.feature_grid, vision.cls_tokens)  # place_ce's grid, and the CLS before it
     groups = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
     params = [p for group in groups for p in group["params"]]  # every trainable parameter, clipped together
     optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
@@ -228,7 +227,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                 output = model(inputs)
                 place = None
                 if cfg.loss.place_weight:
-                    cells = place_cells(accelerator.unwrap_model(model), cfg.loss.place_against)
+                    inner = accelerator.unwrap_model(model)
+                    cells = inner.grid_cells() if cfg.loss.place_against == "grid" else None
                     place = place_ce(
                         output.hidden,
                         output.input_ids,
@@ -376,14 +376,6 @@ def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState
         metrics_log.write(json.dumps({"step": state.step, "eval": report}) + "\n")
         metrics_log.flush()
         log.info("step %d eval %s", state.step, report)
-
-
-def place_cells(model, against: str) -> torch.Tensor | None:
-    """What `place_ce` points at: None for each row's image tokens, or the model's code of each grid cell's place."""
-    if against == "tokens":
-        return None
-    code = grid_code(model.cfg).to(model.image_grid.weight.device, model.image_grid.weight.dtype)
-    return model.image_grid(code)[0 if model.cfg.vision.drop_cls else 1 :]
 
 
 def export_model(model, tokenizer, out: Path, dtype: str = "bf16", overwrite: bool = True) -> Path:

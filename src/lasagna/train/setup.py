@@ -70,6 +70,15 @@ def apply_overrides(model_cfg: ModelConfig, overrides: dict) -> ModelConfig:
     return from_dict(ModelConfig, data)
 
 
+def model_config_of(cfg: TrainConfig) -> ModelConfig:
+    """The model a run trains, read before anything is built (a fresh preset's vocabulary is not yet known)."""
+    if cfg.init_from:
+        from ..checkpoint import read_config
+
+        return read_config(Path(cfg.init_from))
+    return apply_overrides(preset(cfg.model_preset), cfg.model_overrides)
+
+
 def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
     """From `init_from`, or a fresh preset with a plain tokenizer fitted on the training text.
 
@@ -93,7 +102,7 @@ def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
         # held-out names are left out: they stay word sequences, the only form a never-seen name can take
         names = [c for c in classes("train") if " " in c] if cfg.tokenizer_whole_names else []
         tokenizer = build_plain_tokenizer(_corpus(cfg), vocab_size=cfg.tokenizer_vocab, whole_phrases=names)
-    model_cfg = apply_overrides(preset(cfg.model_preset), cfg.model_overrides)
+    model_cfg = model_config_of(cfg)
     model_cfg.llm.vocab_size = len(tokenizer)
     model = LasagnaModel(model_cfg, seed=cfg.seed)  # why: each part's init independent of the vocabulary size
     ids = token_ids(tokenizer)
