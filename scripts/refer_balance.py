@@ -1,11 +1,12 @@
 """How are the ShapeWorld referring expressions split between kinds, with and without a target?
 
-    python scripts/refer_balance.py [--split train] [--n 1000] [--no-target-rate R]
+    python scripts/refer_balance.py [--split train] [--n 1000] [--no-target-rate R] [--twins]
 
 Generates the expressions of the first N scenes (`lasagna/data/shapeworld/referring.py`, at `--no-target-rate`, the
 dataset's 0.15 by default, as `data.refer_no_target_rate` sets it for training) and counts them by kind (relation,
 extreme, plural, plain) and by whether they have a target. A relation without a target is a false relation ("the
-star left of the red circle" where no star is); the other no-target kinds name something absent.
+star left of the red circle" where no star is); the other no-target kinds name something absent. `--twins` adds each
+relation's and extreme's opposite, as `data.refer_twins` does (model doc, step 29).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ def main() -> None:
     ap.add_argument("--split", default="train")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--no-target-rate", type=float, default=NO_TARGET_RATE)
+    ap.add_argument("--twins", action="store_true", help="with each relation's and extreme's opposite")
     args = ap.parse_args()
     counts: Counter[tuple[str, bool]] = Counter()
     for index in range(args.n):
-        for item in referring_items(scene(args.split, index), no_target_rate=args.no_target_rate):
+        for item in referring_items(scene(args.split, index), no_target_rate=args.no_target_rate, twins=args.twins):
             counts[query_kind(item.query), bool(item.targets)] += 1
     total = sum(counts.values())
     for name in ("relation", "extreme", "plural", "plain"):

@@ -167,6 +167,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
 
     if cfg.loss.place_weight and cfg.loss.place_against == "grid" and not model_config_of(cfg).image_grid_code:
         raise ValueError("loss.place_against: grid needs a model with image_grid_code (scripts/add_grid_code.py)")
+
     # why: the tokenizer decides the vocabulary, so it comes before the model (the main process saves it first)
     if accelerator.is_main_process:
         model, tokenizer = build_model_and_tokenizer(cfg, out)
