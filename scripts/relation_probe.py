@@ -67,6 +67,8 @@ def states(model, tokenizer, cfg, split: str, count: int, seed: int, keep) -> tu
             labels.append(label)
             logits = model.llm.get_output_embeddings()(out.last_hidden_state[row, pos])[decisions]
             probs.append(float(logits.float().softmax(-1)[1]))
+    if not found:
+        raise ValueError(f"no slot of {count} {split} items is one to read")
     return torch.stack(found, dim=1), labels, torch.tensor(probs)
 
 
@@ -158,8 +160,6 @@ def probe_place(model, tokenizer, cfg, args) -> None:
         raise ValueError("--place tells kinds of expression from echo answers: --config needs answer_form: echo")
     x_train, train, _ = states(model, tokenizer, cfg, "train", args.train, 7, target_place)
     x_test, test, _ = states(model, tokenizer, cfg, "test", args.test, 3, target_place)
-    if not train or not test:
-        raise ValueError(f"no slot with a target among {args.train} train / {args.test} test items")
     y_train = torch.tensor([t[1:] for t in train])
     y_test = torch.tensor([t[1:] for t in test])
     kinds = sorted({t[0] for t in test})

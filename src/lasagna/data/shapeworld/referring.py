@@ -170,9 +170,9 @@ def referring_items(
     absent or states a relation that holds for nothing, about one in three of them the latter.
 
     twins: each expression with a relation or an extreme is followed by its twin in the opposite direction ("left
-    of" / "right of", "leftmost" / "rightmost", "large" / "small") where that is unambiguous here: the same objects
-    and words, another answer, so only where things are tells the two apart. The first `count` draws are the same
-    with or without twins."""
+    of" / "right of", "leftmost" / "rightmost", "large" / "small") where that is unambiguous here: the same objects,
+    another answer, so only where things are tells the two apart (the twin's template is drawn anew: "the leftmost
+    star" may meet "the star on the right"). The first `count` draws are the same with or without twins."""
     rng = random.Random(scene_seed(scene.split, scene.index) * 4 + 2)
     if not scene.objects:
         count = 1
@@ -188,14 +188,16 @@ def referring_items(
             if item is not None:
                 items.append(item)
                 break
-    if twins:
-        used = {i.text for i in items}
-        for item in list(items):
-            twin = _twin(scene, item.query, rng, used)
-            if twin is not None:
-                items.insert(items.index(item) + 1, twin)
-                used.add(twin.text)
-    return tuple(items)
+    if not twins:
+        return tuple(items)
+    used, paired = {i.text for i in items}, []
+    for item in items:
+        paired.append(item)
+        twin = _twin(scene, item.query, rng, used)
+        if twin is not None:
+            paired.append(twin)
+            used.add(twin.text)
+    return tuple(paired)
 
 
 def _twin(scene: Scene, query: RefQuery, rng: random.Random, used: set[str]) -> ReferringItem | None:
