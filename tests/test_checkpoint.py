@@ -56,6 +56,28 @@ def test_add_grid_code_writes_a_model_that_answers_as_the_one_read(tiny_tokenize
     assert refused.returncode != 0 and "already has a grid code (8 wide)" in refused.stderr
 
 
+def test_grow_llm_adds_layers_that_change_nothing_until_trained(tiny_tokenizer, tmp_path):
+    model, ids = _tiny(tiny_tokenizer)
+    source = save_pretrained(model, tiny_tokenizer, tmp_path / "plain")
+    old = model.cfg.llm.num_hidden_layers
+    script = Path(__file__).parents[1] / "scripts" / "grow_llm.py"
+    command = [sys.executable, str(script), "--model", str(source), "--out", str(tmp_path / "deep")]
+    done = subprocess.run([*command, "--layers", str(old + 2)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    grown, _ = load_pretrained(tmp_path / "deep")
+    assert grown.cfg.llm.num_hidden_layers == old + 2
+    new = grown.llm.get_decoder().layers[old:]
+    assert all(not layer.self_attn.o_proj.weight.any() and not layer.mlp.down_proj.weight.any() for layer in new)
+    assert all(layer.self_attn.q_proj.weight.std() > 0 for layer in new)  # the rest starts as drawn, not at zero
+    batch = make_inputs([[1, IMAGE_TOKEN_ID, 5, ids.ins, 2]], [0], [(20, 24)], ins_id=ids.ins)
+    with torch.no_grad():
+        want, got = model(batch), grown(batch)
+    torch.testing.assert_close(want.logits, got.logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(want.mask_logits[0], got.mask_logits[0], atol=1e-6, rtol=0)
+    again = subprocess.run([*command, "--layers", str(old)], capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and f"must exceed the {old} layers" in again.stderr
+
+
 def test_strict_load_names_missing_and_unexpected_keys(tiny_tokenizer, tmp_path):
     model, _ = _tiny(tiny_tokenizer)
     out = save_pretrained(model, tiny_tokenizer, tmp_path / "ckpt")
