@@ -6,8 +6,9 @@ Layers are added after the last one. Each new layer starts as its architecture w
 its two output projections (attention's `o_proj` and the MLP's `down_proj`), which start at zero: the layer then adds
 nothing to the residual stream, so the written model answers exactly as the one read, and training opens it up (the
 projections get gradients at once; the rest of the layer after their first step). Every other tensor is copied as it
-is, at its own dtype, and the new layers take the old ones'. Continue with `lasagna train ... init_from=OUT` (model
-doc, step 30).
+is, at its own dtype, and the new layers take the LLM's. Continue with `lasagna train ... init_from=OUT` (model doc,
+step 30). The new layers are taken from a whole LLM of the grown size, built in float32: fine for our small models,
+costly for a 7B one.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ def best_offset(query, objects) -> float:
 
 
 def auc(positives: np.ndarray, negatives: np.ndarray) -> float:
-    """P(a positive scores above a negative)."""
+    """P(a positive scores above a negative); NaN scores (answers without a decision) are left out."""
+    positives, negatives = positives[~np.isnan(positives)], negatives[~np.isnan(negatives)]
     if not len(positives) or not len(negatives):
         return float("nan")
     return float((positives[:, None] > negatives[None, :]).mean())
@@ -50,10 +51,11 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--n", type=int, default=200)
     args = ap.parse_args()
-    if args.n < 1:
-        ap.error(f"--n must be at least 1, got {args.n}")
+    source = ShapeWorldReferring(args.split)  # checks the split name
+    if not 1 <= args.n <= len(source):
+        ap.error(f"--n must be in [1, {len(source)}] for {args.split}, got {args.n}")
     api = Lasagna.from_pretrained(args.model)
-    size = ShapeWorldReferring(args.split).size  # checks the split name too
+    size = source.size
     true_p, false_p, false_off = [], [], []
     for i in range(args.n):
         sc = scene(args.split, i, size)
@@ -69,9 +71,9 @@ def main() -> None:
                 false_off.append(best_offset(item.query, sc.objects))
     true_p, false_p, false_off = np.array(true_p), np.array(false_p), np.array(false_off)
     margin = POSITION_MARGIN * size
-    print(
-        f"{args.split}, first {args.n} scenes: {len(true_p)} true relations, {len(false_p)} false; margin {margin:g} px"
-    )
+    undecided = int(np.isnan(true_p).sum() + np.isnan(false_p).sum())
+    print(f"{args.split}, first {args.n} scenes: {len(true_p)} true relations, {len(false_p)} false", end="")
+    print(f"; margin {margin:g} px; {undecided} answered without a decision, left out")
     print(f"true: mean P(<no_ins>) {np.nanmean(true_p):.3f}, answered <no_ins> {int((true_p > 0.5).sum())}")
     edges = sorted({*BINS, -margin})
     for lo, hi in itertools.pairwise(edges):

@@ -66,13 +66,17 @@ def test_grow_llm_adds_layers_that_change_nothing_until_trained(tiny_tokenizer, 
     assert done.returncode == 0, done.stderr
     grown, _ = load_pretrained(tmp_path / "deep")
     assert grown.cfg.llm.num_hidden_layers == old + 2
-    new = grown.llm.get_decoder().layers[old:]
-    assert all(not layer.self_attn.o_proj.weight.any() and not layer.mlp.down_proj.weight.any() for layer in new)
-    assert all(layer.self_attn.q_proj.weight.std() > 0 for layer in new)  # the rest starts as drawn, not at zero
+    kept = grown.state_dict()
+    assert all(torch.equal(value, kept[key]) for key, value in model.state_dict().items())
+    drawn = LasagnaModel(grown.cfg, seed=0).llm.state_dict()  # what a model of the grown size starts from
+    for key, value in grown.llm.state_dict().items():
+        if key.startswith("model.layers.") and int(key.split(".")[2]) >= old:
+            writes = key.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight"))
+            assert torch.equal(value, torch.zeros_like(value) if writes else drawn[key]), key
     batch = make_inputs([[1, IMAGE_TOKEN_ID, 5, ids.ins, 2]], [0], [(20, 24)], ins_id=ids.ins)
     with torch.no_grad():
         want, got = model(batch), grown(batch)
-    torch.testing.assert_close(want.logits, got.logits, atol=1e-6, rtol=0)
+    assert torch.equal(want.logits, got.logits)  # the new layers add exact zeros
     torch.testing.assert_close(want.mask_logits[0], got.mask_logits[0], atol=1e-6, rtol=0)
     again = subprocess.run([*command, "--layers", str(old)], capture_output=True, text=True, timeout=120)
     assert again.returncode != 0 and f"must exceed the {old} layers" in again.stderr
