@@ -18,6 +18,7 @@ import itertools
 
 import numpy as np
 import torch
+from no_target_scores import auc
 
 from lasagna.api import Lasagna
 from lasagna.data.shapeworld.referring import _AXES, POSITION_MARGIN, referring_items
@@ -35,14 +36,6 @@ def best_offset(query, objects) -> float:
     return max(
         sign * (o.centroid[axis] - anchor.centroid[axis]) for o in objects if query.head.matches(o) and o is not anchor
     )
-
-
-def auc(positives: np.ndarray, negatives: np.ndarray) -> float:
-    """P(a positive scores above a negative); NaN scores (answers without a decision) are left out."""
-    positives, negatives = positives[~np.isnan(positives)], negatives[~np.isnan(negatives)]
-    if not len(positives) or not len(negatives):
-        return float("nan")
-    return float((positives[:, None] > negatives[None, :]).mean())
 
 
 def main() -> None:
@@ -85,8 +78,8 @@ def main() -> None:
                 f"answered <no_ins> {int((p > 0.5).sum())}"
             )
     clear = false_off <= -margin
-    print(f"AUC false vs true: all {auc(false_p, true_p):.3f}, ", end="")
-    print(f"clear {auc(false_p[clear], true_p):.3f} (n={int(clear.sum())}), close {auc(false_p[~clear], true_p):.3f}")
+    scores = {"all": false_p, f"clear (n={int(clear.sum())})": false_p[clear], "close": false_p[~clear]}
+    print("AUC false vs true: " + ", ".join(f"{k} {auc(list(v), list(true_p)):.3f}" for k, v in scores.items()))
 
 
 if __name__ == "__main__":
