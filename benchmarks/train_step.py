@@ -9,12 +9,15 @@ batch sizes, bf16 autocast, trainable parts and training mixture. Three variants
     targets pooled from a one-hot map of the whole batch;
 (b) the decoder called once for the prompts of every image, default kernels (stages 1 and 0b only);
 (c) the code as it is: one decoder call, on CPU the math attention kernel (`model/sam.py: decoder_attention`), and
-    stage 0's targets counted (`train/encoders.py: cell_shares`).
+    stage 0's targets counted (`train/encoders.py: cell_shares`);
+(d) (c) with `compile: true`: the LLM's decoder and the mask decoder compiled (`train/setup.py: compile_for_training`;
+    stage 1 only, the first round's first pass over the batches is left untimed, it compiles).
 
 A stage-0 step is the encoders' pretraining step (forward, targets, loss, backward, AdamW) on the config's
 `encoders.batch_size` scenes; a stage-0b step the decoder pretraining's masks and loss for `optim.batch_size` scenes,
 forward and backward; a stage-1 step the loop's forward, loss, backward and AdamW on a batch of the mixture. The
-variants run in turn on the same batches, `--rounds` times; it prints the median seconds per step and a/c, b/c.
+variants run in turn on the same batches, `--rounds` times; it prints the median seconds per step and a/c, b/c,
+c/d.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from lasagna.losses import lasagna_loss
 from lasagna.model.build import configure_trainable
 from lasagna.tokens import token_ids
 from lasagna.train.config import load_train_config
-from lasagna.train.setup import build_model_and_tokenizer, build_training_set
+from lasagna.train.setup import build_model_and_tokenizer, build_training_set, compile_for_training
 
 
 def image_by_image(model):
@@ -71,7 +74,7 @@ def one_hot_pooled(labels: torch.Tensor, count: int, grid: int) -> torch.Tensor:
 
 @contextlib.contextmanager
 def variant(model, name: str):
-    """Patch the code into variant `name` for the duration of the block."""
+    """Patch the code into variant `name` for the duration of the block; only (d) runs compiled code."""
     saved = (sam_module.decoder_attention, decoder_module._class_logits, encoders_module.cell_shares)
     if name in ("a", "b"):
         sam_module.decoder_attention = lambda device: contextlib.nullcontext()
@@ -80,7 +83,8 @@ def variant(model, name: str):
         decoder_module._class_logits = class_logits_image_by_image
         encoders_module.cell_shares = one_hot_pooled
     try:
-        yield
+        with torch.compiler.set_stance("default" if name == "d" else "force_eager"):
+            yield
     finally:
         sam_module.decoder_attention, decoder_module._class_logits, encoders_module.cell_shares = saved
         model.__dict__.pop("decode_masks", None)
@@ -129,23 +133,28 @@ def main() -> None:
         f"config {args.config}; {args.steps} steps x {args.rounds} rounds; torch threads {torch.get_num_threads()}; "
         f"bf16 {cfg.bf16}"
     )
-    print("stage | scenes | (a) before s | (b) one decoder call s | (c) now s |  a/c |  b/c")
+    print("stage | scenes | (a) before s | (b) one decoder call s | (c) now s | (d) compiled s |  a/c |  b/c |  c/d")
 
     def row(label: str, count: int, work, items, names) -> None:
         seconds = {name: [] for name in names}
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
             for name in names:
                 with variant(model, name):
-                    work(items[0])  # warm-up
+                    # why: (d) compiles anew for each new shape, so its first round first meets them all untimed
+                    for item in items if name == "d" and round_ == 0 else items[:1]:
+                        work(item)
                     started = time.perf_counter()
                     for item in items:
                         work(item)
                 seconds[name].append((time.perf_counter() - started) / len(items))
         med = {name: statistics.median(v) for name, v in seconds.items()}
-        b = f"{med['b']:22.3f}" if "b" in med else f"{'-':>22}"
-        b_ratio = f"{med['b'] / med['c']:4.2f}" if "b" in med else f"{'-':>4}"
-        line = f"{label:>5} | {count:6d} | {med['a']:12.3f} | {b} | {med['c']:9.3f} | {med['a'] / med['c']:4.2f}"
-        print(f"{line} | {b_ratio}", flush=True)
+        cell = lambda name, width: f"{med[name]:{width}.3f}" if name in med else f"{'-':>{width}}"  # noqa: E731
+        ratio = lambda x, y: f"{med[x] / med[y]:4.2f}" if x in med and y in med else f"{'-':>4}"  # noqa: E731
+        print(
+            f"{label:>5} | {count:6d} | {cell('a', 12)} | {cell('b', 22)} | {cell('c', 9)} | {cell('d', 14)} | "
+            f"{ratio('a', 'c')} | {ratio('b', 'c')} | {ratio('c', 'd')}",
+            flush=True,
+        )
 
     row("0", cfg.encoders.batch_size, *stage0_work(model, cfg, args.steps), ("a", "c"))
 
@@ -177,7 +186,8 @@ def main() -> None:
     scenes = [[scene("train", s * batch + j, size) for j in range(batch)] for s in range(args.steps)]
     row("0b", batch, stage0b, scenes, ("a", "b", "c"))
     batches = [collate([dataset[s * batch + j] for j in range(batch)]) for s in range(args.steps)]
-    row("1", batch, stage1, batches, ("a", "b", "c"))
+    compile_for_training(model)  # in place; every variant but (d) runs it eager
+    row("1", batch, stage1, batches, ("a", "b", "c", "d"))
 
 
 if __name__ == "__main__":

@@ -237,3 +237,22 @@ def test_ablation_rows_differ_only_in_their_semantic_task_and_out_dir():
         cfg["data"]["mixture"]["tasks"].pop("semantic")
         cfg.pop("out_dir")
     assert all(cfg == configs[0] for cfg in configs[1:])
+
+
+@pytest.mark.slow  # compiling takes about 2 minutes on 2 cores with an empty inductor cache
+def test_compiled_steps_match_eager_ones_and_leave_checkpoints_alike(tmp_path):
+    logs = {}
+    for mode in ("eager", "compiled"):
+        extra = ["compile=true"] if mode == "compiled" else []
+        fit(_cfg(tmp_path / mode, "optim.steps=2", "log_every=1", "eval.limit=2", *extra))
+        lines = (tmp_path / mode / "metrics.jsonl").read_text().splitlines()
+        logs[mode] = [json.loads(line) for line in lines]
+    eager, compiled = ([r for r in logs[m] if "loss" in r] for m in ("eager", "compiled"))
+    for a, b in zip(eager, compiled, strict=True):  # same data, same start: the same losses but for rounding
+        for part in ("ce", "bce", "dice"):
+            assert b[part] == pytest.approx(a[part], rel=1e-4, abs=1e-6), (a["step"], part)
+    assert any("eval" in r for r in logs["compiled"])  # the final evaluation ran (eager, under the compiled model)
+    a = read_weights(tmp_path / "eager" / "checkpoints" / "step-0000002")
+    b = read_weights(tmp_path / "compiled" / "checkpoints" / "step-0000002")
+    assert a.keys() == b.keys()  # in-place compilation renames nothing
+    load_pretrained(tmp_path / "compiled" / "final")

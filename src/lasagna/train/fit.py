@@ -26,7 +26,7 @@ from ..tokens import token_ids
 from .config import TrainConfig, check_train_config, dump_train_config
 from .decoder import DECODER_FILE, load_decoder, pretrain_decoder
 from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders, warmup_linear_decay
-from .setup import build_model_and_tokenizer, build_training_set, model_config_of
+from .setup import build_model_and_tokenizer, build_training_set, compile_for_training, model_config_of
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         cast_frozen(model, torch.bfloat16)  # why: a 7B model's frozen weights are most of its memory
     if cfg.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
+    if cfg.compile:
+        compile_for_training(model)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_train_config(cfg))
@@ -360,7 +362,8 @@ def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState
     inner.eval()
     # why: bf16 frozen weights beside fp32 trainable ones run only under autocast, as in training
     mixed = accelerator.autocast() if cfg.frozen_dtype == "bf16" else contextlib.nullcontext()
-    with mixed:
+    # why: generation's cached steps would each compile anew (`compile`); evaluation is short, eager is enough
+    with mixed, torch.compiler.set_stance("force_eager"):
         report = evaluate_model(
             Lasagna(inner, tokenizer),
             "shapeworld",
