@@ -256,3 +256,24 @@ def test_compiled_steps_match_eager_ones_and_leave_checkpoints_alike(tmp_path):
     b = read_weights(tmp_path / "compiled" / "checkpoints" / "step-0000002")
     assert a.keys() == b.keys()  # in-place compilation renames nothing
     load_pretrained(tmp_path / "compiled" / "final")
+
+
+def test_launch_configs_that_would_override_the_training_config_are_refused(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from lasagna.train.fit import check_accumulation
+
+    cfg = _cfg(tmp_path)  # batch 2, accumulation 2, clipping 1.0
+    ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": 1.0, "zero_optimization": {"stage": 2}}
+    deepspeed = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds)))
+    check_accumulation(SimpleNamespace(gradient_accumulation_steps=2, **vars(deepspeed)), cfg)
+    assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["gradient_accumulation_steps"] == 2  # `auto`s filled in
+    ds["gradient_accumulation_steps"] = 1  # the value a launch config once gave: DeepSpeed would step every micro-batch
+    with pytest.raises(ValueError, match="gradient_accumulation_steps 1 where the training config has 2"):
+        check_accumulation(SimpleNamespace(gradient_accumulation_steps=2, **vars(deepspeed)), cfg)
+
+    # `accelerate launch` passes a launch config's accumulation to accelerate through this variable
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "3")
+    with pytest.raises(ValueError, match="gradient_accumulation_steps 3 where the training config has 2"):
+        fit(_cfg(tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()

@@ -61,6 +61,32 @@ def param_groups(model, lr: float, lr_scale: dict[str, float]) -> list[dict]:
     return [{"params": ps, "lr": lr * scale} for scale, ps in groups.items() if ps]
 
 
+def check_accumulation(accelerator, cfg: TrainConfig) -> None:
+    """The training config decides micro-batch, accumulation and clipping. DeepSpeed reads them from its own config,
+    so they are written there where it says `auto`; a launch config that says otherwise is refused by name, since
+    DeepSpeed (or accelerate's accumulation) would silently train with its values."""
+    optim = cfg.optim
+    clashes = []
+    if accelerator.gradient_accumulation_steps != optim.grad_accum:
+        clashes.append(("gradient_accumulation_steps", accelerator.gradient_accumulation_steps, optim.grad_accum))
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        wanted = {
+            "train_micro_batch_size_per_gpu": optim.batch_size,
+            "gradient_accumulation_steps": optim.grad_accum,
+            "gradient_clipping": optim.grad_clip,
+        }
+        for key, value in wanted.items():
+            have = plugin.deepspeed_config.get(key, "auto")
+            if have == "auto":
+                plugin.deepspeed_config[key] = value
+            elif have != value:
+                clashes.append((key, have, value))
+    if clashes:
+        said = "; ".join(f"{key} {have} where the training config has {want}" for key, have, want in clashes)
+        raise ValueError(f"the accelerate launch config sets {said}: leave these to the training config (optim)")
+
+
 def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -161,7 +187,9 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         cpu=not torch.cuda.is_available(),  # why: without it accelerate never starts a gloo group on CPUs
         mixed_precision="bf16" if cfg.bf16 else "no",
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        gradient_accumulation_steps=cfg.optim.grad_accum,
     )
+    check_accumulation(accelerator, cfg)
     out = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)
 
@@ -222,11 +250,10 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         started = time.perf_counter()
         model.train()
         sums = {"loss": 0.0, "ce": 0.0, "bce": 0.0, "dice": 0.0, "tokens": 0.0}
-        # why: gradient accumulation; DDP syncs gradients only on the last micro-batch
-        for k in range(accum):
+        # why: accelerate's accumulation syncs DDP only on the last micro-batch, and tells DeepSpeed where a step ends
+        for _ in range(accum):
             inputs = next(batches).to(accelerator.device)
-            sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(model)
-            with sync, accelerator.autocast():
+            with accelerator.accumulate(model), accelerator.autocast():
                 output = model(inputs)
                 place = None
                 if cfg.loss.place_weight:
@@ -251,7 +278,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                     decision_ids,
                     place,
                 )
-                accelerator.backward(parts.total / accum)
+                accelerator.backward(parts.total)  # divided by accum there (by DeepSpeed itself under DeepSpeed)
             for name, value in (("loss", parts.total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):
                 sums[name] += float(value.detach()) / accum
             if parts.place is not None:
