@@ -83,7 +83,8 @@ class TrainConfig:
     frozen_dtype: Literal["fp32", "bf16"] = "fp32"
     gradient_checkpointing: bool = False
     # torch.compile the LLM's decoder and the mask decoder for stage 1's steps (benchmarks/train_step.py, variant d);
-    # evaluation and export run them eager. The first steps pay the compilation (about a minute on 2 CPU cores).
+    # evaluation and export run them eager. The first steps pay the compilation (about 40 s on 2 CPU cores, more with
+    # an empty inductor cache).
     compile: bool = False
     # trainable: checkpoints hold only what trains, and the frozen weights come back from init_from (a 7B
     # checkpoint: 1.15 GB instead of ~30 GB, scripts/count_params.py); full: everything (needed from scratch)
