@@ -265,12 +265,13 @@ def test_launch_configs_that_would_override_the_training_config_are_refused(tmp_
 
     cfg = _cfg(tmp_path)  # batch 2, accumulation 2, clipping 1.0
     ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": 1.0, "zero_optimization": {"stage": 2}}
-    deepspeed = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds)))
-    check_accumulation(SimpleNamespace(gradient_accumulation_steps=2, **vars(deepspeed)), cfg)
+    plugin = SimpleNamespace(deepspeed_config=ds)
+    accelerator = SimpleNamespace(gradient_accumulation_steps=2, state=SimpleNamespace(deepspeed_plugin=plugin))
+    check_accumulation(accelerator, cfg)
     assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["gradient_accumulation_steps"] == 2  # `auto`s filled in
     ds["gradient_accumulation_steps"] = 1  # the value a launch config once gave: DeepSpeed would step every micro-batch
     with pytest.raises(ValueError, match="gradient_accumulation_steps 1 where the training config has 2"):
-        check_accumulation(SimpleNamespace(gradient_accumulation_steps=2, **vars(deepspeed)), cfg)
+        check_accumulation(accelerator, cfg)
 
     # `accelerate launch` passes a launch config's accumulation to accelerate through this variable
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "3")
