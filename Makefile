@@ -22,6 +22,7 @@ test: venv
 	$(BIN)/python -m pytest
 
 test-slow: venv
+	$(BIN)/pip install -q -e '.[dev,deepspeed]'
 	$(BIN)/python -m pytest -m slow
 
 lint: venv

@@ -109,6 +109,17 @@ def run_two_processes(cli_args: list[str], timeout: int = 240) -> subprocess.Com
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def launch_deepspeed(launch_config: Path, cli_args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file LAUNCH -m lasagna.cli ARGS` on a free port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config)]
+    cmd = [*launch, f"--main_process_port={port}", "-m", "lasagna.cli", *cli_args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def failed_run(done: subprocess.CompletedProcess) -> str:
     """The assertion message for a failed torchrun: the whole stderr, since the first failing rank's traceback comes
     well before torchrun's own summary."""

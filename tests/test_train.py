@@ -1,11 +1,12 @@
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import failed_run, run_two_processes
+from helpers import failed_run, launch_deepspeed, run_two_processes
 from lasagna.checkpoint import CheckpointError, load_pretrained, read_weights, save_pretrained
 from lasagna.config import to_dict
 from lasagna.losses import lasagna_loss, place_ce
@@ -129,6 +130,75 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+ZERO2_ON_CPU = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: DEEPSPEED
+deepspeed_config: {zero_stage: 2, offload_optimizer_device: none, offload_param_device: none}
+mixed_precision: bf16
+num_machines: 1
+num_processes: 1
+"""
+
+
+@pytest.mark.slow  # three launches; needs the `deepspeed` extra (`make test-slow` installs it)
+def test_deepspeed_zero2_run_resumes_to_the_same_weights(tmp_path):
+    """The 7B recipe's way (LoRA, trainable-only checkpoints, bf16) under DeepSpeed ZeRO-2, one CPU process: the
+    state a run killed after its step-2 checkpoint leaves, resumed, ends where the whole run does, fp32 master
+    weights included. (On CPU accelerate counts a DeepSpeed run as one process, so more cannot be tested here.)"""
+    pytest.importorskip("deepspeed")
+    launch = tmp_path / "zero2.yaml"
+    launch.write_text(ZERO2_ON_CPU)
+    args = [f"init_from={_base_model(tmp_path)}", *FINE_TUNE, "gradient_checkpointing=true"]
+    full, crashed = tmp_path / "full", tmp_path / "crashed"
+    done = launch_deepspeed(launch, ["train", f"out_dir={full}", *TINY, *args])
+    assert done.returncode == 0, failed_run(done)
+    shutil.copytree(full, crashed)
+    shutil.rmtree(crashed / "checkpoints" / "step-0000004")
+    shutil.rmtree(crashed / "final")
+    done = launch_deepspeed(launch, ["train", "--resume", f"out_dir={crashed}", *TINY, *args])
+    assert done.returncode == 0, failed_run(done)
+
+    a = read_weights(full / "checkpoints" / "step-0000004")
+    b = read_weights(crashed / "checkpoints" / "step-0000004")
+    assert a.keys() == b.keys() and any("lora_A" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    part = "optimizer-rank00000.pt"
+    masters = [torch.load(run / "checkpoints" / "step-0000004" / part, weights_only=True) for run in (full, crashed)]
+    groups = [m["single_partition_of_fp32_groups"] for m in masters]
+    assert groups[0][0].dtype == torch.float32 and all(map(torch.equal, *groups))
+    assert not (full / "checkpoints" / "step-0000004" / "optimizer.pt").exists()
+
+
+@pytest.mark.slow  # needs the `deepspeed` extra
+def test_deepspeed_zero2_trains_as_a_run_without_it(tmp_path):
+    pytest.importorskip("deepspeed")
+    launch = tmp_path / "zero2.yaml"
+    launch.write_text(ZERO2_ON_CPU.replace("mixed_precision: bf16", "mixed_precision: 'no'"))
+    done = launch_deepspeed(launch, ["train", f"out_dir={tmp_path / 'zero'}", *TINY])
+    assert done.returncode == 0, failed_run(done)
+    fit(_cfg(tmp_path / "plain"))
+    zero, plain, start = (
+        read_weights(tmp_path / run / "checkpoints" / step)
+        for run, step in (("zero", "step-0000004"), ("plain", "step-0000004"), ("plain", "step-0000002"))
+    )
+    moved = max(float((plain[k] - start[k]).abs().max()) for k in plain)
+    differ = max(float((plain[k] - zero[k]).abs().max()) for k in plain)
+    assert differ < 1e-5 < 1e-4 < moved  # the last two steps moved the weights ten times more than the runs differ
+
+
+def test_a_checkpoint_resumes_only_as_it_was_launched(tmp_path):
+    cfg = _cfg(tmp_path / "run")
+    model, _ = build_model_and_tokenizer(cfg)
+    folder = tmp_path / "step-0000002"
+    folder.mkdir()
+    (folder / "optimizer-rank00000.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="saved under DeepSpeed ZeRO; it cannot be resumed without DeepSpeed"):
+        fit_module.load_training_state(folder, model, None, None, cfg, zero=False)
+    (folder / "optimizer-rank00000.pt").unlink()
+    with pytest.raises(ValueError, match="saved without DeepSpeed; it cannot be resumed under ZeRO"):
+        fit_module.load_training_state(folder, model, None, None, cfg, zero=True)
 
 
 def test_export_merges_lora_and_round_trips(tmp_path):

@@ -151,6 +151,9 @@ class LasagnaModel(nn.Module):
         return self.llm.get_input_embeddings()
 
     def encode_images(self, clip_pixels: torch.Tensor, sam_pixels: torch.Tensor) -> ImageEncoding:
+        # why: a model cast whole to bf16 (DeepSpeed's bf16) runs without autocast, so pixels come in its dtype
+        clip_pixels = clip_pixels.to(next(self.vision_tower.parameters()).dtype)
+        sam_pixels = sam_pixels.to(next(self.sam.image_encoder.parameters()).dtype)
         with _maybe_no_grad(self.vision_tower):
             feats = vision_features(self.vision_tower, self.cfg.vision, clip_pixels)
         with _maybe_no_grad(self.sam.image_encoder):

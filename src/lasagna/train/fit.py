@@ -27,6 +27,7 @@ from .config import TrainConfig, check_train_config, dump_train_config
 from .decoder import DECODER_FILE, load_decoder, pretrain_decoder
 from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders, warmup_linear_decay
 from .setup import build_model_and_tokenizer, build_training_set, compile_for_training, model_config_of
+from .zero import PARTITION_GLOB, deepspeed_requested, load_partitions, save_partition, uses_zero
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,14 @@ def init_fingerprint(folder: str | Path) -> dict:
     return {"path": str(root), "digest": digest.hexdigest()}
 
 
-def save_training_state(out: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig) -> Path:
+def save_training_state(
+    out: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig, partitions: list[Path] = ()
+) -> Path:
     """Atomic folder with everything a resume needs; only the newest `cfg.keep_last` are kept.
 
     With `checkpoint_weights: trainable` it keeps only the trainable tensors and a fingerprint of init_from, where the
-    frozen ones come back from (checked on load).
+    frozen ones come back from (checked on load). Under DeepSpeed ZeRO the optimizer state is the ranks' `partitions`
+    (`zero.save_partition`), moved in, instead of `optimizer.pt`.
     """
     tensors = model.state_dict()
     info = {"step": state.step, "seconds": state.seconds, "weights": cfg.checkpoint_weights}
@@ -123,7 +127,11 @@ def save_training_state(out: Path, model, optimizer, scheduler, state: TrainStat
 
     def fill(tmp: Path) -> None:
         save_weights(tensors, tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if partitions:
+            for part in partitions:
+                part.rename(tmp / part.name)
+        else:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(torch.get_rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps(info))
@@ -155,7 +163,13 @@ def _load_checkpoint_weights(path: Path, model, init_from: str | None) -> dict:
     return info
 
 
-def load_training_state(path: Path, model, optimizer, scheduler, cfg: TrainConfig) -> TrainState:
+def load_training_state(path: Path, model, optimizer, scheduler, cfg: TrainConfig, zero: bool = False) -> TrainState:
+    """Weights, optimizer (unless `zero`: DeepSpeed's partitions load after `prepare`, `zero.load_partitions`),
+    scheduler and RNG from a checkpoint folder, before `accelerator.prepare`."""
+    saved_zero = any(path.glob(PARTITION_GLOB))
+    if saved_zero != zero:
+        said = ("under DeepSpeed ZeRO", "without DeepSpeed") if saved_zero else ("without DeepSpeed", "under ZeRO")
+        raise ValueError(f"{path} was saved {said[0]}; it cannot be resumed {said[1]}: launch it as it was launched")
     info = _load_checkpoint_weights(path, model, cfg.init_from)
     # why: the optimizer's saved groups carry their lrs, so a changed lr_scale would be silently undone
     if info.get("lr_scale", {}) != cfg.optim.lr_scale:
@@ -163,7 +177,8 @@ def load_training_state(path: Path, model, optimizer, scheduler, cfg: TrainConfi
             f"{path} was trained with optim.lr_scale {info.get('lr_scale', {})}, the config now says "
             f"{cfg.optim.lr_scale}: resume with the same, or start a new run"
         )
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if not zero:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return TrainState(step=int(info["step"]), seconds=float(info["seconds"]))
@@ -184,7 +199,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     check_train_config(cfg)
     # why: unused-parameter detection, since a VQA-only micro-batch gives the mask decoder no gradient
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),  # why: without it accelerate never starts a gloo group on CPUs
+        # why: without it accelerate never starts a gloo group on CPUs; with it, it ignores DeepSpeed
+        cpu=not torch.cuda.is_available() and not deepspeed_requested(),
         mixed_precision="bf16" if cfg.bf16 else "no",
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         gradient_accumulation_steps=cfg.optim.grad_accum,
@@ -235,11 +251,14 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     # why: resume restores model, optimizer, scheduler, RNG and (through the step) the data position
     state = TrainState()
     found = _checkpoints(out) if resume else []
+    zero = uses_zero(accelerator)
     if found:
-        state = load_training_state(found[-1], model, optimizer, scheduler, cfg)
+        state = load_training_state(found[-1], model, optimizer, scheduler, cfg, zero)
         log.info("resumed from %s", found[-1])
 
     model, optimizer = accelerator.prepare(model, optimizer)
+    if found and zero:
+        load_partitions(found[-1], optimizer, accelerator.num_processes)
     accum, world = cfg.optim.grad_accum, accelerator.num_processes
     batches = _batches(dataset, collate, state.step * accum, cfg.optim.batch_size, accelerator.process_index, world)
     metrics_log = (out / "metrics.jsonl").open("a") if accelerator.is_main_process else None
@@ -321,8 +340,17 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < cfg.optim.steps:
             _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
         if state.step % cfg.save_every == 0 or state.step == cfg.optim.steps:
+            partitions = []
+            if zero:  # why: each rank holds its own share of the optimizer state
+                staging = out / "checkpoints" / f".step-{state.step:07d}.zero"
+                save_partition(optimizer, staging, accelerator.process_index)
+                accelerator.wait_for_everyone()
+                partitions = sorted(staging.glob(PARTITION_GLOB))
             if accelerator.is_main_process:
-                save_training_state(out, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg)
+                inner = accelerator.unwrap_model(model)
+                save_training_state(out, inner, optimizer, scheduler, state, cfg, partitions)
+                if zero:
+                    staging.rmdir()
             accelerator.wait_for_everyone()
     bar.close()
     # why: the training peak, read before the export's copy of the model adds its own
