@@ -174,6 +174,23 @@ def test_feature_pool_averages_patch_blocks_and_keeps_cls_alone(drop_cls):
         type(cfg)(image_size=32, patch_size=8, feature_pool=3)
 
 
+def test_feature_pool_concat_sets_each_block_side_by_side_and_tiles_cls():
+    cfg = preset("tiny").vision  # a 4 x 4 grid
+    cfg.drop_cls, cfg.feature_pool, cfg.feature_pool_mode = False, 2, "concat"
+    grid = torch.arange(16.0).reshape(1, 16, 1)  # patch (r, c) holds 4r + c
+    feats = torch.cat([torch.full((1, 1, 1), -1.0), grid], dim=1)
+    pooled = pool_features(feats, cfg)
+    blocks = [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]  # row-major 2 x 2 blocks, row-major inside
+    assert torch.equal(pooled, torch.tensor([[[-1.0] * 4, *blocks]]))
+    full = preset("tiny")
+    full.vision.feature_pool, full.vision.feature_pool_mode = 2, "concat"
+    model = LasagnaModel(full)
+    feats = model.encode_images(torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)).llm_feats
+    assert feats.shape == (2, full.vision.num_features, full.llm.hidden_size)
+    with pytest.raises(ValueError, match="feature_pool_mode must be mean or concat, got 'max'"):
+        type(cfg)(feature_pool_mode="max")
+
+
 def test_image_positions_add_one_learned_vector_per_token_and_train_with_the_projector():
     cfg = preset("tiny")
     assert not any("image_positions" in k for k in LasagnaModel(cfg).state_dict())  # the released layout

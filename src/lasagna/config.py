@@ -37,12 +37,22 @@ class VisionConfig:
     # Average k x k neighbouring patches before the projector (CLS kept alone): a finer patch grid, for the
     # tower's sake, without more image tokens in the LLM. 1 = LLaVA's one token per patch.
     feature_pool: int = 1
+    # How a k x k block becomes one token: `mean` averages it; `concat` sets its k*k features side by side
+    # (space-to-depth), so the projector still sees each patch (CLS is tiled to the same width).
+    feature_pool_mode: str = "mean"
 
     def __post_init__(self) -> None:
         if self.feature_pool < 1 or self.grid % self.feature_pool:
             raise ValueError(
                 f"vision.feature_pool {self.feature_pool} must be >= 1 and divide the {self.grid}-patch grid"
             )
+        if self.feature_pool_mode not in ("mean", "concat"):
+            raise ValueError(f"vision.feature_pool_mode must be mean or concat, got {self.feature_pool_mode!r}")
+
+    @property
+    def feature_dim(self) -> int:
+        """The width of an image token before the projector."""
+        return self.hidden_size * (self.feature_pool**2 if self.feature_pool_mode == "concat" else 1)
 
     @property
     def grid(self) -> int:

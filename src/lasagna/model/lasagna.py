@@ -123,7 +123,7 @@ class LasagnaModel(nn.Module):
         with _seeded(seed, "vision_tower"):
             self.vision_tower = build_vision_tower(cfg.vision)
         with _seeded(seed, "projector"):
-            self.projector = image_projector(cfg.projector, cfg.vision.hidden_size, cfg.llm.hidden_size)
+            self.projector = image_projector(cfg.projector, cfg.vision.feature_dim, cfg.llm.hidden_size)
         self.image_positions: nn.Parameter | None = None
         if cfg.image_positions:
             with _seeded(seed, "image_positions"):

@@ -59,16 +59,21 @@ def vision_features(tower: CLIPVisionModel, cfg: VisionConfig, pixels: torch.Ten
 
 
 def pool_features(feats: torch.Tensor, cfg: VisionConfig) -> torch.Tensor:
-    """(I, N, D) features of `vision_features` -> (I, cfg.num_features, D): each k x k block of patches averaged
-    (k = cfg.feature_pool), row-major as the patches were; the CLS feature, when kept, stays first and alone."""
+    """(I, N, D) features of `vision_features` -> (I, cfg.num_features, cfg.feature_dim): each k x k block of patches
+    (k = cfg.feature_pool) averaged, or its features concatenated in row-major order (`feature_pool_mode: concat`),
+    blocks row-major as the patches were; the CLS feature, when kept, stays first and alone (tiled k*k times under
+    concat, to the blocks' width)."""
     k = cfg.feature_pool
     if k == 1:
         return feats
     cls, patches = (feats[:, :0], feats) if cfg.drop_cls else (feats[:, :1], feats[:, 1:])
     side = cfg.grid // k
     images, _, dim = patches.shape
-    blocks = patches.reshape(images, side, k, side, k, dim).mean(dim=(2, 4))
-    return torch.cat([cls, blocks.reshape(images, -1, dim)], dim=1)
+    blocks = patches.reshape(images, side, k, side, k, dim)
+    if cfg.feature_pool_mode == "mean":
+        return torch.cat([cls, blocks.mean(dim=(2, 4)).reshape(images, -1, dim)], dim=1)
+    blocks = blocks.permute(0, 1, 3, 2, 4, 5).reshape(images, side * side, k * k * dim)
+    return torch.cat([cls.repeat(1, 1, k * k), blocks], dim=1)
 
 
 @dataclass
