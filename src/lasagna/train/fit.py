@@ -340,18 +340,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < cfg.optim.steps:
             _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
         if state.step % cfg.save_every == 0 or state.step == cfg.optim.steps:
-            partitions = []
-            if zero:  # why: each rank holds its own share of the optimizer state
-                staging = out / "checkpoints" / f".step-{state.step:07d}.zero"
-                save_partition(optimizer, staging, accelerator.process_index)
-                accelerator.wait_for_everyone()
-                partitions = sorted(staging.glob(PARTITION_GLOB))
-            if accelerator.is_main_process:
-                inner = accelerator.unwrap_model(model)
-                save_training_state(out, inner, optimizer, scheduler, state, cfg, partitions)
-                if zero:
-                    staging.rmdir()
-            accelerator.wait_for_everyone()
+            _save_checkpoint(out, accelerator, model, optimizer, scheduler, state, cfg)
     bar.close()
     # why: the training peak, read before the export's copy of the model adds its own
     peak = torch.cuda.max_memory_allocated(accelerator.device) if accelerator.device.type == "cuda" else None
@@ -370,6 +359,22 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         metrics_log.close()
     accelerator.wait_for_everyone()
     return final
+
+
+def _save_checkpoint(out: Path, accelerator, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig) -> None:
+    """Every rank's part of a checkpoint: under ZeRO each first writes its share of the optimizer state, which the
+    main process then moves into the checkpoint folder with the rest."""
+    zero = uses_zero(accelerator)
+    staging = out / "checkpoints" / f".step-{state.step:07d}.zero"
+    if zero:
+        save_partition(optimizer, staging, accelerator.process_index)
+        accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        partitions = sorted(staging.glob(PARTITION_GLOB)) if zero else []
+        save_training_state(out, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg, partitions)
+        if zero:
+            staging.rmdir()
+    accelerator.wait_for_everyone()
 
 
 def _stage0(cfg: TrainConfig, accelerator, model, out: Path) -> None:
