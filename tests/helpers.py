@@ -90,11 +90,15 @@ def write_released_tokenizer(folder: Path, lines: list[str], vocab_size: int) ->
     return write_released_layout(folder)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_two_processes(cli_args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node=2 -m lasagna.cli ARGS` on CPU (gloo), one thread each, on a free port."""
-    with socket.socket() as sock:  # a free port; 0 makes torchrun's rendezvous wait forever
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()  # 0 makes torchrun's rendezvous wait forever
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     cmd = [
         sys.executable,
@@ -111,9 +115,7 @@ def run_two_processes(cli_args: list[str], timeout: int = 240) -> subprocess.Com
 
 def launch_deepspeed(launch_config: Path, cli_args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file LAUNCH -m lasagna.cli ARGS` on a free port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config)]
     cmd = [*launch, f"--main_process_port={port}", "-m", "lasagna.cli", *cli_args]

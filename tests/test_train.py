@@ -142,7 +142,7 @@ num_processes: 1
 """
 
 
-@pytest.mark.slow  # three launches; needs the `deepspeed` extra (`make test-slow` installs it)
+@pytest.mark.slow  # two launches; needs the `deepspeed` extra (`make test-slow` installs it)
 def test_deepspeed_zero2_run_resumes_to_the_same_weights(tmp_path):
     """The 7B recipe's way (LoRA, trainable-only checkpoints, bf16) under DeepSpeed ZeRO-2, one CPU process: the
     state a run killed after its step-2 checkpoint leaves, resumed, ends where the whole run does, fp32 master
