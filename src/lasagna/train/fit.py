@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def init_fingerprint(folder: str | Path) -> dict:
 
 
 def save_training_state(
-    out: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig, partitions: list[Path] = ()
+    out: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig, partitions: Sequence[Path] = ()
 ) -> Path:
     """Atomic folder with everything a resume needs; only the newest `cfg.keep_last` are kept.
 
