@@ -184,8 +184,12 @@ def build_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor], what: str
     return model
 
 
-def load_pretrained(folder: str | Path, dtype: torch.dtype | None = None) -> tuple[LasagnaModel, object]:
-    """Load (model, tokenizer) from one of our checkpoint folders; needs nothing else."""
+def load_pretrained(
+    folder: str | Path, dtype: torch.dtype | None = None, cfg: ModelConfig | None = None
+) -> tuple[LasagnaModel, object]:
+    """Load (model, tokenizer) from one of our checkpoint folders; needs nothing else.
+
+    cfg: the config to build instead of the folder's own (a training run's `model_overrides` on it)."""
     from transformers import AutoTokenizer
 
     from .tokens import token_ids
@@ -193,12 +197,12 @@ def load_pretrained(folder: str | Path, dtype: torch.dtype | None = None) -> tup
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {folder}")
-    cfg = read_config(folder)
+    cfg = cfg or read_config(folder)
     model = build_from_state(cfg, read_weights(folder), str(folder))
     if dtype is not None:
         model.to(dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     ids = token_ids(tokenizer)
-    model.set_token_ids(ids.ins, ids.pad)
+    model.set_token_ids(ids.ins, ids.pad, ids.no_ins)
     model.eval()
     return model, tokenizer

@@ -39,7 +39,8 @@ class Decision:
     """One `<ins>` / `<no_ins>` in an answer.
 
     index: position of the decision token in `RowResult.ids`; score: P(<ins>) within {<ins>, <no_ins>};
-    hidden: (hidden,) state that predicted the decision token (the mask embedding input) when present.
+    hidden: (hidden,) state that predicted the decision token: the mask embedding input, kept for `<no_ins>` too (a
+    presence head scores every slot).
     """
 
     index: int
@@ -139,9 +140,7 @@ def decode_free(
                 res.finished = True
                 continue
             if tok in (ids.ins, ids.no_ins):
-                present = tok == ids.ins
-                hid = last_hidden[r].clone() if present else None
-                res.decisions.append(Decision(len(res.ids), present, float(scores[r]), hid))
+                res.decisions.append(Decision(len(res.ids), tok == ids.ins, float(scores[r]), last_hidden[r].clone()))
             res.ids.append(tok)
         if all(res.finished for res in results):
             break
@@ -202,8 +201,6 @@ def decode_template(
         decisions = []
         for c in torch.nonzero(slots[r]).flatten().tolist():
             present = int(guess[r, c]) == ids.ins
-            decisions.append(
-                Decision(c - begin, present, float(scores[r, c]), hidden[r, c - 1].clone() if present else None)
-            )
+            decisions.append(Decision(c - begin, present, float(scores[r, c]), hidden[r, c - 1].clone()))
         results.append(RowResult(ids=answer, decisions=decisions))
     return results

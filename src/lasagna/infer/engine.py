@@ -28,7 +28,8 @@ Decoder = Literal["free", "template"]
 
 @dataclass
 class ClassResult:
-    """One queried class: `present`, P(<ins>) `score`, `mask` (H, W) bool at the original size when present.
+    """One queried class: `present`, P(<ins>) `score` (with a presence head, the fused P, `Engine._decide`), `mask`
+    (H, W) bool at the original size when present.
 
     `answered` is False when free decoding never named the class (it is then reported absent).
     """
@@ -119,14 +120,29 @@ class Engine:
         enc = self.model.encode_images(clip_pixels(image, pre)[None].to(**to), sam[None].to(**to))
         return enc, resized, tuple(image.shape[:2])
 
-    def _masks(self, enc, hiddens: list[torch.Tensor], resized, original) -> torch.Tensor:
-        """Mask embeddings (hidden states before `<ins>`) -> (N, H, W) float32 logits."""
+    def _masks(self, enc, hiddens: list[torch.Tensor], resized, original) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask embeddings (hidden states before decisions) -> ((N, H, W) float32 logits, (N,) IoU-head outputs)."""
         if not hiddens:
-            return torch.zeros((0, *original), device=enc.sam_embeds.device)
+            return torch.zeros((0, *original), device=enc.sam_embeds.device), torch.zeros(0)
         proj = self.model.text_projector
         prompts_ = proj(torch.stack(hiddens).to(proj[0].weight.dtype))
-        low = self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
-        return self.model.sam.postprocess(low, resized, original)
+        low, head = self.model.sam.decode_scored(enc.sam_embeds, prompts_, enc.skips_of(0))
+        return self.model.sam.postprocess(low, resized, original), head.float().cpu()
+
+    def _decide(self, enc, decisions: list, resized, original) -> tuple[list[bool], list[float], torch.Tensor]:
+        """Each decision -> (present, score) and the (K, H, W) mask logits of the present ones, in order.
+
+        Without a presence head the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). With one,
+        every slot is decoded and a slot is present when P = sigmoid(logit P(`<ins>`) + head) >= 0.5: the two
+        opinions' log-odds add, as two independent pieces of evidence would."""
+        if not self.model.cfg.presence_head:
+            logits, _ = self._masks(enc, [d.hidden for d in decisions if d.present], resized, original)
+            return [d.present for d in decisions], [d.score for d in decisions], logits
+        logits, head = self._masks(enc, [d.hidden for d in decisions], resized, original)
+        llm = torch.tensor([d.score for d in decisions]).clamp(1e-6, 1 - 1e-6)
+        scores = torch.sigmoid(torch.log(llm / (1 - llm)) + head)
+        present = scores >= 0.5
+        return present.tolist(), scores.tolist(), logits[present.to(logits.device)]
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
         rows, starts = [], []
@@ -166,7 +182,7 @@ class Engine:
         chunks = [classes[i : i + chunk_size] for i in range(0, len(classes), chunk_size)]
         results = self._run_chunks(enc, chunks, decoder)
         found: dict[str, ClassResult] = {}
-        hiddens, owners, unmatched, texts = [], [], [], []
+        names, decisions, unmatched, texts = [], [], [], []
         for chunk, row in zip(chunks, results, strict=True):
             texts.append(self.tokenizer.decode(row.ids, skip_special_tokens=False))
             if decoder == "template":
@@ -175,12 +191,12 @@ class Engine:
                 parsed = parse_row(self.tokenizer, row, chunk)
                 unmatched += [p.text for p in parsed if p.name is None]
                 items = [(p.name, d) for p, d in zip(parsed, row.decisions, strict=True) if p.name is not None]
-            for name, d in items:
-                found[name] = ClassResult(name, d.present, d.score)
-                if d.present:
-                    hiddens.append(d.hidden)
-                    owners.append(name)
-        logits = self._masks(enc, hiddens, resized, original)
+            names += [name for name, _ in items]
+            decisions += [d for _, d in items]
+        present, scores, logits = self._decide(enc, decisions, resized, original)
+        for name, yes, score in zip(names, present, scores, strict=True):
+            found[name] = ClassResult(name, yes, score)
+        owners = [name for name, yes in zip(names, present, strict=True) if yes]
         for name, lg in zip(owners, logits, strict=True):
             found[name].mask = (lg > 0).cpu().numpy()
         out = [found.get(name, ClassResult(name, False, 0.0, answered=False)) for name in classes]
@@ -201,13 +217,12 @@ class Engine:
             raise ValueError("query is empty")
         enc, resized, original = self.encode_image(image)
         row = self._generate(enc, query_question(query), max_new_tokens)
-        hiddens = [d.hidden for d in row.decisions if d.present]
-        logits = self._masks(enc, hiddens, resized, original)
+        _, scores, logits = self._decide(enc, row.decisions, resized, original)
         return Prediction(
             image_size=original,
             text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
             masks=[(lg > 0).cpu().numpy() for lg in logits],
-            scores=[d.score for d in row.decisions],
+            scores=scores,
             logits=logits.cpu(),
         )
 

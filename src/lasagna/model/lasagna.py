@@ -76,6 +76,8 @@ class LasagnaOutput:
     mask_logits: per image (N_i, H_i, W_i) float32 logits at the original size, in `<ins>` order.
     mask_embeddings: (M, C) prompts, M = number of `<ins>` in the batch, row-major order.
     hidden / input_ids: (B, L', hidden) last-layer states and (B, L') ids of the expanded sequence (`losses.place_ce`).
+    presence_logits / presence_targets: with `presence_head`, (D,) the IoU head's output at every `<ins>` / `<no_ins>`
+    slot of the batch, row-major, and (D,) bool, True where the slot is an `<ins>`; else None.
     """
 
     logits: torch.Tensor
@@ -84,6 +86,8 @@ class LasagnaOutput:
     mask_embeddings: torch.Tensor
     hidden: torch.Tensor | None = None
     input_ids: torch.Tensor | None = None
+    presence_logits: torch.Tensor | None = None
+    presence_targets: torch.Tensor | None = None
 
 
 def _maybe_no_grad(module: nn.Module):
@@ -140,11 +144,13 @@ class LasagnaModel(nn.Module):
         with _seeded(seed, "text_projector"):
             self.text_projector = text_projector(cfg.llm.hidden_size, cfg.sam.prompt_dim)
         self.ins_id: int | None = None
+        self.no_ins_id: int | None = None
         self.pad_id: int = 0
 
-    def set_token_ids(self, ins_id: int, pad_id: int) -> None:
+    def set_token_ids(self, ins_id: int, pad_id: int, no_ins_id: int | None = None) -> None:
         """Ids come from the tokenizer that travels with the checkpoint, never from constants."""
         self.ins_id, self.pad_id = int(ins_id), int(pad_id)
+        self.no_ins_id = None if no_ins_id is None else int(no_ins_id)
 
     @property
     def embed_tokens(self) -> nn.Module:
@@ -199,6 +205,18 @@ class LasagnaModel(nn.Module):
         rows = before_ins.nonzero()[:, 0]
         return self.text_projector(hidden[before_ins]), rows
 
+    def select_slot_embeddings(self, hidden: torch.Tensor, ids: torch.Tensor):
+        """Project the hidden state before every `<ins>` and `<no_ins>` -> ((D, C) prompts, (D,) row of each, (D,)
+        bool True for `<ins>`), row-major order: what `presence_head` is trained on."""
+        if self.ins_id is None or self.no_ins_id is None:
+            raise RuntimeError("token ids not set: call set_token_ids with no_ins_id (from_pretrained does this)")
+        following = ids[:, 1:]
+        before = torch.zeros_like(ids, dtype=torch.bool)
+        before[:, :-1] = (following == self.ins_id) | (following == self.no_ins_id)
+        is_ins = torch.zeros_like(before)
+        is_ins[:, :-1] = following == self.ins_id
+        return self.text_projector(hidden[before]), before.nonzero()[:, 0], is_ins[before]
+
     def decode_masks(
         self,
         images: ImageEncoding,
@@ -210,7 +228,7 @@ class LasagnaModel(nn.Module):
         """Decode every prompt in one call, each on its image -> per image (N_i, H_i, W_i) logits, in prompt order."""
         return self.sam.decode_each(
             images.sam_embeds, images.sam_skips, prompts, prompt_image, resize_sizes, original_sizes
-        )
+        )[0]
 
     def forward(self, inputs: LasagnaInputs, images: ImageEncoding | None = None) -> LasagnaOutput:
         if images is None:
@@ -218,10 +236,25 @@ class LasagnaModel(nn.Module):
         expanded = self.expand(inputs, images)
         hidden = self.hidden_states(expanded)
         logits = self.llm.get_output_embeddings()(hidden)
-        prompts, rows = self.select_mask_embeddings(hidden, expanded.input_ids)
-        mask_logits = self.decode_masks(
-            images, prompts, inputs.image_index[rows], inputs.resize_sizes, inputs.original_sizes
-        )
+        presence = targets = None
+        if self.cfg.presence_head:
+            # why one decoder call: the masks of `<ins>` slots and the presence of every slot share its transformer
+            slots, rows, targets = self.select_slot_embeddings(hidden, expanded.input_ids)
+            mask_logits, presence = self.sam.decode_each(
+                images.sam_embeds,
+                images.sam_skips,
+                slots,
+                inputs.image_index[rows],
+                inputs.resize_sizes,
+                inputs.original_sizes,
+                keep=targets,
+            )
+            prompts = slots[targets]
+        else:
+            prompts, rows = self.select_mask_embeddings(hidden, expanded.input_ids)
+            mask_logits = self.decode_masks(
+                images, prompts, inputs.image_index[rows], inputs.resize_sizes, inputs.original_sizes
+            )
         return LasagnaOutput(
             logits=logits,
             labels=expanded.labels,
@@ -229,4 +262,6 @@ class LasagnaModel(nn.Module):
             mask_embeddings=prompts,
             hidden=hidden,
             input_ids=expanded.input_ids,
+            presence_logits=presence,
+            presence_targets=targets,
         )

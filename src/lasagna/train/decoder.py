@@ -136,7 +136,7 @@ def _class_logits(model: LasagnaModel, table: torch.Tensor, scenes):
     image = torch.tensor([i for i, scene_ids in enumerate(ids) for _ in scene_ids], device=embeds.device)
     prompts = table[[k for scene_ids in ids for k in scene_ids]]
     sizes = [s.semantic.shape for s in scenes]
-    logits = model.sam.decode_each(embeds, skips, prompts, image, [resized] * len(scenes), sizes)
+    logits = model.sam.decode_each(embeds, skips, prompts, image, [resized] * len(scenes), sizes)[0]
     yield from zip(ids, logits, strict=True)
 
 

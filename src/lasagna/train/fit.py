@@ -297,12 +297,14 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                     cfg.loss,
                     decision_ids,
                     place,
+                    None if output.presence_logits is None else (output.presence_logits, output.presence_targets),
                 )
                 accelerator.backward(parts.total)  # divided by accum there (by DeepSpeed itself under DeepSpeed)
             for name, value in (("loss", parts.total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):
                 sums[name] += float(value.detach()) / accum
-            if parts.place is not None:
-                sums["place"] = sums.get("place", 0.0) + float(parts.place.detach()) / accum
+            for name, value in (("place", parts.place), ("presence", parts.presence)):
+                if value is not None:
+                    sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum
             # text tokens per conversation, before image expansion (the ablation's sequence length)
             sums["tokens"] += float(inputs.attention_mask.sum()) / inputs.attention_mask.shape[0] / accum
         # why: the paper clips at 1.0 before every optimizer step

@@ -71,11 +71,14 @@ def apply_overrides(model_cfg: ModelConfig, overrides: dict) -> ModelConfig:
 
 
 def model_config_of(cfg: TrainConfig) -> ModelConfig:
-    """The model a run trains, read before anything is built (a fresh preset's vocabulary is not yet known)."""
+    """The model a run trains, read before anything is built (a fresh preset's vocabulary is not yet known).
+
+    `model_overrides` apply to init_from's config as to a preset's; one that changes a weight's shape or name makes
+    the strict load of init_from's weights fail."""
     if cfg.init_from:
         from ..checkpoint import read_config
 
-        return read_config(Path(cfg.init_from))
+        return apply_overrides(read_config(Path(cfg.init_from)), cfg.model_overrides)
     return apply_overrides(preset(cfg.model_preset), cfg.model_overrides)
 
 
@@ -86,7 +89,7 @@ def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
     """
     saved = Path(run_dir) / "tokenizer" if run_dir is not None else None
     if cfg.init_from:
-        model, tokenizer = load_pretrained(cfg.init_from)
+        model, tokenizer = load_pretrained(cfg.init_from, cfg=model_config_of(cfg))
         if saved is not None and not saved.exists():
             tokenizer.save_pretrained(str(saved))
         return model, tokenizer
@@ -106,7 +109,7 @@ def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
     model_cfg.llm.vocab_size = len(tokenizer)
     model = LasagnaModel(model_cfg, seed=cfg.seed)  # why: each part's init independent of the vocabulary size
     ids = token_ids(tokenizer)
-    model.set_token_ids(ids.ins, ids.pad)
+    model.set_token_ids(ids.ins, ids.pad, ids.no_ins)
     if saved is not None and not saved.exists():
         tokenizer.save_pretrained(str(saved))
     return model, tokenizer
