@@ -203,3 +203,38 @@ def test_semantic_merge_leaves_low_pixels_unlabelled():
     assert sure.tolist() == [[7]]
     with pytest.raises(ValueError, match="one score per mask"):
         merge_semantic(logits, torch.tensor([7, 9]), scores=torch.tensor([1.0]))
+
+
+@pytest.mark.parametrize("vote", [-30.0, 30.0])
+def test_a_presence_verifier_decides_with_the_llm_by_its_fusion(tiny_tokenizer, vote):
+    plain = _model(tiny_tokenizer, 3)
+    verified = _model(tiny_tokenizer, 3)
+    verified.add_verifier(seed=0)
+    ids = token_ids(tiny_tokenizer)
+    verified.set_token_ids(ids.ins, ids.pad, ids.no_ins)
+    image = _image(3, 33, 47)
+    segment = dict(classes=CLASSES[:5], chunk_size=2, decoder="template")
+    a = Lasagna(plain, tiny_tokenizer).segment(image, **segment)
+    b = Lasagna(verified, tiny_tokenizer).segment(image, **segment)
+    assert [(x.present, x.score) for x in a.classes] == [(y.present, pytest.approx(y.score)) for y in b.classes]
+    with torch.no_grad():  # now the fusion listens to the verifier alone, which says `vote` whatever it sees
+        verified.verifier.fusion.weight.copy_(torch.tensor([[0.0, 1.0]]))
+        verified.verifier.name.weight.zero_()
+        verified.verifier.bias.fill_(vote)
+    c = Lasagna(verified, tiny_tokenizer).segment(image, **segment)
+    assert c.text == a.text  # the LLM's answer is the same; only the decision reads the verifier too
+    for x, y in zip(a.classes, c.classes, strict=True):
+        assert y.present == (vote > 0) and (y.mask is not None) == y.present
+        if x.present and y.present:  # a class the LLM answered present keeps the mask it had
+            assert (x.mask == y.mask).all()
+    query = Lasagna(verified, tiny_tokenizer).segment(image, query="the red circle")
+    assert len(query.masks) == (len(query.scores) if vote > 0 else 0)
+
+
+def test_name_ids_are_the_answer_since_the_previous_decision():
+    from lasagna.infer.decode import Decision, RowResult
+    from lasagna.infer.engine import name_ids
+
+    row = RowResult(ids=[5, 6, 10, 7, 11, 10], decisions=[Decision(2, True, 0.9), Decision(4, False, 0.1)])
+    row.decisions.append(Decision(5, True, 0.8))
+    assert name_ids(row) == [[5, 6], [7], []]

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lasagna.losses import LossConfig, lasagna_loss, mask_dice_sum, place_ce, token_ce
 from lasagna.tokens import IGNORE_INDEX, IMAGE_TOKEN_ID
@@ -147,3 +148,28 @@ def test_place_ce_pairs_each_slot_with_its_images_masks_in_order():
     nothing = place_ce(hidden, ids, ins, image_index, list(empty), grid=2, skip=0)
     nothing.backward()  # masks without a pixel: 0, and still a graph to backpropagate through
     assert nothing.item() == 0.0 and hidden.grad is not None
+
+
+def test_the_verifiers_loss_is_added_at_its_weight():
+    logits = torch.zeros(1, 3, 5)
+    labels = torch.full((1, 3), IGNORE_INDEX)
+    presence = torch.tensor(0.7)
+    parts = lasagna_loss(logits, labels, [], [], cfg=LossConfig(presence_weight=2.0), presence=presence)
+    assert parts.presence is presence and parts.total.item() == pytest.approx(1.4)  # CE and mask losses are 0 here
+    with pytest.raises(ValueError, match="presence_weight"):
+        LossConfig(presence_weight=-1.0)
+
+
+def test_an_untrained_verifier_leaves_the_decision_to_the_llm_and_its_loss_is_two_bces():
+    from lasagna.model.verifier import PresenceVerifier
+
+    verifier = PresenceVerifier(region_dim=6, name_dim=4)
+    llm = torch.tensor([2.0, -1.0, 0.3])
+    regions, names = torch.randn(3, 7), torch.randn(3, 4)
+    torch.testing.assert_close(verifier.fuse(llm, verifier.match(regions, names)), llm)
+    present = torch.tensor([True, False, False])
+    match = verifier.match(regions, names)
+    expected = F.binary_cross_entropy_with_logits(match, present.float())
+    expected = expected + F.binary_cross_entropy_with_logits(llm, present.float())
+    torch.testing.assert_close(verifier.loss(llm, regions, names, present), expected)
+    assert verifier.loss(llm[:0], regions[:0], names[:0], present[:0]).item() == 0.0

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -305,3 +307,36 @@ def test_stem_skips_train_with_the_decoder_and_need_a_deep_enough_stem():
     cfg.sam.patch_size = 4
     with pytest.raises(ValueError, match=r"stem_skips needs a conv_stem of at least 3.*\[8, 8\]"):
         LasagnaModel(cfg)
+
+
+@pytest.mark.parametrize("skips", [False, True])
+def test_a_presence_verifier_trains_alone_on_every_slot_and_leaves_the_masks_as_they_were(skips):
+    no_ins = 11
+    cfg = preset("tiny")
+    if skips:
+        cfg.sam.conv_stem, cfg.sam.stem_skips = [4, 8, 8], True
+    plain = LasagnaModel(cfg, seed=0).eval()
+    verified = LasagnaModel(dataclasses.replace(cfg, presence_verifier=True), seed=0).eval()
+    assert plain.verifier is None and verified.verifier is not None
+    for model in (plain, verified):
+        model.set_token_ids(ins_id=INS, pad_id=0, no_ins_id=no_ins)
+    # slots: <ins>, <no_ins>, <ins> (row 0); <no_ins> (row 1); <ins> (row 2, image 1)
+    rows = [[1, IMG, 5, INS, 6, no_ins, 7, INS, 2], [1, IMG, 7, no_ins, 2], [1, IMG, 8, INS, 2]]
+    inputs = make_inputs(rows, [0, 0, 1], [(12, 12), (9, 7)])
+    inputs.labels[:, :2] = IGNORE_INDEX  # the answer starts after the image
+    a, b = plain(inputs), verified(inputs)
+    assert a.presence_loss is None and b.presence_loss.item() > 0
+    for x, y in zip(a.mask_logits, b.mask_logits, strict=True):
+        torch.testing.assert_close(x, y)
+    b.presence_loss.backward()
+    grads = {n for n, p in verified.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all(n.startswith("verifier.") for n in grads)  # detached inputs: nothing else moves
+    assert {"verifier.region.0.weight", "verifier.name.weight", "verifier.fusion.weight"} <= grads
+
+
+def test_name_spans_are_the_answer_tokens_since_the_previous_decision():
+    from lasagna.model.verifier import name_spans
+
+    answer = torch.tensor([False, False, True, True, True, True, True, True, True])
+    decision = torch.tensor([False, False, False, False, True, True, False, True, False])
+    assert name_spans(answer, decision) == [(2, 4), (5, 5), (6, 7)]

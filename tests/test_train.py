@@ -348,3 +348,17 @@ def test_launch_configs_that_would_override_the_training_config_are_refused(tmp_
     with pytest.raises(ValueError, match="gradient_accumulation_steps 3 where the training config has 2"):
         fit(_cfg(tmp_path / "refused"))
     assert not (tmp_path / "refused").exists()
+
+
+def test_model_overrides_apply_to_init_from_and_a_verifier_added_so_trains(tmp_path):
+    base = _base_model(tmp_path)
+    run = tmp_path / "run"
+    fit(_cfg(run, f"init_from={base}", "model_overrides={presence_verifier: true}", "optim.steps=2", "log_every=1"))
+    assert json.loads((run / "final" / "config.json").read_text())["model"]["presence_verifier"] is True
+    assert any(k.startswith("verifier.") for k in read_weights(run / "final"))
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["presence"] > 0 for r in logged if "loss" in r)
+    with pytest.raises(Exception, match="llm"):  # an override that changes weights fails the strict load by name
+        build_model_and_tokenizer(
+            _cfg(tmp_path / "bad", f"init_from={base}", "model_overrides={llm.num_hidden_layers: 3}")
+        )

@@ -157,11 +157,10 @@ class ModelConfig:
     default_decoder: Literal["free", "template"] = "free"
     # Pixels whose best present-class logit is below this stay unlabelled in the semantic map.
     mask_threshold: float = 0.0
-    # SAM's IoU head, trained (`loss.presence_weight`) to say whether what each `<ins>`/`<no_ins>` slot names is in
-    # the image, from the decoder's view of SAM's features; inference then decides each class by the sum of its
-    # log-odds and the LLM's. Not the paper's (its LLM alone decides, and its IoU head is unused): a from-scratch
-    # CLIP stand-in tells near misses apart less well than SAM's encoder (docs/shapeworld-model.md, step 33).
-    presence_head: bool = False
+    # A second opinion on each `<ins>`/`<no_ins>` (`model/verifier.py`): SAM's features under the slot's mask against
+    # the name it answers, fused with the LLM's log-odds. Not the paper's (its LLM alone decides): a from-scratch CLIP
+    # stand-in tells near misses apart less well than SAM's encoder (docs/shapeworld-model.md, step 33).
+    presence_verifier: bool = False
 
     def __post_init__(self) -> None:
         if self.image_grid_code < 0 or self.image_grid_code % 4:

@@ -13,9 +13,8 @@ tokens (`place_against: tokens`) or among the model's code of each token's place
 pooled to the token grid. It asks the LLM to know where what it answers is, which a pretrained LLaVA brings and one
 trained from scratch never learned: the mask decoder finds the target without it (docs/shapeworld-model.md, step 29).
 
-A model with `presence_head` adds `presence_weight` times the BCE between SAM's IoU head at every `<ins>`/`<no_ins>`
-slot and whether the slot is an `<ins>` (mean over slots): the head learns to tell whether what a slot names is in the
-image (`ModelConfig.presence_head`).
+A model with `presence_verifier` adds `presence_weight` times its verifier's loss (`model/verifier.py`), which the
+model's forward computes: it trains only the verifier.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ class LossConfig:
     # what place_ce points at: "tokens", the image tokens' last-layer states, or "grid", the model's code of each
     # token's place (ModelConfig.image_grid_code), so the state itself must hold where its target is
     place_against: Literal["tokens", "grid"] = "tokens"
-    presence_weight: float = 1.0  # weight of the presence BCE, for models with presence_head (else unused)
+    presence_weight: float = 1.0  # weight of the verifier's loss, for models with presence_verifier (else unused)
 
     def __post_init__(self) -> None:
         if self.place_against not in ("tokens", "grid"):
@@ -170,13 +169,13 @@ def lasagna_loss(
     cfg: LossConfig | None = None,
     decision_ids: tuple[int, ...] = (),
     place: torch.Tensor | None = None,
-    presence: tuple[torch.Tensor, torch.Tensor] | None = None,
+    presence: torch.Tensor | None = None,
 ) -> LossParts:
     """Combine the three parts; mask_logits[i] and gt_masks[i] are (N_i, H_i, W_i) for image i.
 
     decision_ids: the `<ins>` and `<no_ins>` ids, needed when cfg.decision_weight != 1.
     place: `place_ce`'s value, needed when cfg.place_weight != 0.
-    presence: a presence head's (D,) logits and (D,) bool targets (`LasagnaOutput`); 0 when D is 0.
+    presence: the presence verifier's loss (`LasagnaOutput.presence_loss`), added at cfg.presence_weight.
     """
     cfg = cfg or LossConfig()
     if len(mask_logits) != len(gt_masks):
@@ -206,16 +205,6 @@ def lasagna_loss(
         if place is None:
             raise ValueError("loss.place_weight != 0 needs place_ce's value (place)")
         total = total + cfg.place_weight * place
-    presence_bce = None
     if presence is not None:
-        scores, targets = presence
-        if scores.shape != targets.shape:
-            raise ValueError(f"presence: {tuple(scores.shape)} logits but {tuple(targets.shape)} targets")
-        if scores.numel():
-            presence_bce = F.binary_cross_entropy_with_logits(scores.float(), targets.float())
-        else:
-            presence_bce = scores.sum() * 0.0
-        total = total + cfg.presence_weight * presence_bce
-    return LossParts(
-        total=total, ce=ce, bce=bce, dice=dice, num_masks=num_masks, place=place, presence=presence_bce
-    )
+        total = total + cfg.presence_weight * presence
+    return LossParts(total=total, ce=ce, bce=bce, dice=dice, num_masks=num_masks, place=place, presence=presence)

@@ -12,11 +12,13 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import prompts
 from ..data import templates
 from ..data.transforms import check_image, clip_pixels, sam_pixels
 from ..model.lasagna import ImageEncoding, LasagnaModel
+from ..model.verifier import name_embeddings, pool_regions
 from ..tokenization import encode
 from ..tokens import check_user_text, token_ids
 from .decode import RowResult, decode_free, decode_template, encode_prefix
@@ -28,8 +30,8 @@ Decoder = Literal["free", "template"]
 
 @dataclass
 class ClassResult:
-    """One queried class: `present`, P(<ins>) `score` (with a presence head, the fused P, `Engine._decide`), `mask`
-    (H, W) bool at the original size when present.
+    """One queried class: `present`, P(<ins>) `score` (with a presence verifier, the fused P, `Engine._decide`),
+    `mask` (H, W) bool at the original size when present.
 
     `answered` is False when free decoding never named the class (it is then reported absent).
     """
@@ -121,28 +123,39 @@ class Engine:
         return enc, resized, tuple(image.shape[:2])
 
     def _masks(self, enc, hiddens: list[torch.Tensor], resized, original) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask embeddings (hidden states before decisions) -> ((N, H, W) float32 logits, (N,) IoU-head outputs)."""
+        """Mask embeddings (hidden states before decisions) -> ((N, H, W) float32 logits, (N, h, w) low-res ones)."""
         if not hiddens:
-            return torch.zeros((0, *original), device=enc.sam_embeds.device), torch.zeros(0)
+            empty = torch.zeros((0, *original), device=enc.sam_embeds.device)
+            return empty, empty
         proj = self.model.text_projector
         prompts_ = proj(torch.stack(hiddens).to(proj[0].weight.dtype))
-        low, head = self.model.sam.decode_scored(enc.sam_embeds, prompts_, enc.skips_of(0))
-        return self.model.sam.postprocess(low, resized, original), head.float().cpu()
+        low = self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
+        return self.model.sam.postprocess(low, resized, original), low
 
-    def _decide(self, enc, decisions: list, resized, original) -> tuple[list[bool], list[float], torch.Tensor]:
-        """Each decision -> (present, score) and the (K, H, W) mask logits of the present ones, in order.
+    def _decide(self, enc, decisions: list, names: list[list[int]], resized, original):
+        """Decisions and the ids of the name each answers -> (present flags, scores, (K, H, W) mask logits of the
+        present ones in order).
 
-        Without a presence head the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). With one,
-        every slot is decoded and a slot is present when P = sigmoid(logit P(`<ins>`) + head) >= 0.5: the two
-        opinions' log-odds add, as two independent pieces of evidence would."""
-        if not self.model.cfg.presence_head:
+        Without a verifier the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). With one, every slot
+        is decoded and the verifier's fusion of the LLM's log-odds with its own match decides (`model/verifier.py`);
+        the score is the fused probability."""
+        verifier = self.model.verifier
+        if verifier is None:
             logits, _ = self._masks(enc, [d.hidden for d in decisions if d.present], resized, original)
             return [d.present for d in decisions], [d.score for d in decisions], logits
-        logits, head = self._masks(enc, [d.hidden for d in decisions], resized, original)
-        llm = torch.tensor([d.score for d in decisions]).clamp(1e-6, 1 - 1e-6)
-        scores = torch.sigmoid(torch.log(llm / (1 - llm)) + head)
-        present = scores >= 0.5
-        return present.tolist(), scores.tolist(), logits[present.to(logits.device)]
+        logits, low = self._masks(enc, [d.hidden for d in decisions], resized, original)
+        if not decisions:
+            return [], [], logits
+        regions = pool_regions(enc.sam_embeds.expand(len(decisions), -1, -1, -1), low)
+        device = enc.sam_embeds.device
+        ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
+        width = max(1, max(len(n) for n in names))
+        padded = torch.stack([F.pad(x, (0, width - len(x))) for x in ids])
+        vectors = name_embeddings(self.model.embed_tokens, padded, [(i, 0, len(n)) for i, n in enumerate(names)])
+        llm = torch.tensor([d.score for d in decisions], device=device).clamp(1e-6, 1 - 1e-6)
+        fused = verifier.fuse(torch.log(llm / (1 - llm)), verifier.match(regions, vectors))
+        present = fused >= 0
+        return present.tolist(), torch.sigmoid(fused).tolist(), logits[present]
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
         rows, starts = [], []
@@ -182,18 +195,20 @@ class Engine:
         chunks = [classes[i : i + chunk_size] for i in range(0, len(classes), chunk_size)]
         results = self._run_chunks(enc, chunks, decoder)
         found: dict[str, ClassResult] = {}
-        names, decisions, unmatched, texts = [], [], [], []
+        names, decisions, name_tokens, unmatched, texts = [], [], [], [], []
         for chunk, row in zip(chunks, results, strict=True):
             texts.append(self.tokenizer.decode(row.ids, skip_special_tokens=False))
+            spans = name_ids(row)
             if decoder == "template":
-                items = [(name, d) for name, d in zip(chunk, row.decisions, strict=True)]
+                items = list(zip(chunk, row.decisions, spans, strict=True))
             else:
                 parsed = parse_row(self.tokenizer, row, chunk)
                 unmatched += [p.text for p in parsed if p.name is None]
-                items = [(p.name, d) for p, d in zip(parsed, row.decisions, strict=True) if p.name is not None]
-            names += [name for name, _ in items]
-            decisions += [d for _, d in items]
-        present, scores, logits = self._decide(enc, decisions, resized, original)
+                items = [(p.name, d, n) for p, d, n in zip(parsed, row.decisions, spans, strict=True) if p.name]
+            names += [name for name, _, _ in items]
+            decisions += [d for _, d, _ in items]
+            name_tokens += [n for _, _, n in items]
+        present, scores, logits = self._decide(enc, decisions, name_tokens, resized, original)
         for name, yes, score in zip(names, present, scores, strict=True):
             found[name] = ClassResult(name, yes, score)
         owners = [name for name, yes in zip(names, present, strict=True) if yes]
@@ -217,7 +232,7 @@ class Engine:
             raise ValueError("query is empty")
         enc, resized, original = self.encode_image(image)
         row = self._generate(enc, query_question(query), max_new_tokens)
-        _, scores, logits = self._decide(enc, row.decisions, resized, original)
+        _, scores, logits = self._decide(enc, row.decisions, name_ids(row), resized, original)
         return Prediction(
             image_size=original,
             text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
@@ -252,6 +267,16 @@ def query_question(query: str) -> str:
     if query.endswith(("?", ".")):
         return templates.IMAGE_PREFIX + query
     return templates.REFER_QUESTIONS[0].format(text=query)
+
+
+def name_ids(row: RowResult) -> list[list[int]]:
+    """Per decision of an answer, the ids since the previous decision (or the answer's start): the name it answers,
+    as the presence verifier reads it in training (`model.verifier.name_spans`)."""
+    out, start = [], 0
+    for d in row.decisions:
+        out.append(row.ids[start : d.index])
+        start = d.index + 1
+    return out
 
 
 def _common_prefix(rows: list[list[int]]) -> int:

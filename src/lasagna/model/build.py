@@ -32,6 +32,7 @@ class TrainableConfig:
     image_projector: bool = False
     sam_image_encoder: bool = False
     sam_prompt_encoder: bool = False
+    verifier: bool = True  # the presence verifier, where the model has one (it trains on detached inputs)
 
 
 def _set(module: nn.Module, flag: bool) -> None:
@@ -104,6 +105,8 @@ def configure_trainable(model: LasagnaModel, cfg: TrainableConfig) -> dict[str, 
         _set(model.image_grid, cfg.image_projector)
     _set(model.sam.image_encoder, cfg.sam_image_encoder)
     _set(model.sam.prompt_encoder, cfg.sam_prompt_encoder)
+    if model.verifier is not None:
+        _set(model.verifier, cfg.verifier)
     counts = {
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),

@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..tokens import IGNORE_INDEX
 from .mllm import Expanded, build_llm, build_vision_tower, expand_images, pool_features, vision_features
 from .projector import image_projector, text_projector
 from .sam import SamSegmenter, sincos_grid
+from .verifier import PresenceVerifier, name_embeddings, name_spans, pool_regions
 
 
 @dataclass
@@ -76,8 +78,8 @@ class LasagnaOutput:
     mask_logits: per image (N_i, H_i, W_i) float32 logits at the original size, in `<ins>` order.
     mask_embeddings: (M, C) prompts, M = number of `<ins>` in the batch, row-major order.
     hidden / input_ids: (B, L', hidden) last-layer states and (B, L') ids of the expanded sequence (`losses.place_ce`).
-    presence_logits / presence_targets: with `presence_head`, (D,) the IoU head's output at every `<ins>` / `<no_ins>`
-    slot of the batch, row-major, and (D,) bool, True where the slot is an `<ins>`; else None.
+    presence_loss: with `presence_verifier` and labels, the verifier's loss over every `<ins>` / `<no_ins>` slot of
+    the batch (`PresenceVerifier.loss`); else None.
     """
 
     logits: torch.Tensor
@@ -86,8 +88,7 @@ class LasagnaOutput:
     mask_embeddings: torch.Tensor
     hidden: torch.Tensor | None = None
     input_ids: torch.Tensor | None = None
-    presence_logits: torch.Tensor | None = None
-    presence_targets: torch.Tensor | None = None
+    presence_loss: torch.Tensor | None = None
 
 
 def _maybe_no_grad(module: nn.Module):
@@ -143,9 +144,18 @@ class LasagnaModel(nn.Module):
             self.sam = SamSegmenter(cfg.sam)
         with _seeded(seed, "text_projector"):
             self.text_projector = text_projector(cfg.llm.hidden_size, cfg.sam.prompt_dim)
+        self.verifier: PresenceVerifier | None = None
+        if cfg.presence_verifier:
+            self.add_verifier(seed)
         self.ins_id: int | None = None
         self.no_ins_id: int | None = None
         self.pad_id: int = 0
+
+    def add_verifier(self, seed: int | None = None) -> None:
+        """A fresh presence verifier (a trained model gains one; it decides nothing until trained)."""
+        with _seeded(seed, "verifier"):
+            self.verifier = PresenceVerifier(self.cfg.sam.prompt_dim, self.cfg.llm.hidden_size)
+        self.cfg.presence_verifier = True
 
     def set_token_ids(self, ins_id: int, pad_id: int, no_ins_id: int | None = None) -> None:
         """Ids come from the tokenizer that travels with the checkpoint, never from constants."""
@@ -206,8 +216,8 @@ class LasagnaModel(nn.Module):
         return self.text_projector(hidden[before_ins]), rows
 
     def select_slot_embeddings(self, hidden: torch.Tensor, ids: torch.Tensor):
-        """Project the hidden state before every `<ins>` and `<no_ins>` -> ((D, C) prompts, (D,) row of each, (D,)
-        bool True for `<ins>`), row-major order: what `presence_head` is trained on."""
+        """Project the hidden state before every `<ins>` and `<no_ins>` -> ((D, C) prompts, (D, 2) (row, position) of
+        each state, (D,) bool True for `<ins>`), row-major order: the slots `presence_verifier` is trained on."""
         if self.ins_id is None or self.no_ins_id is None:
             raise RuntimeError("token ids not set: call set_token_ids with no_ins_id (from_pretrained does this)")
         following = ids[:, 1:]
@@ -215,7 +225,22 @@ class LasagnaModel(nn.Module):
         before[:, :-1] = (following == self.ins_id) | (following == self.no_ins_id)
         is_ins = torch.zeros_like(before)
         is_ins[:, :-1] = following == self.ins_id
-        return self.text_projector(hidden[before]), before.nonzero()[:, 0], is_ins[before]
+        return self.text_projector(hidden[before]), before.nonzero(), is_ins[before]
+
+    def decision_log_odds(self, logits: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """(B, L, V) logits and (D, 2) (row, position) of the states before decisions -> (D,) detached log-odds of
+        `<ins>` against `<no_ins>` (the P(`<ins>`) inference reports, as logits)."""
+        picked = logits[where[:, 0], where[:, 1]].detach().float()
+        return picked[:, self.ins_id] - picked[:, self.no_ins_id]
+
+    def _verifier_loss(self, expanded, logits, images, where, slot_image, low_res, present) -> torch.Tensor:
+        ids = expanded.input_ids
+        answer = expanded.labels != IGNORE_INDEX
+        decision = (ids == self.ins_id) | (ids == self.no_ins_id)
+        spans = [(row, a, b) for row in range(len(ids)) for a, b in name_spans(answer[row], decision[row])]
+        regions = pool_regions(images.sam_embeds[slot_image].detach(), low_res.detach())
+        names = name_embeddings(self.embed_tokens, ids, spans)
+        return self.verifier.loss(self.decision_log_odds(logits, where), regions, names, present)
 
     def decode_masks(
         self,
@@ -236,20 +261,23 @@ class LasagnaModel(nn.Module):
         expanded = self.expand(inputs, images)
         hidden = self.hidden_states(expanded)
         logits = self.llm.get_output_embeddings()(hidden)
-        presence = targets = None
-        if self.cfg.presence_head:
-            # why one decoder call: the masks of `<ins>` slots and the presence of every slot share its transformer
-            slots, rows, targets = self.select_slot_embeddings(hidden, expanded.input_ids)
-            mask_logits, presence = self.sam.decode_each(
+        presence = None
+        if self.verifier is not None:
+            # why one decoder call: the masks of `<ins>` slots and the regions of every slot come from it
+            slots, where, present = self.select_slot_embeddings(hidden, expanded.input_ids)
+            slot_image = inputs.image_index[where[:, 0]]
+            mask_logits, low_res = self.sam.decode_each(
                 images.sam_embeds,
                 images.sam_skips,
                 slots,
-                inputs.image_index[rows],
+                slot_image,
                 inputs.resize_sizes,
                 inputs.original_sizes,
-                keep=targets,
+                keep=present,
             )
-            prompts = slots[targets]
+            prompts = slots[present]
+            if expanded.labels is not None:
+                presence = self._verifier_loss(expanded, logits, images, where, slot_image, low_res, present)
         else:
             prompts, rows = self.select_mask_embeddings(hidden, expanded.input_ids)
             mask_logits = self.decode_masks(
@@ -262,6 +290,5 @@ class LasagnaModel(nn.Module):
             mask_embeddings=prompts,
             hidden=hidden,
             input_ids=expanded.input_ids,
-            presence_logits=presence,
-            presence_targets=targets,
+            presence_loss=presence,
         )

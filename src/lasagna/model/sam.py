@@ -146,13 +146,7 @@ class SamSegmenter(nn.Module):
     def decode(
         self, image_embeddings: torch.Tensor, prompts: torch.Tensor, skips: tuple[torch.Tensor, ...] = ()
     ) -> torch.Tensor:
-        """N prompts -> (N, 4h, 4w) low-resolution mask logits (mask token 0, no multimask); see `decode_scored`."""
-        return self.decode_scored(image_embeddings, prompts, skips)[0]
-
-    def decode_scored(
-        self, image_embeddings: torch.Tensor, prompts: torch.Tensor, skips: tuple[torch.Tensor, ...] = ()
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """N prompts -> ((N, 4h, 4w) low-resolution mask logits, (N,) IoU-head outputs of mask token 0).
+        """N prompts -> (N, 4h, 4w) low-resolution mask logits (mask token 0, no multimask).
 
         image_embeddings: (N, C, h, w), the image of each prompt, or (1, C, h, w), one image for all of them.
         prompts: (N, C) mask embeddings, each one sparse prompt token. skips: the images' `skip_maps`, batched as
@@ -163,7 +157,7 @@ class SamSegmenter(nn.Module):
         n = prompts.shape[0]
         _, c, h, w = image_embeddings.shape
         if n == 0:
-            return image_embeddings.new_zeros((0, 4 * h, 4 * w)), image_embeddings.new_zeros((0,))
+            return image_embeddings.new_zeros((0, 4 * h, 4 * w))
         dtype = image_embeddings.dtype
         images = image_embeddings.expand(n, -1, -1, -1)
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, c, 1, 1).to(dtype).expand(n, c, h, w)
@@ -174,18 +168,18 @@ class SamSegmenter(nn.Module):
         with decoder_attention(images.device):
             if self.stem_skips is not None:
                 return self._decode_with_skips(images + dense, pe, sparse, skips)
-            low_res, iou = self.mask_decoder(
+            low_res, _iou = self.mask_decoder(
                 image_embeddings=images,
                 image_positional_embeddings=pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=False,
             )
-        return low_res[:, 0, 0], iou[:, 0, 0]
+        return low_res[:, 0, 0]
 
     def _decode_with_skips(
         self, images: torch.Tensor, pe: torch.Tensor, sparse: torch.Tensor, skips: tuple[torch.Tensor, ...]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> torch.Tensor:
         """SamMaskDecoder's single-mask path, its parts called in turn, with the stem's maps added while upscaling.
 
         images, pe: (N, C, h, w); sparse: (N, 1, 1, C), one prompt per batch row; skips broadcast over N."""
@@ -204,8 +198,7 @@ class SamSegmenter(nn.Module):
         up = dec.activation(dec.upscale_layer_norm(dec.upscale_conv1(image)) + self.stem_skips.coarse(coarse))
         up = dec.activation(dec.upscale_conv2(up) + self.stem_skips.fine(fine))
         hyper = dec.output_hypernetworks_mlps[0](points[:, 0, 1])  # mask token 0 (index 0 is the IoU token)
-        iou = dec.iou_prediction_head(points[:, 0, 0])[:, 0]
-        return torch.einsum("nc,nchw->nhw", hyper, up), iou
+        return torch.einsum("nc,nchw->nhw", hyper, up)
 
     def postprocess(
         self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
@@ -231,19 +224,16 @@ class SamSegmenter(nn.Module):
         original_sizes: list[tuple[int, int]],
         keep: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Prompts of many images in one `decode_scored` call -> (per image (N_i, H_i, W_i) logits in prompt order,
-        (N,) IoU-head outputs of every prompt).
+        """Prompts of many images in one `decode` call -> (per image (N_i, H_i, W_i) logits in prompt order, (N, 4h,
+        4w) low-resolution logits of every prompt).
 
         image_embeddings / skips: (I, ...) per image. prompt_image: (N,) the image of each prompt. keep: (N,) bool,
-        the prompts whose masks are wanted (all by default; the others are scored only).
+        the prompts whose full-size masks are wanted (all by default; a presence verifier reads the others' low-res).
         """
-        low_res, iou = self.decode_scored(
-            image_embeddings[prompt_image], prompts, tuple(x[prompt_image] for x in skips)
-        )
-        if keep is not None:
-            low_res, prompt_image = low_res[keep], prompt_image[keep]
+        low_res = self.decode(image_embeddings[prompt_image], prompts, tuple(x[prompt_image] for x in skips))
+        kept, owner = (low_res, prompt_image) if keep is None else (low_res[keep], prompt_image[keep])
         masks = [
-            self.postprocess(low_res[prompt_image == i], resize_sizes[i], original_sizes[i])
+            self.postprocess(kept[owner == i], resize_sizes[i], original_sizes[i])
             for i in range(image_embeddings.shape[0])
         ]
-        return masks, iou
+        return masks, low_res

@@ -297,7 +297,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                     cfg.loss,
                     decision_ids,
                     place,
-                    None if output.presence_logits is None else (output.presence_logits, output.presence_targets),
+                    output.presence_loss,
                 )
                 accelerator.backward(parts.total)  # divided by accum there (by DeepSpeed itself under DeepSpeed)
             for name, value in (("loss", parts.total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):

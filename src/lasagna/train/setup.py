@@ -89,7 +89,15 @@ def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
     """
     saved = Path(run_dir) / "tokenizer" if run_dir is not None else None
     if cfg.init_from:
-        model, tokenizer = load_pretrained(cfg.init_from, cfg=model_config_of(cfg))
+        from ..checkpoint import read_config
+
+        model_cfg = model_config_of(cfg)
+        # why: a verifier added by model_overrides has no weights in init_from; it starts fresh
+        fresh_verifier = model_cfg.presence_verifier and not read_config(Path(cfg.init_from)).presence_verifier
+        model_cfg.presence_verifier = model_cfg.presence_verifier and not fresh_verifier
+        model, tokenizer = load_pretrained(cfg.init_from, cfg=model_cfg)
+        if fresh_verifier:
+            model.add_verifier(seed=cfg.seed)
         if saved is not None and not saved.exists():
             tokenizer.save_pretrained(str(saved))
         return model, tokenizer

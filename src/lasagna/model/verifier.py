@@ -1,0 +1,86 @@
+"""The presence verifier: does the region a slot's mask covers look like what the slot names?
+
+Not the paper's: LaSagnA's LLM alone decides `<ins>` or `<no_ins>`. A model whose CLIP is a stand-in trained from
+scratch reads shapes less well than its SAM encoder, so its LLM answers an absent "red circle" present beside a red
+square; SAM's features under the mask that slot draws say "red square" (docs/shapeworld-model.md, step 33).
+
+Each `<ins>` / `<no_ins>` slot gets a second opinion from two things the LLM's belief is not in: SAM's image embedding
+averaged under the slot's own mask (its region), and the mean input embedding of the tokens that name it (the answer's
+tokens since the previous decision: "red circle" in "...<no_ins>red circle<ins>"). A bilinear match of the two gives
+the verifier's log-odds; a learned two-weight fusion of them and the LLM's log-odds decides. Both train on detached
+inputs, so they change nothing else in the model; the fusion starts as the LLM alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PresenceVerifier(nn.Module):
+    def __init__(self, region_dim: int, name_dim: int, width: int = 128):
+        super().__init__()
+        # +1: the log of the mask's area, so an empty mask (nothing there to look at) is told from a small one
+        self.region = nn.Sequential(nn.Linear(region_dim + 1, width), nn.GELU(), nn.Linear(width, width))
+        self.name = nn.Linear(name_dim, width)
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.fusion = nn.Linear(2, 1)
+        with torch.no_grad():  # why: an untrained verifier leaves every decision to the LLM
+            self.fusion.weight.copy_(torch.tensor([[1.0, 0.0]]))
+            self.fusion.bias.zero_()
+
+    def match(self, regions: torch.Tensor, names: torch.Tensor) -> torch.Tensor:
+        """(N, region_dim + 1) `pool_regions` and (N, name_dim) `name_embeddings` -> (N,) log-odds of a match."""
+        r, n = self.region(regions.float()), self.name(names.float())
+        return (r * n).sum(-1) / r.shape[-1] ** 0.5 + self.bias
+
+    def fuse(self, llm: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+        """(N,) LLM log-odds of `<ins>` and (N,) match log-odds -> (N,) log-odds that the slot is present."""
+        return self.fusion(torch.stack([llm.float(), match.float()], -1))[:, 0]
+
+    def loss(self, llm: torch.Tensor, regions: torch.Tensor, names: torch.Tensor, present: torch.Tensor):
+        """BCE of the match and of the fusion against (N,) bool `present`, summed; the fusion sees the match detached,
+        so each part learns only its own task. 0 (with a gradient path) when N is 0."""
+        if present.numel() == 0:
+            return sum(p.sum() for p in self.parameters()) * 0.0
+        match = self.match(regions, names)
+        target = present.float()
+        fused = self.fuse(llm.detach(), match.detach())
+        return F.binary_cross_entropy_with_logits(match, target) + F.binary_cross_entropy_with_logits(fused, target)
+
+
+def pool_regions(embeds: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) each slot's image embedding and (N, kh, kw) its low-res mask logits -> (N, C + 1).
+
+    The embedding averaged under sigmoid(mask) at the embedding's grid, shrunk toward 0 as the mask empties (the sum
+    is divided by area + 1), then log(area + 1)."""
+    weights = F.adaptive_avg_pool2d(torch.sigmoid(low_res.float())[:, None], embeds.shape[-2:])[:, 0]
+    area = weights.sum((1, 2))
+    pooled = torch.einsum("nhw,nchw->nc", weights, embeds.float()) / (area + 1)[:, None]
+    return torch.cat([pooled, torch.log1p(area)[:, None]], -1)
+
+
+def name_spans(answer: torch.Tensor, decisions: torch.Tensor) -> list[tuple[int, int]]:
+    """(L,) bool answer tokens and (L,) bool decision tokens of one row -> per decision, in order, the [start, end)
+    of the answer tokens right before it that are not decisions (the name it answers; may be empty)."""
+    spans = []
+    for end in decisions.nonzero()[:, 0].tolist():
+        start = end
+        while start > 0 and answer[start - 1] and not decisions[start - 1]:
+            start -= 1
+        spans.append((start, end))
+    return spans
+
+
+def name_embeddings(embed: nn.Module, ids: torch.Tensor, spans: list[tuple[int, int, int]]) -> torch.Tensor:
+    """(B, L) ids and (row, start, end) spans -> (N, D) mean input embedding of each span (zeros when empty),
+    detached: the verifier must not move the LLM's embeddings."""
+    out = []
+    with torch.no_grad():
+        for row, start, end in spans:
+            if end > start:
+                out.append(embed(ids[row, start:end]).float().mean(0))
+            else:
+                out.append(torch.zeros(embed.weight.shape[1], device=ids.device))
+    return torch.stack(out) if out else torch.zeros(0, embed.weight.shape[1], device=ids.device)
