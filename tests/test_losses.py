@@ -160,7 +160,7 @@ def test_the_verifiers_loss_is_added_at_its_weight():
         LossConfig(presence_weight=-1.0)
 
 
-def test_an_untrained_verifier_leaves_the_decision_to_the_llm_and_its_loss_is_two_bces():
+def test_an_untrained_verifier_leaves_the_decision_to_the_llm_and_learns_by_the_matchs_bce():
     from lasagna.model.verifier import PresenceVerifier
 
     verifier = PresenceVerifier(region_dim=6, name_dim=4)
@@ -168,8 +168,22 @@ def test_an_untrained_verifier_leaves_the_decision_to_the_llm_and_its_loss_is_tw
     regions, names = torch.randn(3, 7), torch.randn(3, 4)
     torch.testing.assert_close(verifier.fuse(llm, verifier.match(regions, names)), llm)
     present = torch.tensor([True, False, False])
-    match = verifier.match(regions, names)
-    expected = F.binary_cross_entropy_with_logits(match, present.float())
-    expected = expected + F.binary_cross_entropy_with_logits(llm, present.float())
-    torch.testing.assert_close(verifier.loss(llm, regions, names, present), expected)
-    assert verifier.loss(llm[:0], regions[:0], names[:0], present[:0]).item() == 0.0
+    expected = F.binary_cross_entropy_with_logits(verifier.match(regions, names), present.float())
+    torch.testing.assert_close(verifier.loss(regions, names, present), expected)
+    assert verifier.loss(regions[:0], names[:0], present[:0]).item() == 0.0
+
+
+def test_the_fusion_fit_trusts_the_opinion_that_separates_and_weighs_both_errors_alike():
+    from lasagna.train.calibrate import fit_fusion
+
+    g = torch.Generator().manual_seed(0)
+    present = torch.rand(2000, generator=g) < 0.1  # a full list: mostly absent classes
+    signal = torch.where(present, 2.0, -2.0) + torch.randn(2000, generator=g)
+    noise = torch.randn(2000, generator=g) * 3
+    weight, bias = fit_fusion(torch.stack([noise, signal], 1), present)
+    assert weight[0, 1] > 5 * weight[0, 0].abs()
+    decided = (torch.stack([noise, signal], 1) @ weight.T + bias)[:, 0] >= 0
+    recall, rejection = decided[present].float().mean(), (~decided[~present]).float().mean()
+    assert recall > 0.95 and rejection > 0.95 and abs(recall - rejection) < 0.04
+    with pytest.raises(ValueError, match="present and absent"):
+        fit_fusion(torch.zeros(5, 2), torch.zeros(5, dtype=torch.bool))

@@ -331,7 +331,8 @@ def test_a_presence_verifier_trains_alone_on_every_slot_and_leaves_the_masks_as_
     b.presence_loss.backward()
     grads = {n for n, p in verified.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert grads and all(n.startswith("verifier.") for n in grads)  # detached inputs: nothing else moves
-    assert {"verifier.region.0.weight", "verifier.name.weight", "verifier.fusion.weight"} <= grads
+    assert {"verifier.region.0.weight", "verifier.name.weight", "verifier.bias"} <= grads
+    assert not {"verifier.fusion.weight", "verifier.fusion.bias"} & grads  # fit on held-out scenes, not by gradient
 
 
 def test_name_spans_are_the_answer_tokens_since_the_previous_decision():

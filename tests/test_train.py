@@ -350,14 +350,19 @@ def test_launch_configs_that_would_override_the_training_config_are_refused(tmp_
     assert not (tmp_path / "refused").exists()
 
 
-def test_model_overrides_apply_to_init_from_and_a_verifier_added_so_trains(tmp_path):
+def test_model_overrides_apply_to_init_from_and_a_verifier_added_so_trains_then_is_calibrated(tmp_path):
     base = _base_model(tmp_path)
     run = tmp_path / "run"
-    fit(_cfg(run, f"init_from={base}", "model_overrides={presence_verifier: true}", "optim.steps=2", "log_every=1"))
+    args = ["model_overrides={presence_verifier: true}", "optim.steps=2", "log_every=1", "calibrate_scenes=3"]
+    fit(_cfg(run, f"init_from={base}", *args))
     assert json.loads((run / "final" / "config.json").read_text())["model"]["presence_verifier"] is True
-    assert any(k.startswith("verifier.") for k in read_weights(run / "final"))
+    weights = read_weights(run / "final")
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["presence"] > 0 for r in logged if "loss" in r)
+    (report,) = [r["calibration"] for r in logged if "calibration" in r]
+    assert report["scenes"] == 3 and report["classes"] > 0
+    fusion = weights["verifier.fusion.weight"].float()
+    assert fusion[0].tolist() == pytest.approx([report["weight_llm"], report["weight_verifier"]], rel=1e-2)
     with pytest.raises(Exception, match="llm"):  # an override that changes weights fails the strict load by name
         build_model_and_tokenizer(
             _cfg(tmp_path / "bad", f"init_from={base}", "model_overrides={llm.num_hidden_layers: 3}")

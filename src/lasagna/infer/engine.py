@@ -53,6 +53,9 @@ class Prediction:
     logits: torch.Tensor | None = field(default=None, repr=False)  # (K_present, H, W), order of present classes
     # query mode: P(<ins>) within {<ins>, <no_ins>} at each decision of the answer, in order, <no_ins> ones too
     scores: list[float] = field(default_factory=list)
+    # class lists with a presence verifier: (len(classes), 2) the LLM's and the verifier's log-odds of each queried
+    # class, NaN where free decoding never named it (what `lasagna calibrate` fits the fusion on)
+    evidence: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def present(self) -> list[str]:
@@ -134,7 +137,7 @@ class Engine:
 
     def _decide(self, enc, decisions: list, names: list[list[int]], resized, original):
         """Decisions and the ids of the name each answers -> (present flags, scores, (K, H, W) mask logits of the
-        present ones in order).
+        present ones in order, (N, 2) the LLM's and the verifier's log-odds or None without a verifier).
 
         Without a verifier the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). With one, every slot
         is decoded and the verifier's fusion of the LLM's log-odds with its own match decides (`model/verifier.py`);
@@ -142,10 +145,10 @@ class Engine:
         verifier = self.model.verifier
         if verifier is None:
             logits, _ = self._masks(enc, [d.hidden for d in decisions if d.present], resized, original)
-            return [d.present for d in decisions], [d.score for d in decisions], logits
+            return [d.present for d in decisions], [d.score for d in decisions], logits, None
         logits, low = self._masks(enc, [d.hidden for d in decisions], resized, original)
         if not decisions:
-            return [], [], logits
+            return [], [], logits, torch.zeros(0, 2)
         regions = pool_regions(enc.sam_embeds.expand(len(decisions), -1, -1, -1), low)
         device = enc.sam_embeds.device
         ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
@@ -153,9 +156,10 @@ class Engine:
         padded = torch.stack([F.pad(x, (0, width - len(x))) for x in ids])
         vectors = name_embeddings(self.model.embed_tokens, padded, [(i, 0, len(n)) for i, n in enumerate(names)])
         llm = torch.tensor([d.score for d in decisions], device=device).clamp(1e-6, 1 - 1e-6)
-        fused = verifier.fuse(torch.log(llm / (1 - llm)), verifier.match(regions, vectors))
+        evidence = torch.stack([torch.log(llm / (1 - llm)), verifier.match(regions, vectors)], -1).float()
+        fused = verifier.fuse(evidence[:, 0], evidence[:, 1])
         present = fused >= 0
-        return present.tolist(), torch.sigmoid(fused).tolist(), logits[present]
+        return present.tolist(), torch.sigmoid(fused).tolist(), logits[present], evidence.cpu()
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
         rows, starts = [], []
@@ -208,7 +212,7 @@ class Engine:
             names += [name for name, _, _ in items]
             decisions += [d for _, d, _ in items]
             name_tokens += [n for _, _, n in items]
-        present, scores, logits = self._decide(enc, decisions, name_tokens, resized, original)
+        present, scores, logits, evidence = self._decide(enc, decisions, name_tokens, resized, original)
         for name, yes, score in zip(names, present, scores, strict=True):
             found[name] = ClassResult(name, yes, score)
         owners = [name for name, yes in zip(names, present, strict=True) if yes]
@@ -216,12 +220,20 @@ class Engine:
             found[name].mask = (lg > 0).cpu().numpy()
         out = [found.get(name, ClassResult(name, False, 0.0, answered=False)) for name in classes]
         keep = [owners.index(c.name) for c in out if c.present]
+        per_class = None
+        if evidence is not None:
+            per_class = torch.full((len(classes), 2), float("nan"))
+            row = {name: i for i, name in enumerate(names)}
+            for k, c in enumerate(out):
+                if c.name in row:
+                    per_class[k] = evidence[row[c.name]]
         return Prediction(
             image_size=original,
             classes=out,
             text="\n".join(texts),
             unmatched=unmatched,
             logits=logits[keep].cpu() if keep else None,
+            evidence=per_class,
         )
 
     @torch.no_grad()
@@ -232,7 +244,7 @@ class Engine:
             raise ValueError("query is empty")
         enc, resized, original = self.encode_image(image)
         row = self._generate(enc, query_question(query), max_new_tokens)
-        _, scores, logits = self._decide(enc, row.decisions, name_ids(row), resized, original)
+        _, scores, logits, _ = self._decide(enc, row.decisions, name_ids(row), resized, original)
         return Prediction(
             image_size=original,
             text=self.tokenizer.decode(row.ids, skip_special_tokens=False),

@@ -107,6 +107,7 @@ def configure_trainable(model: LasagnaModel, cfg: TrainableConfig) -> dict[str, 
     _set(model.sam.prompt_encoder, cfg.sam_prompt_encoder)
     if model.verifier is not None:
         _set(model.verifier, cfg.verifier)
+        _set(model.verifier.fusion, False)  # fit on held-out scenes after training (train/calibrate.py)
     counts = {
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),

@@ -216,8 +216,8 @@ class LasagnaModel(nn.Module):
         return self.text_projector(hidden[before_ins]), rows
 
     def select_slot_embeddings(self, hidden: torch.Tensor, ids: torch.Tensor):
-        """Project the hidden state before every `<ins>` and `<no_ins>` -> ((D, C) prompts, (D, 2) (row, position) of
-        each state, (D,) bool True for `<ins>`), row-major order: the slots `presence_verifier` is trained on."""
+        """Project the hidden state before every `<ins>` and `<no_ins>` -> ((D, C) prompts, (D,) row of each, (D,) bool
+        True for `<ins>`), row-major order: the slots `presence_verifier` is trained on."""
         if self.ins_id is None or self.no_ins_id is None:
             raise RuntimeError("token ids not set: call set_token_ids with no_ins_id (from_pretrained does this)")
         following = ids[:, 1:]
@@ -225,22 +225,16 @@ class LasagnaModel(nn.Module):
         before[:, :-1] = (following == self.ins_id) | (following == self.no_ins_id)
         is_ins = torch.zeros_like(before)
         is_ins[:, :-1] = following == self.ins_id
-        return self.text_projector(hidden[before]), before.nonzero(), is_ins[before]
+        return self.text_projector(hidden[before]), before.nonzero()[:, 0], is_ins[before]
 
-    def decision_log_odds(self, logits: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        """(B, L, V) logits and (D, 2) (row, position) of the states before decisions -> (D,) detached log-odds of
-        `<ins>` against `<no_ins>` (the P(`<ins>`) inference reports, as logits)."""
-        picked = logits[where[:, 0], where[:, 1]].detach().float()
-        return picked[:, self.ins_id] - picked[:, self.no_ins_id]
-
-    def _verifier_loss(self, expanded, logits, images, where, slot_image, low_res, present) -> torch.Tensor:
+    def _verifier_loss(self, expanded, images, slot_image, low_res, present) -> torch.Tensor:
         ids = expanded.input_ids
         answer = expanded.labels != IGNORE_INDEX
         decision = (ids == self.ins_id) | (ids == self.no_ins_id)
         spans = [(row, a, b) for row in range(len(ids)) for a, b in name_spans(answer[row], decision[row])]
         regions = pool_regions(images.sam_embeds[slot_image].detach(), low_res.detach())
         names = name_embeddings(self.embed_tokens, ids, spans)
-        return self.verifier.loss(self.decision_log_odds(logits, where), regions, names, present)
+        return self.verifier.loss(regions, names, present)
 
     def decode_masks(
         self,
@@ -264,8 +258,8 @@ class LasagnaModel(nn.Module):
         presence = None
         if self.verifier is not None:
             # why one decoder call: the masks of `<ins>` slots and the regions of every slot come from it
-            slots, where, present = self.select_slot_embeddings(hidden, expanded.input_ids)
-            slot_image = inputs.image_index[where[:, 0]]
+            slots, rows, present = self.select_slot_embeddings(hidden, expanded.input_ids)
+            slot_image = inputs.image_index[rows]
             mask_logits, low_res = self.sam.decode_each(
                 images.sam_embeds,
                 images.sam_skips,
@@ -277,7 +271,7 @@ class LasagnaModel(nn.Module):
             )
             prompts = slots[present]
             if expanded.labels is not None:
-                presence = self._verifier_loss(expanded, logits, images, where, slot_image, low_res, present)
+                presence = self._verifier_loss(expanded, images, slot_image, low_res, present)
         else:
             prompts, rows = self.select_mask_embeddings(hidden, expanded.input_ids)
             mask_logits = self.decode_masks(

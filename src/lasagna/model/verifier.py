@@ -7,8 +7,9 @@ square; SAM's features under the mask that slot draws say "red square" (docs/sha
 Each `<ins>` / `<no_ins>` slot gets a second opinion from two things the LLM's belief is not in: SAM's image embedding
 averaged under the slot's own mask (its region), and the mean input embedding of the tokens that name it (the answer's
 tokens since the previous decision: "red circle" in "...<no_ins>red circle<ins>"). A bilinear match of the two gives
-the verifier's log-odds; a learned two-weight fusion of them and the LLM's log-odds decides. Both train on detached
-inputs, so they change nothing else in the model; the fusion starts as the LLM alone.
+the verifier's log-odds, trained on detached inputs (so it changes nothing else in the model); a two-weight fusion of
+them and the LLM's log-odds decides. The fusion starts as the LLM alone and is fit on held-out scenes
+(`train/calibrate.py`): on the training data the LLM's answers are surer than on new images.
 """
 
 from __future__ import annotations
@@ -32,22 +33,19 @@ class PresenceVerifier(nn.Module):
 
     def match(self, regions: torch.Tensor, names: torch.Tensor) -> torch.Tensor:
         """(N, region_dim + 1) `pool_regions` and (N, name_dim) `name_embeddings` -> (N,) log-odds of a match."""
-        r, n = self.region(regions.float()), self.name(names.float())
-        return (r * n).sum(-1) / r.shape[-1] ** 0.5 + self.bias
+        dtype = self.bias.dtype  # why: a checkpoint loaded in bf16 holds bf16 weights; the inputs follow them
+        r, n = self.region(regions.to(dtype)).float(), self.name(names.to(dtype)).float()
+        return (r * n).sum(-1) / r.shape[-1] ** 0.5 + self.bias.float()
 
     def fuse(self, llm: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
         """(N,) LLM log-odds of `<ins>` and (N,) match log-odds -> (N,) log-odds that the slot is present."""
-        return self.fusion(torch.stack([llm.float(), match.float()], -1))[:, 0]
+        return self.fusion(torch.stack([llm, match], -1).to(self.bias.dtype))[:, 0].float()
 
-    def loss(self, llm: torch.Tensor, regions: torch.Tensor, names: torch.Tensor, present: torch.Tensor):
-        """BCE of the match and of the fusion against (N,) bool `present`, summed; the fusion sees the match detached,
-        so each part learns only its own task. 0 (with a gradient path) when N is 0."""
+    def loss(self, regions: torch.Tensor, names: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Mean BCE of the match against (N,) bool `present`; 0 (with a gradient path) when N is 0."""
         if present.numel() == 0:
             return sum(p.sum() for p in self.parameters()) * 0.0
-        match = self.match(regions, names)
-        target = present.float()
-        fused = self.fuse(llm.detach(), match.detach())
-        return F.binary_cross_entropy_with_logits(match, target) + F.binary_cross_entropy_with_logits(fused, target)
+        return F.binary_cross_entropy_with_logits(self.match(regions, names), present.float())
 
 
 def pool_regions(embeds: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""`lasagna train` and `lasagna export`."""
+"""`lasagna train`, `lasagna export` and `lasagna calibrate`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,16 @@ def register(sub) -> None:
     e.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=run_export)
+    c = sub.add_parser("calibrate", help="fit a presence verifier's fusion on held-out scenes, write the model")
+    c.add_argument("--model", required=True, help="a checkpoint folder of ours whose model has a presence verifier")
+    c.add_argument("--out", required=True, help="where the calibrated model is written")
+    c.add_argument("--dataset", default="shapeworld", help="a semantic dataset (`lasagna data preview` names)")
+    c.add_argument("--split", default="val", help="held-out scenes: never the split you report")
+    c.add_argument("--root", help="data root (default: $LASAGNA_DATA)")
+    c.add_argument("--limit", type=int, default=200, help="first N scenes")
+    c.add_argument("--chunk-size", type=int, default=16)
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=run_calibrate)
 
 
 def run_train(args) -> int:
@@ -33,5 +43,27 @@ def run_export(args) -> int:
     from .fit import export_checkpoint
 
     out = export_checkpoint(args.ckpt, args.out, args.dtype, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def run_calibrate(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ..api import Lasagna
+    from ..checkpoint import save_pretrained
+    from ..eval.evaluate import open_eval_sources
+    from .calibrate import calibrate
+
+    sources = open_eval_sources(args.dataset, args.split, args.root)
+    if "semantic" not in sources:
+        raise ValueError(f"{args.dataset} has no semantic task to calibrate on")
+    lasagna = Lasagna.from_pretrained(args.model)
+    report = calibrate(lasagna, sources["semantic"], args.limit, args.chunk_size)
+    model = lasagna.engine.model
+    dtype = next(model.parameters()).dtype
+    out = save_pretrained(model, lasagna.engine.tokenizer, Path(args.out), dtype=dtype, overwrite=args.overwrite)
+    print(json.dumps(report, indent=1))
     print(f"wrote {out}")
     return 0

@@ -66,6 +66,8 @@ class TrainConfig:
     model_preset: str = "shapeworld-small"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # dotted ModelConfig fields, e.g. vision.patch_size
     init_from: str | None = None  # a checkpoint folder of ours (its tokenizer is used); else a fresh preset
+    # scenes of eval.split a presence verifier's fusion is fit on after the last step (train/calibrate.py); 0 = none
+    calibrate_scenes: int = 200
     tokenizer_vocab: int = 1024  # plain tokenizer size when training from scratch
     tokenizer_corpus: int = 3000  # formatted training samples the plain tokenizer is fitted on
     tokenizer_whole_names: bool = False  # multi-word training class names become single pieces ("▁red▁circle")

@@ -347,6 +347,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     bar.close()
     # why: the training peak, read before the export's copy of the model adds its own
     peak = torch.cuda.max_memory_allocated(accelerator.device) if accelerator.device.type == "cuda" else None
+    _calibrate(cfg, accelerator, model, tokenizer, state, metrics_log)
     _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
     final = out / "final"
     # why: a cheap cross-rank check that DDP kept every replica identical
@@ -413,6 +414,31 @@ def _tensorboard(out: Path):
     except ImportError:
         return None
     return SummaryWriter(str(out / "tensorboard"))
+
+
+def _calibrate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState, metrics_log) -> None:
+    """Fit a presence verifier's fusion on the first `calibrate_scenes` of the eval split (`train/calibrate.py`).
+
+    Every rank fits it on the same scenes, so the replicas stay identical."""
+    from ..api import Lasagna
+    from ..eval.evaluate import open_eval_sources
+    from .calibrate import calibrate
+
+    inner = accelerator.unwrap_model(model)
+    if inner.verifier is None or cfg.calibrate_scenes <= 0:
+        return
+    source = open_eval_sources(cfg.data.dataset, cfg.eval.split, cfg.data.root).get("semantic")
+    if source is None:
+        raise ValueError(f"calibrate_scenes: {cfg.data.dataset} has no semantic {cfg.eval.split} split to fit on")
+    inner.eval()
+    mixed = accelerator.autocast() if cfg.frozen_dtype == "bf16" else contextlib.nullcontext()
+    with mixed, torch.compiler.set_stance("force_eager"):
+        report = calibrate(Lasagna(inner, tokenizer), source, cfg.calibrate_scenes, cfg.eval.chunk_size, False)
+    inner.train()
+    if metrics_log is not None:
+        metrics_log.write(json.dumps({"step": state.step, "calibration": report}) + "\n")
+        metrics_log.flush()
+        log.info("step %d calibration %s", state.step, report)
 
 
 def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState, metrics_log) -> None:

@@ -1,0 +1,75 @@
+"""Fit a presence verifier's fusion on held-out scenes: `lasagna calibrate`, and the end of `lasagna train`.
+
+The fusion weighs the LLM's log-odds of `<ins>` against the verifier's match (`model/verifier.py`). Fit on the
+training data it would trust the LLM most, whose answers there are surer than on new images; so it is fit on scenes
+the model never trained on, each asked its split's full class list in chunks, as `lasagna eval` asks. Present and
+absent classes count by their kind's share (balanced BCE): a full list is mostly absent classes, and misses and false
+alarms should weigh alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..data.records import IGNORE_LABEL
+
+
+def collect_evidence(lasagna, source, count: int, chunk_size: int = 16, progress: bool = True):
+    """The first `count` scenes of a semantic source -> ((N, 2) LLM and verifier log-odds, (N,) bool present)."""
+    if lasagna.engine.model.verifier is None:
+        raise ValueError("this model has no presence verifier to calibrate (model.presence_verifier is false)")
+    evidence, present = [], []
+    for index in tqdm(range(min(count, len(source))), desc=f"calibrate {source.name}", disable=not progress):
+        record = source[index]
+        classes = list(record.classes)
+        held = {classes[k] for k in np.unique(record.load_label()) if k != IGNORE_LABEL}
+        pred = lasagna.segment(record.load_image(), classes=classes, chunk_size=chunk_size)
+        named = ~torch.isnan(pred.evidence).any(1)  # free decoding may leave a class unnamed
+        evidence.append(pred.evidence[named])
+        present.append(torch.tensor([c in held for c in classes])[named])
+    return torch.cat(evidence), torch.cat(present)
+
+
+def fit_fusion(evidence: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2) log-odds and (N,) bool -> (weight (1, 2), bias (1,)) of the balanced-BCE logistic fit."""
+    if not bool(present.any()) or bool(present.all()):
+        raise ValueError("calibration needs present and absent classes among its scenes; give it more scenes")
+    fusion = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        fusion.weight.copy_(torch.tensor([[1.0, 1.0]]))
+        fusion.bias.zero_()
+    x, y = evidence.float(), present.float()
+    pos_weight = (1 - y).sum() / y.sum()
+    optimizer = torch.optim.LBFGS(fusion.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(fusion(x)[:, 0], y, pos_weight=pos_weight)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return fusion.weight.detach(), fusion.bias.detach()
+
+
+def calibrate(lasagna, source, count: int, chunk_size: int = 16, progress: bool = True) -> dict:
+    """Fit the verifier's fusion of `lasagna`'s model in place on `count` scenes of `source`; returns a report."""
+    evidence, present = collect_evidence(lasagna, source, count, chunk_size, progress)
+    weight, bias = fit_fusion(evidence, present)
+    fusion = lasagna.engine.model.verifier.fusion
+    with torch.no_grad():
+        fusion.weight.copy_(weight.to(fusion.weight.dtype))
+        fusion.bias.copy_(bias.to(fusion.bias.dtype))
+    decided = (evidence.float() @ weight.T + bias)[:, 0] >= 0
+    return {
+        "scenes": min(count, len(source)),
+        "classes": len(present),
+        "weight_llm": float(weight[0, 0]),
+        "weight_verifier": float(weight[0, 1]),
+        "bias": float(bias[0]),
+        "present_recall": float(decided[present].float().mean()),
+        "absent_rejection": float((~decided[~present]).float().mean()),
+    }
