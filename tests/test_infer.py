@@ -227,8 +227,10 @@ def test_a_presence_verifier_decides_with_the_llm_by_its_fusion(tiny_tokenizer, 
         assert y.present == (vote > 0) and (y.mask is not None) == y.present
         if x.present and y.present:  # a class the LLM answered present keeps the mask it had
             assert (x.mask == y.mask).all()
+    # a query's decisions stay the LLM's
     query = Lasagna(verified, tiny_tokenizer).segment(image, query="the red circle")
-    assert len(query.masks) == (len(query.scores) if vote > 0 else 0)
+    alone = Lasagna(plain, tiny_tokenizer).segment(image, query="the red circle")
+    assert query.scores == pytest.approx(alone.scores) and len(query.masks) == len(alone.masks)
 
 
 def test_name_ids_are_the_answer_since_the_previous_decision():

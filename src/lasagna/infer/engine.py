@@ -135,14 +135,14 @@ class Engine:
         low = self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
         return self.model.sam.postprocess(low, resized, original), low
 
-    def _decide(self, enc, decisions: list, names: list[list[int]], resized, original):
+    def _decide(self, enc, decisions: list, names: list[list[int]], resized, original, verify: bool = True):
         """Decisions and the ids of the name each answers -> (present flags, scores, (K, H, W) mask logits of the
         present ones in order, (N, 2) the LLM's and the verifier's log-odds or None without a verifier).
 
         Without a verifier the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). With one, every slot
         is decoded and the verifier's fusion of the LLM's log-odds with its own match decides (`model/verifier.py`);
-        the score is the fused probability."""
-        verifier = self.model.verifier
+        the score is the fused probability. `verify=False` leaves the decisions to the LLM even then."""
+        verifier = self.model.verifier if verify else None
         if verifier is None:
             logits, _ = self._masks(enc, [d.hidden for d in decisions if d.present], resized, original)
             return [d.present for d in decisions], [d.score for d in decisions], logits, None
@@ -244,7 +244,9 @@ class Engine:
             raise ValueError("query is empty")
         enc, resized, original = self.encode_image(image)
         row = self._generate(enc, query_question(query), max_new_tokens)
-        _, scores, logits, _ = self._decide(enc, row.decisions, name_ids(row), resized, original)
+        # why not verified: a query's name is a phrase ("the star left of the red circle") whose truth the verifier,
+        # matching a region against a bag of words, cannot judge; with it, referring scored lower (model doc, step 33)
+        _, scores, logits, _ = self._decide(enc, row.decisions, name_ids(row), resized, original, verify=False)
         return Prediction(
             image_size=original,
             text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
