@@ -1,5 +1,7 @@
 """Does the model tell present shapes from absent ones? Mean P(<ins>) per group on ShapeWorld scenes.
 
+(For a model with a presence verifier, P(<ins>) is the fused probability that decides: `ClassResult.score`.)
+
     python scripts/presence_scores.py [--model DIR] [--split val] [--n 6]
 
 Every scene is asked its split's full class list (16-class chunks, the checkpoint's default decoder); the scores of

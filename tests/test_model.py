@@ -341,3 +341,12 @@ def test_name_spans_are_the_answer_tokens_since_the_previous_decision():
     answer = torch.tensor([False, False, True, True, True, True, True, True, True])
     decision = torch.tensor([False, False, False, False, True, True, False, True, False])
     assert name_spans(answer, decision) == [(2, 4), (5, 5), (6, 7)]
+
+
+def test_a_verifier_on_a_batch_without_decisions_adds_nothing():
+    model = LasagnaModel(dataclasses.replace(preset("tiny"), presence_verifier=True), seed=0)
+    model.set_token_ids(ins_id=INS, pad_id=0, no_ins_id=11)
+    inputs = make_inputs([[1, IMG, 5, 6, 2]], [0], [(12, 12)])
+    out = model(inputs)
+    assert out.presence_loss.item() == 0.0
+    out.presence_loss.backward()  # a gradient path exists, as DDP needs on every rank

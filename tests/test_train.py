@@ -367,3 +367,24 @@ def test_model_overrides_apply_to_init_from_and_a_verifier_added_so_trains_then_
         build_model_and_tokenizer(
             _cfg(tmp_path / "bad", f"init_from={base}", "model_overrides={llm.num_hidden_layers: 3}")
         )
+
+
+def test_calibrate_refits_the_fusion_into_a_new_folder_and_refuses_a_model_without_a_verifier(tmp_path, capsys):
+    from lasagna.cli import main
+
+    base = _base_model(tmp_path)
+    assert main(["calibrate", "--model", str(base), "--out", str(tmp_path / "x"), "--limit", "2"]) == 2
+    assert "no presence verifier" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    model, tokenizer = load_pretrained(base)
+    model.add_verifier(seed=0)
+    with_verifier = save_pretrained(model, tokenizer, tmp_path / "verified")
+    out = tmp_path / "calibrated"
+    assert main(["calibrate", "--model", str(with_verifier), "--out", str(out), "--limit", "2"]) == 0
+    report = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])
+    weights = read_weights(out)
+    assert weights["verifier.fusion.weight"][0].tolist() == pytest.approx(
+        [report["weight_llm"], report["weight_verifier"]], rel=1e-5
+    )
+    assert report["weight_llm"] != 1.0  # moved from the untrained fusion (LLM alone)
+    before = read_weights(with_verifier)
+    assert all(torch.equal(before[k], weights[k]) for k in before if not k.startswith("verifier.fusion."))

@@ -228,6 +228,8 @@ class LasagnaModel(nn.Module):
         return self.text_projector(hidden[before]), before.nonzero()[:, 0], is_ins[before]
 
     def _verifier_loss(self, expanded, images, slot_image, low_res, present) -> torch.Tensor:
+        if present.numel() == 0:  # a batch without decisions (VQA alone): 0, with a gradient path for DDP
+            return self.verifier.loss(present.new_zeros(0, 0), present.new_zeros(0, 0), present)
         ids = expanded.input_ids
         answer = expanded.labels != IGNORE_INDEX
         decision = (ids == self.ins_id) | (ids == self.no_ins_id)
