@@ -21,6 +21,8 @@ def collect_evidence(lasagna, source, count: int, chunk_size: int = 16, progress
     """The first `count` scenes of a semantic source -> ((N, 2) LLM and verifier log-odds, (N,) bool present)."""
     if lasagna.engine.model.verifier is None:
         raise ValueError("this model has no presence verifier to calibrate (model.presence_verifier is false)")
+    if count < 1:
+        raise ValueError(f"calibration needs at least one scene, got {count}")
     evidence, present = [], []
     for index in tqdm(range(min(count, len(source))), desc=f"calibrate {source.name}", disable=not progress):
         record = source[index]
