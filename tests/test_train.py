@@ -284,13 +284,16 @@ def test_lr_scale_gives_named_parameters_their_own_lr(tiny_model):
         param_groups(tiny_model, 1e-3, {"sam.mask": 0.1})  # a prefix is whole name parts, not characters
 
 
-def test_two_processes_keep_identical_weights(tmp_path):
+@pytest.mark.parametrize("verifier", [False, True])
+def test_two_processes_keep_identical_weights(tmp_path, verifier):
     out = tmp_path / "ddp"
-    done = run_two_processes(["train", f"out_dir={out}", *TINY, "optim.steps=2"])
+    extra = ["model_overrides={presence_verifier: true}", "calibrate_scenes=2"] if verifier else []
+    done = run_two_processes(["train", f"out_dir={out}", *TINY, "optim.steps=2", *extra])
     assert done.returncode == 0, failed_run(done)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     sums = next(r["rank_checksums"] for r in records if "rank_checksums" in r)
-    assert len(sums) == 2 and sums[0] == sums[1]
+    assert len(sums) == 2 and sums[0] == sums[1]  # with a verifier: each rank calibrated it alike
+    assert any("calibration" in r for r in records) == verifier
 
 
 def test_whole_names_tokenizer_keeps_training_class_names_whole(tmp_path):
