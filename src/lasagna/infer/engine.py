@@ -12,7 +12,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import prompts
 from ..data import templates
@@ -152,9 +151,7 @@ class Engine:
         regions = pool_regions(enc.sam_embeds.expand(len(decisions), -1, -1, -1), low)
         device = enc.sam_embeds.device
         ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
-        width = max(1, max(len(n) for n in names))
-        padded = torch.stack([F.pad(x, (0, width - len(x))) for x in ids])
-        vectors = name_embeddings(self.model.embed_tokens, padded, [(i, 0, len(n)) for i, n in enumerate(names)])
+        vectors = name_embeddings(self.model.embed_tokens, ids)
         llm = torch.tensor([d.score for d in decisions], device=device).clamp(1e-6, 1 - 1e-6)
         evidence = torch.stack([torch.log(llm / (1 - llm)), verifier.match(regions, vectors)], -1).float()
         fused = verifier.fuse(evidence[:, 0], evidence[:, 1])

@@ -233,9 +233,9 @@ class LasagnaModel(nn.Module):
         ids = expanded.input_ids
         answer = expanded.labels != IGNORE_INDEX
         decision = (ids == self.ins_id) | (ids == self.no_ins_id)
-        spans = [(row, a, b) for row in range(len(ids)) for a, b in name_spans(answer[row], decision[row])]
+        spans = [ids[row, a:b] for row in range(len(ids)) for a, b in name_spans(answer[row], decision[row])]
         regions = pool_regions(images.sam_embeds[slot_image].detach(), low_res.detach())
-        names = name_embeddings(self.embed_tokens, ids, spans)
+        names = name_embeddings(self.embed_tokens, spans)
         return self.verifier.loss(regions, names, present)
 
     def decode_masks(

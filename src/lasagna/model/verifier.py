@@ -71,14 +71,10 @@ def name_spans(answer: torch.Tensor, decisions: torch.Tensor) -> list[tuple[int,
     return spans
 
 
-def name_embeddings(embed: nn.Module, ids: torch.Tensor, spans: list[tuple[int, int, int]]) -> torch.Tensor:
-    """(B, L) ids and (row, start, end) spans -> (N, D) mean input embedding of each span (zeros when empty),
-    detached: the verifier must not move the LLM's embeddings."""
-    out = []
+def name_embeddings(embed: nn.Module, names: list[torch.Tensor]) -> torch.Tensor:
+    """Each name's (L_i,) token ids -> (N, D) mean input embedding of each (zeros when empty), detached: the verifier
+    must not move the LLM's embeddings."""
+    width = embed.weight.shape[1]
     with torch.no_grad():
-        for row, start, end in spans:
-            if end > start:
-                out.append(embed(ids[row, start:end]).float().mean(0))
-            else:
-                out.append(torch.zeros(embed.weight.shape[1], device=ids.device))
-    return torch.stack(out) if out else torch.zeros(0, embed.weight.shape[1], device=ids.device)
+        out = [embed(n).float().mean(0) if len(n) else embed.weight.new_zeros(width).float() for n in names]
+    return torch.stack(out) if out else embed.weight.new_zeros(0, width).float()
