@@ -372,18 +372,64 @@ def test_model_overrides_apply_to_init_from_and_a_verifier_added_so_trains_then_
         )
 
 
+def test_a_query_verifier_added_by_overrides_trains_alone(tmp_path):
+    base = _base_model(tmp_path)
+    run = tmp_path / "run"
+    args = ["model_overrides={query_verifier: true}", "optim.steps=2", "log_every=1"]
+    frozen = ["trainable.lora_r=0", "trainable.embeddings=false", "trainable.mask_decoder=false"]
+    fit(_cfg(run, f"init_from={base}", *args, *frozen, "trainable.text_projector=false"))
+    weights, before = read_weights(run / "final"), read_weights(base)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["query"] > 0 and "presence" not in r for r in logged if "loss" in r)
+    assert set(weights) - set(before) == {k for k in weights if k.startswith("query_verifier.")}
+    assert all(torch.equal(before[k].to(weights[k].dtype), weights[k]) for k in before)  # it trained alone
+
+
+def test_query_calibration_fits_each_decision_against_whether_its_expression_has_a_target(tmp_path):
+    from types import SimpleNamespace
+
+    from lasagna.data.shapeworld import ShapeWorldReferring
+    from lasagna.infer.engine import Prediction
+    from lasagna.model.query_verifier import QueryVerifier
+    from lasagna.train.calibrate import calibrate_queries
+
+    source = ShapeWorldReferring("val")
+    texts = {e.text: len(e.load_masks()) > 0 for i in range(4) for e in source[i].expressions}
+    assert set(texts.values()) == {True, False}
+
+    class Judged:  # the LLM says present everywhere; the verifier knows, with one answer of two decisions
+        def __init__(self):
+            verifier = QueryVerifier(8, 8)
+            self.engine = SimpleNamespace(model=SimpleNamespace(query_verifier=verifier))
+
+        def segment(self, image, query):
+            judged = 3.0 if texts[query] else -3.0
+            return Prediction(image.shape[:2], evidence=torch.tensor([[2.0, judged]] * (1 + len(query) % 2)))
+
+    lasagna = Judged()
+    report = calibrate_queries(lasagna, source, 4, progress=False)
+    assert report["decisions"] == sum(1 + len(t) % 2 for t in texts) and report["scenes"] == 4
+    assert report["present_recall"] == report["absent_rejection"] == 1.0
+    assert report["weight_verifier"] > 0
+    fusion = lasagna.engine.model.query_verifier.fusion.weight[0].tolist()
+    assert fusion == pytest.approx([report["weight_llm"], report["weight_verifier"]])
+    lasagna.segment = lambda image, query: Prediction(image.shape[:2], evidence=torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="answered none of the"):
+        calibrate_queries(lasagna, source, 2, progress=False)
+
+
 def test_calibrate_refits_the_fusion_into_a_new_folder_and_refuses_a_model_without_a_verifier(tmp_path, capsys):
     from lasagna.cli import main
 
     base = _base_model(tmp_path)
     assert main(["calibrate", "--model", str(base), "--out", str(tmp_path / "x"), "--limit", "2"]) == 2
-    assert "no presence verifier" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert "no presence verifier and no query verifier" in capsys.readouterr().err and not (tmp_path / "x").exists()
     model, tokenizer = load_pretrained(base)
     model.add_verifier(seed=0)
     with_verifier = save_pretrained(model, tokenizer, tmp_path / "verified")
     out = tmp_path / "calibrated"
     assert main(["calibrate", "--model", str(with_verifier), "--out", str(out), "--limit", "2"]) == 0
-    report = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])
+    report = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])["presence"]
     weights = read_weights(out)
     assert weights["verifier.fusion.weight"][0].tolist() == pytest.approx(
         [report["weight_llm"], report["weight_verifier"]], rel=1e-5

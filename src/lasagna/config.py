@@ -161,6 +161,10 @@ class ModelConfig:
     # the name it answers, fused with the LLM's log-odds. Not the paper's (its LLM alone decides): a from-scratch CLIP
     # stand-in tells near misses apart less well than SAM's encoder (docs/shapeworld-model.md, step 33).
     presence_verifier: bool = False
+    # A second opinion on each decision of a query (`model/query_verifier.py`): each word of the phrase finds itself
+    # among SAM's cells, and a small transformer judges the slot's region against where each word found itself. Not
+    # the paper's: a from-scratch LLM does not judge relations (docs/shapeworld-model.md, step 35).
+    query_verifier: bool = False
 
     def __post_init__(self) -> None:
         if self.image_grid_code < 0 or self.image_grid_code % 4:

@@ -17,7 +17,6 @@ from .. import prompts
 from ..data import templates
 from ..data.transforms import check_image, clip_pixels, sam_pixels
 from ..model.lasagna import ImageEncoding, LasagnaModel
-from ..model.verifier import name_embeddings, pool_regions
 from ..tokenization import encode
 from ..tokens import check_user_text, token_ids
 from .decode import RowResult, decode_free, decode_template, encode_prefix
@@ -51,9 +50,11 @@ class Prediction:
     unmatched: list[str] = field(default_factory=list)
     logits: torch.Tensor | None = field(default=None, repr=False)  # (K_present, H, W), order of present classes
     # query mode: P(<ins>) within {<ins>, <no_ins>} at each decision of the answer, in order, <no_ins> ones too
+    # (with a query verifier, the fused P that decides)
     scores: list[float] = field(default_factory=list)
     # class lists with a presence verifier: (len(classes), 2) the LLM's and the verifier's log-odds of each queried
-    # class, NaN where free decoding never named it (what `lasagna calibrate` fits the fusion on)
+    # class, NaN where free decoding never named it; queries with a query verifier: (decisions, 2) alike, in answer
+    # order (what `lasagna calibrate` fits the fusions on)
     evidence: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -134,26 +135,26 @@ class Engine:
         low = self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
         return self.model.sam.postprocess(low, resized, original), low
 
-    def _decide(self, enc, decisions: list, names: list[list[int]], resized, original, verify: bool = True):
+    def _decide(self, enc, decisions: list, names: list[list[int]], resized, original, verifier=None):
         """Decisions and the ids of the name each answers -> (present flags, scores, (K, H, W) mask logits of the
         present ones in order, (N, 2) the LLM's and the verifier's log-odds or None without a verifier).
 
-        Without a verifier the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). With one, every slot
-        is decoded and the verifier's fusion of the LLM's log-odds with its own match decides (`model/verifier.py`);
-        the score is the fused probability. `verify=False` leaves the decisions to the LLM even then."""
-        verifier = self.model.verifier if verify else None
+        Without a verifier the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). With one (the
+        model's presence verifier for class lists, its query verifier for queries), every slot is decoded and the
+        verifier's fusion of the LLM's log-odds with its own judgement decides (`model/verifier.py`,
+        `model/query_verifier.py`); the score is the fused probability."""
         if verifier is None:
             logits, _ = self._masks(enc, [d.hidden for d in decisions if d.present], resized, original)
             return [d.present for d in decisions], [d.score for d in decisions], logits, None
         logits, low = self._masks(enc, [d.hidden for d in decisions], resized, original)
         if not decisions:
             return [], [], logits, torch.zeros(0, 2)
-        regions = pool_regions(enc.sam_embeds.expand(len(decisions), -1, -1, -1), low)
         device = enc.sam_embeds.device
         ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
-        vectors = name_embeddings(self.model.embed_tokens, ids)
+        embeds = enc.sam_embeds.expand(len(decisions), -1, -1, -1)
+        judged = verifier.judge(embeds, low, ids, self.model.embed_tokens)
         llm = torch.tensor([d.score for d in decisions], device=device).clamp(1e-6, 1 - 1e-6)
-        evidence = torch.stack([torch.log(llm / (1 - llm)), verifier.match(regions, vectors)], -1).float()
+        evidence = torch.stack([torch.log(llm / (1 - llm)), judged], -1).float()
         fused = verifier.fuse(evidence[:, 0], evidence[:, 1])
         present = fused >= 0
         return present.tolist(), torch.sigmoid(fused).tolist(), logits[present], evidence.cpu()
@@ -209,7 +210,8 @@ class Engine:
             names += [name for name, _, _ in items]
             decisions += [d for _, d, _ in items]
             name_tokens += [n for _, _, n in items]
-        present, scores, logits, evidence = self._decide(enc, decisions, name_tokens, resized, original)
+        verifier = self.model.verifier
+        present, scores, logits, evidence = self._decide(enc, decisions, name_tokens, resized, original, verifier)
         for name, yes, score in zip(names, present, scores, strict=True):
             found[name] = ClassResult(name, yes, score)
         owners = [name for name, yes in zip(names, present, strict=True) if yes]
@@ -235,21 +237,24 @@ class Engine:
 
     @torch.no_grad()
     def segment_query(self, image: np.ndarray, query: str, max_new_tokens: int = 128) -> Prediction:
-        """A referring or reasoning query: free decoding, one mask per `<ins>` in the answer."""
+        """A referring or reasoning query: free decoding, one mask per `<ins>` in the answer (with a query verifier,
+        per decision its fusion calls present; `Prediction.evidence` then holds the two log-odds of each)."""
         check_user_text(query, "query")
         if not query.strip():
             raise ValueError("query is empty")
         enc, resized, original = self.encode_image(image)
         row = self._generate(enc, query_question(query), max_new_tokens)
-        # why not verified: a query's name is a phrase ("the star left of the red circle") whose truth the verifier,
+        # why not the presence verifier: a query's name is a phrase ("the star left of the red circle") whose truth it,
         # matching a region against a bag of words, cannot judge; with it, referring scored lower (model doc, step 33)
-        _, scores, logits, _ = self._decide(enc, row.decisions, name_ids(row), resized, original, verify=False)
+        verifier = self.model.query_verifier
+        _, scores, logits, evidence = self._decide(enc, row.decisions, name_ids(row), resized, original, verifier)
         return Prediction(
             image_size=original,
             text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
             masks=[(lg > 0).cpu().numpy() for lg in logits],
             scores=scores,
             logits=logits.cpu(),
+            evidence=evidence,
         )
 
     @torch.no_grad()

@@ -33,6 +33,7 @@ class TrainableConfig:
     sam_image_encoder: bool = False
     sam_prompt_encoder: bool = False
     verifier: bool = True  # the presence verifier, where the model has one (it trains on detached inputs)
+    query_verifier: bool = True  # the query verifier, where the model has one (detached inputs too)
 
 
 def _set(module: nn.Module, flag: bool) -> None:
@@ -108,6 +109,9 @@ def configure_trainable(model: LasagnaModel, cfg: TrainableConfig) -> dict[str, 
     if model.verifier is not None:
         _set(model.verifier, cfg.verifier)
         _set(model.verifier.fusion, False)  # fit on held-out scenes after training (train/calibrate.py)
+    if model.query_verifier is not None:
+        _set(model.query_verifier, cfg.query_verifier)
+        _set(model.query_verifier.fusion, False)
     counts = {
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),

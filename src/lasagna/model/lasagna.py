@@ -18,6 +18,7 @@ from ..tokens import IGNORE_INDEX
 from .mllm import Expanded, build_llm, build_vision_tower, expand_images, pool_features, vision_features
 from .projector import image_projector, text_projector
 from .sam import SamSegmenter, sincos_grid
+from .query_verifier import QueryVerifier, word_embeddings
 from .verifier import PresenceVerifier, name_embeddings, name_spans, pool_regions
 
 
@@ -80,6 +81,7 @@ class LasagnaOutput:
     hidden / input_ids: (B, L', hidden) last-layer states and (B, L') ids of the expanded sequence (`losses.place_ce`).
     presence_loss: with `presence_verifier` and labels, the verifier's loss over every `<ins>` / `<no_ins>` slot of
     the batch (`PresenceVerifier.loss`); else None.
+    query_loss: the same with `query_verifier` (`QueryVerifier.loss`).
     """
 
     logits: torch.Tensor
@@ -89,6 +91,12 @@ class LasagnaOutput:
     hidden: torch.Tensor | None = None
     input_ids: torch.Tensor | None = None
     presence_loss: torch.Tensor | None = None
+    query_loss: torch.Tensor | None = None
+
+
+def _zero_loss(module: nn.Module | None) -> torch.Tensor | None:
+    """0 with a gradient path to every weight of `module` (DDP needs one on every rank), None without a module."""
+    return None if module is None else sum(p.sum() for p in module.parameters()) * 0.0
 
 
 def _maybe_no_grad(module: nn.Module):
@@ -147,6 +155,9 @@ class LasagnaModel(nn.Module):
         self.verifier: PresenceVerifier | None = None
         if cfg.presence_verifier:
             self.add_verifier(seed)
+        self.query_verifier: QueryVerifier | None = None
+        if cfg.query_verifier:
+            self.add_query_verifier(seed)
         self.ins_id: int | None = None
         self.no_ins_id: int | None = None
         self.pad_id: int = 0
@@ -156,6 +167,12 @@ class LasagnaModel(nn.Module):
         with _seeded(seed, "verifier"):
             self.verifier = PresenceVerifier(self.cfg.sam.prompt_dim, self.cfg.llm.hidden_size)
         self.cfg.presence_verifier = True
+
+    def add_query_verifier(self, seed: int | None = None) -> None:
+        """A fresh query verifier (a trained model gains one; it decides nothing until trained)."""
+        with _seeded(seed, "query_verifier"):
+            self.query_verifier = QueryVerifier(self.cfg.sam.prompt_dim, self.cfg.llm.hidden_size)
+        self.cfg.query_verifier = True
 
     def set_token_ids(self, ins_id: int, pad_id: int, no_ins_id: int | None = None) -> None:
         """Ids come from the tokenizer that travels with the checkpoint, never from constants."""
@@ -227,16 +244,23 @@ class LasagnaModel(nn.Module):
         is_ins[:, :-1] = following == self.ins_id
         return self.text_projector(hidden[before]), before.nonzero()[:, 0], is_ins[before]
 
-    def _verifier_loss(self, expanded, images, slot_image, low_res, present) -> torch.Tensor:
+    def _verifier_losses(self, expanded, images, slot_image, low_res, present):
+        """(presence verifier's loss, query verifier's loss), None for a verifier the model lacks."""
         if present.numel() == 0:  # a batch without decisions (VQA alone): 0, with a gradient path for DDP
-            return self.verifier.loss(present.new_zeros(0, 0), present.new_zeros(0, 0), present)
+            return _zero_loss(self.verifier), _zero_loss(self.query_verifier)
         ids = expanded.input_ids
         answer = expanded.labels != IGNORE_INDEX
         decision = (ids == self.ins_id) | (ids == self.no_ins_id)
         spans = [ids[row, a:b] for row in range(len(ids)) for a, b in name_spans(answer[row], decision[row])]
-        regions = pool_regions(images.sam_embeds[slot_image].detach(), low_res.detach())
-        names = name_embeddings(self.embed_tokens, spans)
-        return self.verifier.loss(regions, names, present)
+        embeds, low_res = images.sam_embeds[slot_image].detach(), low_res.detach()
+        presence = query = None
+        if self.verifier is not None:
+            names = name_embeddings(self.embed_tokens, spans)
+            presence = self.verifier.loss(pool_regions(embeds, low_res), names, present)
+        if self.query_verifier is not None:
+            words, valid = word_embeddings(self.embed_tokens, spans, self.query_verifier.max_words)
+            query = self.query_verifier.loss(embeds, low_res, words, valid, present)
+        return presence, query
 
     def decode_masks(
         self,
@@ -257,8 +281,8 @@ class LasagnaModel(nn.Module):
         expanded = self.expand(inputs, images)
         hidden = self.hidden_states(expanded)
         logits = self.llm.get_output_embeddings()(hidden)
-        presence = None
-        if self.verifier is not None:
+        presence = query = None
+        if self.verifier is not None or self.query_verifier is not None:
             # why one decoder call: the masks of `<ins>` slots and the regions of every slot come from it
             slots, rows, present = self.select_slot_embeddings(hidden, expanded.input_ids)
             slot_image = inputs.image_index[rows]
@@ -273,7 +297,7 @@ class LasagnaModel(nn.Module):
             )
             prompts = slots[present]
             if expanded.labels is not None:
-                presence = self._verifier_loss(expanded, images, slot_image, low_res, present)
+                presence, query = self._verifier_losses(expanded, images, slot_image, low_res, present)
         else:
             prompts, rows = self.select_mask_embeddings(hidden, expanded.input_ids)
             mask_logits = self.decode_masks(
@@ -287,4 +311,5 @@ class LasagnaModel(nn.Module):
             hidden=hidden,
             input_ids=expanded.input_ids,
             presence_loss=presence,
+            query_loss=query,
         )

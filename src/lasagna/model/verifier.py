@@ -37,6 +37,11 @@ class PresenceVerifier(nn.Module):
         r, n = self.region(regions.to(dtype)).float(), self.name(names.to(dtype)).float()
         return (r * n).sum(-1) / r.shape[-1] ** 0.5 + self.bias.float()
 
+    def judge(self, embeds: torch.Tensor, low_res: torch.Tensor, names: list[torch.Tensor], embed: nn.Module):
+        """(N, C, h, w) each slot's image embedding, (N, kh, kw) its mask logits, each slot's name ids and the
+        LLM's input embedding -> (N,) log-odds of a match (the engine's entry; `QueryVerifier.judge` alike)."""
+        return self.match(pool_regions(embeds, low_res), name_embeddings(embed, names))
+
     def fuse(self, llm: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
         """(N,) LLM log-odds of `<ins>` and (N,) match log-odds -> (N,) log-odds that the slot is present."""
         return self.fusion(torch.stack([llm, match], -1).to(self.bias.dtype))[:, 0].float()

@@ -1,10 +1,11 @@
-"""Fit a presence verifier's fusion on held-out scenes: `lasagna calibrate`, and the end of `lasagna train`.
+"""Fit a verifier's fusion on held-out scenes: `lasagna calibrate`, and the end of `lasagna train`.
 
-The fusion weighs the LLM's log-odds of `<ins>` against the verifier's match (`model/verifier.py`). Fit on the
-training data it would trust the LLM most, whose answers there are surer than on new images; so it is fit on scenes
-the model never trained on, each asked its split's full class list in chunks, as `lasagna eval` asks. Present and
-absent classes count by their kind's share (balanced BCE): a full list is mostly absent classes, and misses and false
-alarms should weigh alike.
+The fusion weighs the LLM's log-odds of `<ins>` against the verifier's (`model/verifier.py`,
+`model/query_verifier.py`). Fit on the training data it would trust the LLM most, whose answers there are surer than
+on new images; so it is fit on scenes the model never trained on, asked as `lasagna eval` asks: each scene's full
+class list in chunks for the presence verifier, each referring expression for the query verifier. Present and absent
+count by their kind's share (balanced BCE): a full list is mostly absent classes, and misses and false alarms should
+weigh alike.
 """
 
 from __future__ import annotations
@@ -35,10 +36,31 @@ def collect_evidence(lasagna, source, count: int, chunk_size: int = 16, progress
     return torch.cat(evidence), torch.cat(present)
 
 
+def collect_query_evidence(lasagna, source, count: int, progress: bool = True):
+    """Every expression of the first `count` scenes of a referring source -> ((N, 2) LLM and query verifier log-odds
+    of each decision of the answers, (N,) bool whether its expression has a target)."""
+    if lasagna.engine.model.query_verifier is None:
+        raise ValueError("this model has no query verifier to calibrate (model.query_verifier is false)")
+    if count < 1:
+        raise ValueError(f"calibration needs at least one scene, got {count}")
+    evidence, present = [], []
+    for index in tqdm(range(min(count, len(source))), desc=f"calibrate {source.name}", disable=not progress):
+        record = source[index]
+        image = record.load_image()
+        for expr in record.expressions:
+            pred = lasagna.segment(image, query=expr.text)
+            evidence.append(pred.evidence)
+            present.append(torch.full((len(pred.evidence),), len(expr.load_masks()) > 0))
+    if not sum(len(e) for e in evidence):
+        raise ValueError(f"the model answered none of the {len(evidence)} expressions with <ins> or <no_ins>")
+    return torch.cat(evidence), torch.cat(present)
+
+
 def fit_fusion(evidence: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 2) log-odds and (N,) bool -> (weight (1, 2), bias (1,)) of the balanced-BCE logistic fit."""
     if not bool(present.any()) or bool(present.all()):
-        raise ValueError("calibration needs present and absent classes among its scenes; give it more scenes")
+        raise ValueError("calibration needs present and absent among its answers (classes, or expressions with and "
+                         "without a target); give it more scenes")
     fusion = torch.nn.Linear(2, 1)
     with torch.no_grad():
         fusion.weight.copy_(torch.tensor([[1.0, 1.0]]))
@@ -58,17 +80,27 @@ def fit_fusion(evidence: torch.Tensor, present: torch.Tensor) -> tuple[torch.Ten
 
 
 def calibrate(lasagna, source, count: int, chunk_size: int = 16, progress: bool = True) -> dict:
-    """Fit the verifier's fusion of `lasagna`'s model in place on `count` scenes of `source`; returns a report."""
+    """Fit the presence verifier's fusion of `lasagna`'s model in place on `count` scenes of a semantic `source`;
+    returns a report."""
     evidence, present = collect_evidence(lasagna, source, count, chunk_size, progress)
+    report = _fit_into(lasagna.engine.model.verifier.fusion, evidence, present)
+    return {"scenes": min(count, len(source)), "classes": len(present), **report}
+
+
+def calibrate_queries(lasagna, source, count: int, progress: bool = True) -> dict:
+    """Fit the query verifier's fusion in place on the expressions of `count` scenes of a referring `source`."""
+    evidence, present = collect_query_evidence(lasagna, source, count, progress)
+    report = _fit_into(lasagna.engine.model.query_verifier.fusion, evidence, present)
+    return {"scenes": min(count, len(source)), "decisions": len(present), **report}
+
+
+def _fit_into(fusion: torch.nn.Linear, evidence: torch.Tensor, present: torch.Tensor) -> dict:
     weight, bias = fit_fusion(evidence, present)
-    fusion = lasagna.engine.model.verifier.fusion
     with torch.no_grad():
         fusion.weight.copy_(weight.to(fusion.weight.dtype))
         fusion.bias.copy_(bias.to(fusion.bias.dtype))
     decided = (evidence.float() @ weight.T + bias)[:, 0] >= 0
     return {
-        "scenes": min(count, len(source)),
-        "classes": len(present),
         "weight_llm": float(weight[0, 0]),
         "weight_verifier": float(weight[0, 1]),
         "bias": float(bias[0]),

@@ -17,10 +17,12 @@ def register(sub) -> None:
     e.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=run_export)
-    c = sub.add_parser("calibrate", help="fit a presence verifier's fusion on held-out scenes, write the model")
-    c.add_argument("--model", required=True, help="a checkpoint folder of ours whose model has a presence verifier")
+    c = sub.add_parser("calibrate", help="fit the verifiers' fusions on held-out scenes, write the model")
+    c.add_argument("--model", required=True, help="a checkpoint folder of ours whose model has a verifier")
     c.add_argument("--out", required=True, help="where the calibrated model is written")
-    c.add_argument("--dataset", default="shapeworld", help="a semantic dataset (`lasagna data preview` names)")
+    c.add_argument(
+        "--dataset", default="shapeworld", help="semantic (presence) or referring (query) data: `lasagna data` names"
+    )
     c.add_argument("--split", default="val", help="held-out scenes: never the split you report")
     c.add_argument("--root", help="data root (default: $LASAGNA_DATA)")
     c.add_argument("--limit", type=int, default=200, help="first N scenes")
@@ -54,14 +56,23 @@ def run_calibrate(args) -> int:
     from ..api import Lasagna
     from ..checkpoint import save_pretrained
     from ..eval.evaluate import open_eval_sources
-    from .calibrate import calibrate
+    from .calibrate import calibrate, calibrate_queries
 
-    sources = open_eval_sources(args.dataset, args.split, args.root)
-    if "semantic" not in sources:
-        raise ValueError(f"{args.dataset} has no semantic task to calibrate on")
     lasagna = Lasagna.from_pretrained(args.model)
-    report = calibrate(lasagna, sources["semantic"], args.limit, args.chunk_size)
     model = lasagna.engine.model
+    if model.verifier is None and model.query_verifier is None:
+        raise ValueError(f"{args.model}: this model has no presence verifier and no query verifier to calibrate")
+    sources = open_eval_sources(args.dataset, args.split, args.root)
+    report = {}
+    for name, task, verifier in (("presence", "semantic", model.verifier), ("query", "referring", model.query_verifier)):
+        if verifier is None:
+            continue
+        if task not in sources:
+            raise ValueError(f"{args.dataset} has no {task} task to calibrate the {name} verifier on")
+        if name == "presence":
+            report[name] = calibrate(lasagna, sources[task], args.limit, args.chunk_size)
+        else:
+            report[name] = calibrate_queries(lasagna, sources[task], args.limit)
     dtype = next(model.parameters()).dtype
     out = save_pretrained(model, lasagna.engine.tokenizer, Path(args.out), dtype=dtype, overwrite=args.overwrite)
     print(json.dumps(report, indent=1))

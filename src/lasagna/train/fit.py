@@ -298,11 +298,12 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                     decision_ids,
                     place,
                     output.presence_loss,
+                    output.query_loss,
                 )
                 accelerator.backward(parts.total)  # divided by accum there (by DeepSpeed itself under DeepSpeed)
             for name, value in (("loss", parts.total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):
                 sums[name] += float(value.detach()) / accum
-            for name, value in (("place", parts.place), ("presence", parts.presence)):
+            for name, value in (("place", parts.place), ("presence", parts.presence), ("query", parts.query)):
                 if value is not None:
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum
             # text tokens per conversation, before image expansion (the ablation's sequence length)
@@ -417,28 +418,36 @@ def _tensorboard(out: Path):
 
 
 def _calibrate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState, metrics_log) -> None:
-    """Fit a presence verifier's fusion on the first `calibrate_scenes` of the eval split (`train/calibrate.py`).
+    """Fit the verifiers' fusions on the first `calibrate_scenes` of the eval split (`train/calibrate.py`).
 
-    Every rank fits it on the same scenes, so the replicas stay identical."""
+    Every rank fits them on the same scenes, so the replicas stay identical."""
     from ..api import Lasagna
     from ..eval.evaluate import open_eval_sources
-    from .calibrate import calibrate
+    from .calibrate import calibrate, calibrate_queries
 
     inner = accelerator.unwrap_model(model)
-    if inner.verifier is None or cfg.calibrate_scenes <= 0:
+    jobs = [("semantic", "calibration", inner.verifier), ("referring", "query_calibration", inner.query_verifier)]
+    jobs = [(task, key) for task, key, verifier in jobs if verifier is not None]
+    if not jobs or cfg.calibrate_scenes <= 0:
         return
-    source = open_eval_sources(cfg.data.dataset, cfg.eval.split, cfg.data.root).get("semantic")
-    if source is None:
-        raise ValueError(f"calibrate_scenes: {cfg.data.dataset} has no semantic {cfg.eval.split} split to fit on")
+    sources = open_eval_sources(cfg.data.dataset, cfg.eval.split, cfg.data.root)
+    for task, _ in jobs:
+        if task not in sources:
+            raise ValueError(f"calibrate_scenes: {cfg.data.dataset} has no {task} {cfg.eval.split} split to fit on")
+    lasagna = Lasagna(inner, tokenizer)
     inner.eval()
     mixed = accelerator.autocast() if cfg.frozen_dtype == "bf16" else contextlib.nullcontext()
-    with mixed, torch.compiler.set_stance("force_eager"):
-        report = calibrate(Lasagna(inner, tokenizer), source, cfg.calibrate_scenes, cfg.eval.chunk_size, False)
+    for task, key in jobs:
+        with mixed, torch.compiler.set_stance("force_eager"):
+            if task == "semantic":
+                report = calibrate(lasagna, sources[task], cfg.calibrate_scenes, cfg.eval.chunk_size, False)
+            else:
+                report = calibrate_queries(lasagna, sources[task], cfg.calibrate_scenes, False)
+        if metrics_log is not None:
+            metrics_log.write(json.dumps({"step": state.step, key: report}) + "\n")
+            metrics_log.flush()
+            log.info("step %d %s %s", state.step, key.replace("_", " "), report)
     inner.train()
-    if metrics_log is not None:
-        metrics_log.write(json.dumps({"step": state.step, "calibration": report}) + "\n")
-        metrics_log.flush()
-        log.info("step %d calibration %s", state.step, report)
 
 
 def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState, metrics_log) -> None:

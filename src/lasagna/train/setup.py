@@ -93,11 +93,16 @@ def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
 
         model_cfg = model_config_of(cfg)
         # why: a verifier added by model_overrides has no weights in init_from; it starts fresh
-        fresh_verifier = model_cfg.presence_verifier and not read_config(Path(cfg.init_from)).presence_verifier
-        model_cfg.presence_verifier = model_cfg.presence_verifier and not fresh_verifier
+        saved_cfg = read_config(Path(cfg.init_from))
+        fresh = model_cfg.presence_verifier and not saved_cfg.presence_verifier
+        fresh_query = model_cfg.query_verifier and not saved_cfg.query_verifier
+        model_cfg.presence_verifier = model_cfg.presence_verifier and not fresh
+        model_cfg.query_verifier = model_cfg.query_verifier and not fresh_query
         model, tokenizer = load_pretrained(cfg.init_from, cfg=model_cfg)
-        if fresh_verifier:
+        if fresh:
             model.add_verifier(seed=cfg.seed)
+        if fresh_query:
+            model.add_query_verifier(seed=cfg.seed)
         if saved is not None and not saved.exists():
             tokenizer.save_pretrained(str(saved))
         return model, tokenizer

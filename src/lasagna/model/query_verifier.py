@@ -1,0 +1,110 @@
+"""The query verifier: does a query's phrase hold of the region its slot's mask covers, given where the rest is?
+
+Not the paper's. The presence verifier (`verifier.py`) matches a region against a bag of words, so it can say a
+region is a star but not that it lies left of the blue square. A from-scratch LLM answers such a relation `<ins>`
+whether it holds or not (docs/shapeworld-model.md, steps 27-31): it reads where things are too poorly to compare two
+places. This module is given places outright. Each word of the phrase looks for itself among SAM's image cells
+(attention of its embedding over the cells' features); what it found, where that is, and how far that lies from
+the centroid of the slot's mask become the word's token. A small transformer reads the words' tokens beside a token
+for the region itself (its pooled features, centroid and area) and gives log-odds that the phrase holds there: in
+"the star left of the blue square", the word "blue square" finds its object, and the region must lie left of it.
+
+Its inputs are detached, as the presence verifier's: training it moves nothing else. Its fusion with the LLM's
+log-odds starts as the LLM alone and is fit on held-out queries (`train/calibrate.py`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .verifier import pool_regions
+
+
+class QueryVerifier(nn.Module):
+    def __init__(
+        self, cell_dim: int, word_dim: int, width: int = 128, layers: int = 2, heads: int = 4, max_words: int = 32
+    ):
+        super().__init__()
+        self.max_words = max_words
+        self.look = nn.Linear(word_dim, width)  # a word's query over the cells
+        self.cell_key = nn.Linear(cell_dim + 2, width)  # a cell's features and place
+        self.word = nn.Linear(word_dim, width)
+        self.order = nn.Embedding(max_words, width)  # where the word stands in the phrase
+        # what the word found: its mean cell features, its place, the offset from the region, how well it matched
+        self.found = nn.Sequential(nn.Linear(cell_dim + 5, width), nn.GELU(), nn.Linear(width, width))
+        # the region: pooled features and log area (`pool_regions`), then its centroid
+        self.region = nn.Sequential(nn.Linear(cell_dim + 3, width), nn.GELU(), nn.Linear(width, width))
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
+        self.fusion = nn.Linear(2, 1)
+        with torch.no_grad():  # why: an untrained verifier leaves every decision to the LLM
+            self.fusion.weight.copy_(torch.tensor([[1.0, 0.0]]))
+            self.fusion.bias.zero_()
+
+    def judge(self, embeds: torch.Tensor, low_res: torch.Tensor, names: list[torch.Tensor], embed: nn.Module):
+        """(N, C, h, w) each slot's image embedding, (N, kh, kw) its mask logits, each slot's phrase ids and the
+        LLM's input embedding -> (N,) log-odds that the phrase holds there (`PresenceVerifier.judge` alike)."""
+        return self.judge_words(embeds, low_res, *word_embeddings(embed, names, self.max_words))
+
+    def judge_words(self, embeds: torch.Tensor, low_res: torch.Tensor, words: torch.Tensor, valid: torch.Tensor):
+        """(N, C, h, w) each slot's image embedding, (N, kh, kw) its mask logits, (N, L, D) its phrase's word
+        embeddings (`word_embeddings`) and (N, L) bool which are real -> (N,) log-odds that the phrase holds there."""
+        dtype = self.fusion.weight.dtype  # why: a checkpoint loaded in bf16 holds bf16 weights; inputs follow them
+        n, c, h, w = embeds.shape
+        cells = embeds.float().flatten(2).transpose(1, 2)  # (N, hw, C)
+        places = cell_places(h, w, embeds.device).expand(n, -1, -1)  # (N, hw, 2)
+        region = pool_regions(embeds, low_res)
+        weights = F.adaptive_avg_pool2d(torch.sigmoid(low_res.float())[:, None], (h, w))[:, 0].flatten(1)
+        centroid = (weights[..., None] * places).sum(1) / (weights.sum(1, keepdim=True) + 1e-6)  # (N, 2)
+
+        keys = self.cell_key(torch.cat([cells, places], -1).to(dtype)).float()
+        looks = self.look(words.to(dtype)).float()
+        scores = looks @ keys.transpose(1, 2) / keys.shape[-1] ** 0.5  # (N, L, hw)
+        attention = scores.softmax(-1)
+        where = attention @ places  # (N, L, 2)
+        strength = (scores.logsumexp(-1) - scores.mean(-1))[..., None]
+        found = torch.cat([attention @ cells, where, where - centroid[:, None], strength], -1)
+        order = torch.arange(words.shape[1], device=words.device)
+        tokens = self.word(words.to(dtype)) + self.order(order)[None] + self.found(found.to(dtype))
+        first = self.region(torch.cat([region, centroid], -1).to(dtype))[:, None]
+        pad = torch.cat([valid.new_ones(n, 1), valid], 1).logical_not()
+        out = self.encoder(torch.cat([first, tokens], 1), src_key_padding_mask=pad)
+        return self.head(out[:, 0])[:, 0].float()
+
+    def fuse(self, llm: torch.Tensor, judged: torch.Tensor) -> torch.Tensor:
+        """(N,) LLM log-odds of `<ins>` and (N,) `judge` log-odds -> (N,) log-odds that the slot has a target."""
+        return self.fusion(torch.stack([llm, judged], -1).to(self.fusion.weight.dtype))[:, 0].float()
+
+    def loss(self, embeds, low_res, words, valid, present: torch.Tensor) -> torch.Tensor:
+        """Mean BCE of `judge` against (N,) bool `present`; 0 (with a gradient path) when N is 0."""
+        if present.numel() == 0:
+            return sum(p.sum() for p in self.parameters()) * 0.0
+        return F.binary_cross_entropy_with_logits(self.judge_words(embeds, low_res, words, valid), present.float())
+
+
+def cell_places(h: int, w: int, device=None) -> torch.Tensor:
+    """(1, h * w, 2) each cell's centre as (x, y) in [-1, 1], row-major as a flattened (h, w) map."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w * 2 - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y], -1).reshape(1, h * w, 2)
+
+
+def word_embeddings(embed: nn.Module, names: list[torch.Tensor], max_words: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each phrase's (L_i,) token ids -> ((N, L, D) input embeddings padded with zeros, (N, L) bool real), detached
+    (the verifier must not move the LLM's embeddings). A phrase longer than `max_words` keeps its last words: they
+    are the ones right before the slot."""
+    width = embed.weight.shape[1]
+    names = [n[-max_words:] for n in names]
+    length = max((len(n) for n in names), default=0)
+    words = embed.weight.new_zeros(len(names), length, width).float()
+    valid = torch.zeros(len(names), length, dtype=torch.bool, device=embed.weight.device)
+    with torch.no_grad():
+        for i, n in enumerate(names):
+            if len(n):
+                words[i, : len(n)] = embed(n).float()
+                valid[i, : len(n)] = True
+    return words, valid
