@@ -8,7 +8,8 @@ how many were answered with a mask (what N-acc counts), the mean P(`<no_ins>`) w
 answer's first decision, the mean probability of "There", the first word of the no-target sentence that models
 trained before step 16 of docs/shapeworld-model.md answered with, and the median share of the image that the answers'
 masks cover (answers with a mask only). The AUC of no-target against target expressions is printed for both scores
-(0.5 = no signal), over all expressions and over those with a relation.
+(0.5 = no signal), over all expressions and over those with a relation. With a query verifier (model doc, step 35)
+P(`<no_ins>`) is 1 - the fused probability that decides, and the AUCs of the verifier's own log-odds are printed too.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def main() -> None:
     api = Lasagna.from_pretrained(args.model)
     there = api.tokenizer.get_vocab().get("▁" + OLD_FIRST_WORD)  # None: a tokenizer fitted without that sentence
     source = ShapeWorldReferring(args.split)
-    groups: dict[tuple[bool, bool], list[tuple[bool, float, float, float]]] = {}
+    groups: dict[tuple[bool, bool], list[tuple[bool, float, float, float, float]]] = {}
     for i in range(args.n):
         record = source[i]
         image = record.load_image()
@@ -63,9 +64,11 @@ def main() -> None:
             word = float("nan") if there is None else first_word_probability(api, image, expression.text, there)
             key = (len(expression.load_masks()) > 0, holds_relation(expression.text))
             area = float(np.mean([m.mean() for m in pred.masks])) if pred.masks else float("nan")
-            groups.setdefault(key, []).append((len(pred.masks) > 0, no_ins, word, area))
+            # the verifier's log-odds that the phrase holds, negated so that higher means "no target" as above
+            judged = -float(pred.evidence[0, 1]) if pred.evidence is not None and len(pred.evidence) else float("nan")
+            groups.setdefault(key, []).append((len(pred.masks) > 0, no_ins, word, area, judged))
     for (target, relation), rows in sorted(groups.items()):
-        masked, no_ins, word, area = zip(*rows, strict=True)
+        masked, no_ins, word, area, _ = zip(*rows, strict=True)
         median_area = np.nanmedian(area) if sum(masked) else float("nan")
         print(
             f"{'target' if target else 'no target'}{', relation' if relation else ''} (n={len(rows)}): "
@@ -75,7 +78,10 @@ def main() -> None:
     for scope, relations in (("", (False, True)), (", relations only", (True,))):
         nt = [r for (t, rel), rows in groups.items() if not t and rel in relations for r in rows]
         tg = [r for (t, rel), rows in groups.items() if t and rel in relations for r in rows]
-        for name, k in (("P(<no_ins>)", 1), (f"P({OLD_FIRST_WORD})", 2)):
+        names = [("P(<no_ins>)", 1), (f"P({OLD_FIRST_WORD})", 2)]
+        if api.engine.model.query_verifier is not None:
+            names.append(("the query verifier's own log-odds", 4))
+        for name, k in names:
             print(f"AUC no target vs target{scope}, {name}: {auc([r[k] for r in nt], [r[k] for r in tg]):.3f}")
 
 

@@ -340,8 +340,13 @@ def test_a_verifier_trains_alone_on_every_slot_and_leaves_the_masks_as_they_were
     if kind == "presence":
         assert {"verifier.region.0.weight", "verifier.name.weight", "verifier.bias"} <= grads
     else:  # each part of its judgement gets a gradient: the words' looks, what they found, the region, the reader
-        assert {"query_verifier.look.weight", "query_verifier.cell_key.weight", "query_verifier.found.0.weight",
-                "query_verifier.region.0.weight", "query_verifier.head.1.weight"} <= grads
+        assert {
+            "query_verifier.look.weight",
+            "query_verifier.cell_key.weight",
+            "query_verifier.found.0.weight",
+            "query_verifier.region.0.weight",
+            "query_verifier.head.1.weight",
+        } <= grads
     assert not {f"{module}.fusion.weight", f"{module}.fusion.bias"} & grads  # fit on held-out data, not by gradient
 
 

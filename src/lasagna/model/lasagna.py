@@ -17,8 +17,8 @@ from ..config import ModelConfig
 from ..tokens import IGNORE_INDEX
 from .mllm import Expanded, build_llm, build_vision_tower, expand_images, pool_features, vision_features
 from .projector import image_projector, text_projector
-from .sam import SamSegmenter, sincos_grid
 from .query_verifier import QueryVerifier, word_embeddings
+from .sam import SamSegmenter, sincos_grid
 from .verifier import PresenceVerifier, name_embeddings, name_spans, pool_regions
 
 

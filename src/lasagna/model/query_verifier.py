@@ -53,7 +53,7 @@ class QueryVerifier(nn.Module):
         """(N, C, h, w) each slot's image embedding, (N, kh, kw) its mask logits, (N, L, D) its phrase's word
         embeddings (`word_embeddings`) and (N, L) bool which are real -> (N,) log-odds that the phrase holds there."""
         dtype = self.fusion.weight.dtype  # why: a checkpoint loaded in bf16 holds bf16 weights; inputs follow them
-        n, c, h, w = embeds.shape
+        n, _, h, w = embeds.shape
         cells = embeds.float().flatten(2).transpose(1, 2)  # (N, hw, C)
         places = cell_places(h, w, embeds.device).expand(n, -1, -1)  # (N, hw, 2)
         region = pool_regions(embeds, low_res)

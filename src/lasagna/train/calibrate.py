@@ -59,8 +59,10 @@ def collect_query_evidence(lasagna, source, count: int, progress: bool = True):
 def fit_fusion(evidence: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 2) log-odds and (N,) bool -> (weight (1, 2), bias (1,)) of the balanced-BCE logistic fit."""
     if not bool(present.any()) or bool(present.all()):
-        raise ValueError("calibration needs present and absent among its answers (classes, or expressions with and "
-                         "without a target); give it more scenes")
+        raise ValueError(
+            "calibration needs present and absent among its answers (classes, or expressions with and "
+            "without a target); give it more scenes"
+        )
     fusion = torch.nn.Linear(2, 1)
     with torch.no_grad():
         fusion.weight.copy_(torch.tensor([[1.0, 1.0]]))

@@ -64,7 +64,8 @@ def run_calibrate(args) -> int:
         raise ValueError(f"{args.model}: this model has no presence verifier and no query verifier to calibrate")
     sources = open_eval_sources(args.dataset, args.split, args.root)
     report = {}
-    for name, task, verifier in (("presence", "semantic", model.verifier), ("query", "referring", model.query_verifier)):
+    jobs = (("presence", "semantic", model.verifier), ("query", "referring", model.query_verifier))
+    for name, task, verifier in jobs:
         if verifier is None:
             continue
         if task not in sources:
