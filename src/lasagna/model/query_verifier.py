@@ -52,6 +52,10 @@ class QueryVerifier(nn.Module):
     def judge_words(self, embeds: torch.Tensor, low_res: torch.Tensor, words: torch.Tensor, valid: torch.Tensor):
         """(N, C, h, w) each slot's image embedding, (N, kh, kw) its mask logits, (N, L, D) its phrase's word
         embeddings (`word_embeddings`) and (N, L) bool which are real -> (N,) log-odds that the phrase holds there."""
+        return self._judge(embeds, low_res, words, valid)[0]
+
+    def _judge(self, embeds, low_res, words, valid):
+        """`judge_words`, and (N, L, hw) each word's scores over the cells, (N, hw) the mask's weight on each."""
         dtype = self.fusion.weight.dtype  # why: a checkpoint loaded in bf16 holds bf16 weights; inputs follow them
         n, _, h, w = embeds.shape
         cells = embeds.float().flatten(2).transpose(1, 2)  # (N, hw, C)
@@ -72,17 +76,28 @@ class QueryVerifier(nn.Module):
         first = self.region(torch.cat([region, centroid], -1).to(dtype))[:, None]
         pad = torch.cat([valid.new_ones(n, 1), valid], 1).logical_not()
         out = self.encoder(torch.cat([first, tokens], 1), src_key_padding_mask=pad)
-        return self.head(out[:, 0])[:, 0].float()
+        return self.head(out[:, 0])[:, 0].float(), scores, weights
 
     def fuse(self, llm: torch.Tensor, judged: torch.Tensor) -> torch.Tensor:
         """(N,) LLM log-odds of `<ins>` and (N,) `judge` log-odds -> (N,) log-odds that the slot has a target."""
         return self.fusion(torch.stack([llm, judged], -1).to(self.fusion.weight.dtype))[:, 0].float()
 
     def loss(self, embeds, low_res, words, valid, present: torch.Tensor) -> torch.Tensor:
-        """Mean BCE of `judge` against (N,) bool `present`; 0 (with a gradient path) when N is 0."""
+        """Mean BCE of `judge` against (N,) bool `present`, plus the look loss; 0 (with a gradient path) when N is 0.
+
+        The look loss teaches a word where it is before any relation can use that: on present slots whose phrase is
+        one token (a class of a list, under a whole-names tokenizer), the cross-entropy between that word's scores
+        over the cells and the slot's own mask there. Learnt through the relations alone, the looks stay uniform
+        and the verifier learns only how often relations hold (model doc, step 35)."""
         if present.numel() == 0:
             return sum(p.sum() for p in self.parameters()) * 0.0
-        return F.binary_cross_entropy_with_logits(self.judge_words(embeds, low_res, words, valid), present.float())
+        judged, scores, weights = self._judge(embeds, low_res, words, valid)
+        loss = F.binary_cross_entropy_with_logits(judged, present.float())
+        single = present & (valid.sum(1) == 1) & (weights.sum(1) > 0.5)
+        if single.any():
+            target = weights[single] / weights[single].sum(1, keepdim=True)
+            loss = loss - (target * scores[single, 0].log_softmax(-1)).sum(-1).mean()
+        return loss
 
 
 def cell_places(h: int, w: int, device=None) -> torch.Tensor:
