@@ -32,10 +32,13 @@ class QueryVerifier(nn.Module):
         self.cell_key = nn.Linear(cell_dim + 2, width)  # a cell's features and place
         self.word = nn.Linear(word_dim, width)
         self.order = nn.Embedding(max_words, width)  # where the word stands in the phrase
-        # what the word found: its mean cell features, its place, the offset from the region, how well it matched
-        self.found = nn.Sequential(nn.Linear(cell_dim + 5, width), nn.GELU(), nn.Linear(width, width))
-        # the region: pooled features and log area (`pool_regions`), then its centroid
-        self.region = nn.Sequential(nn.Linear(cell_dim + 3, width), nn.GELU(), nn.Linear(width, width))
+        # what the word found (its cells' mean features, normalised) and, apart, where: places enter through their own
+        # path, coded at several frequencies; beside features 50 times their size they were never learned (step 35)
+        self.found = nn.Sequential(nn.Linear(cell_dim, width), nn.GELU(), nn.Linear(width, width))
+        self.found_place = nn.Sequential(nn.Linear(2 * PLACE_CODE + 1, width), nn.GELU(), nn.Linear(width, width))
+        # the region: pooled features and log area (`pool_regions`), and apart its centroid
+        self.region = nn.Sequential(nn.Linear(cell_dim + 1, width), nn.GELU(), nn.Linear(width, width))
+        self.region_place = nn.Sequential(nn.Linear(PLACE_CODE, width), nn.GELU(), nn.Linear(width, width))
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
@@ -70,10 +73,12 @@ class QueryVerifier(nn.Module):
         attention = scores.softmax(-1)
         where = attention @ places  # (N, L, 2)
         strength = (scores.logsumexp(-1) - scores.mean(-1))[..., None]
-        found = torch.cat([attention @ cells, where, where - centroid[:, None], strength], -1)
+        seen = F.layer_norm(attention @ cells, cells.shape[-1:])
+        geometry = torch.cat([place_code(where), place_code(where - centroid[:, None]), strength], -1)
         order = torch.arange(words.shape[1], device=words.device)
-        tokens = self.word(words.to(dtype)) + self.order(order)[None] + self.found(found.to(dtype))
-        first = self.region(torch.cat([region, centroid], -1).to(dtype))[:, None]
+        tokens = self.word(words.to(dtype)) + self.order(order)[None]
+        tokens = tokens + self.found(seen.to(dtype)) + self.found_place(geometry.to(dtype))
+        first = (self.region(region.to(dtype)) + self.region_place(place_code(centroid).to(dtype)))[:, None]
         pad = torch.cat([valid.new_ones(n, 1), valid], 1).logical_not()
         out = self.encoder(torch.cat([first, tokens], 1), src_key_padding_mask=pad)
         return self.head(out[:, 0])[:, 0].float(), scores, weights
@@ -98,6 +103,17 @@ class QueryVerifier(nn.Module):
             target = weights[single] / weights[single].sum(1, keepdim=True)
             loss = loss - (target * scores[single, 0].log_softmax(-1)).sum(-1).mean()
         return loss
+
+
+PLACE_CODE = 18
+"""Width of `place_code`: a 2-D place or offset, then its sine and cosine at four frequencies."""
+
+
+def place_code(xy: torch.Tensor) -> torch.Tensor:
+    """(..., 2) places in [-1, 1] or offsets in [-2, 2] -> (..., PLACE_CODE): the values, then sin and cos of each at
+    pi/2 times 1, 2, 4 and 8 (the first is monotonic over an offset's range, the last tells cells apart)."""
+    scaled = xy[..., None] * (torch.tensor([1.0, 2.0, 4.0, 8.0], device=xy.device) * torch.pi / 2)
+    return torch.cat([xy, scaled.sin().flatten(-2), scaled.cos().flatten(-2)], -1)
 
 
 def cell_places(h: int, w: int, device=None) -> torch.Tensor:
