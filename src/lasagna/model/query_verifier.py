@@ -31,7 +31,7 @@ class QueryVerifier(nn.Module):
         self.look = nn.Linear(word_dim, width)  # a word's query over the cells
         self.cell_key = nn.Linear(cell_dim + 2, width)  # a cell's features and place
         self.word = nn.Linear(word_dim, width)
-        self.order = nn.Embedding(max_words, width)  # where the word stands in the phrase
+        self.order = nn.Embedding(max_words, width)  # how many words before the slot it stands
         # what the word found (its cells' mean features, normalised) and, apart, where: places enter through their own
         # path, coded at several frequencies; beside features 50 times their size they were never learned (step 35)
         self.found = nn.Sequential(nn.Linear(cell_dim, width), nn.GELU(), nn.Linear(width, width))
@@ -75,8 +75,10 @@ class QueryVerifier(nn.Module):
         strength = (scores.logsumexp(-1) - scores.mean(-1))[..., None]
         seen = F.layer_norm(attention @ cells, cells.shape[-1:])
         geometry = torch.cat([place_code(where), place_code(where - centroid[:, None]), strength], -1)
-        order = torch.arange(words.shape[1], device=words.device)
-        tokens = self.word(words.to(dtype)) + self.order(order)[None]
+        # why counted back from the slot: the word the phrase ends on (an anchor, "the blue square") then always has
+        # the same order, wherever the phrase began; counted from the start, a relation was never learned (step 35)
+        order = (valid.sum(1, keepdim=True) - 1 - torch.arange(words.shape[1], device=words.device)).clamp(min=0)
+        tokens = self.word(words.to(dtype)) + self.order(order)
         tokens = tokens + self.found(seen.to(dtype)) + self.found_place(geometry.to(dtype))
         first = (self.region(region.to(dtype)) + self.region_place(place_code(centroid).to(dtype)))[:, None]
         pad = torch.cat([valid.new_ones(n, 1), valid], 1).logical_not()
