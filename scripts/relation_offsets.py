@@ -57,7 +57,9 @@ def main() -> None:
             if not row.decisions:
                 continue
             _, low = engine._masks(enc, [row.decisions[0].hidden], resized, original)
-            words, valid = word_embeddings(engine.model.embed_tokens, [torch.tensor(name_ids(row)[0])], 32)
+            words, valid = word_embeddings(
+                engine.model.embed_tokens, [torch.tensor(name_ids(row)[0])], verifier.max_words
+            )
             judged, scores, weights = verifier._judge(enc.sam_embeds, low, words, valid)
             places = cell_places(*enc.sam_embeds.shape[-2:])[0]
             centroid = (weights[0, :, None] * places).sum(0) / weights[0].sum()
@@ -69,8 +71,10 @@ def main() -> None:
     print(f"relations: {len(true)} true, {len(false)} false (first {args.n} {args.split} scenes)")
     print(f"AUC true vs false, the rule (offset past the anchor's place): {auc(true[:, 1], false[:, 1]):.3f}")
     print(f"AUC true vs false, the verifier's own log-odds: {auc(true[:, 2], false[:, 2]):.3f}")
-    print(f"the verifier's log-odds, mean (std): true {true[:, 2].mean():.3f} ({true[:, 2].std():.3f}), "
-          f"false {false[:, 2].mean():.3f} ({false[:, 2].std():.3f})")
+    print(
+        f"the verifier's log-odds, mean (std): true {true[:, 2].mean():.3f} ({true[:, 2].std():.3f}), "
+        f"false {false[:, 2].mean():.3f} ({false[:, 2].std():.3f})"
+    )
 
 
 if __name__ == "__main__":
