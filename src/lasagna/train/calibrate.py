@@ -20,10 +20,7 @@ from ..data.records import IGNORE_LABEL
 
 def collect_evidence(lasagna, source, count: int, chunk_size: int = 16, progress: bool = True):
     """The first `count` scenes of a semantic source -> ((N, 2) LLM and verifier log-odds, (N,) bool present)."""
-    if lasagna.engine.model.verifier is None:
-        raise ValueError("this model has no presence verifier to calibrate (model.presence_verifier is false)")
-    if count < 1:
-        raise ValueError(f"calibration needs at least one scene, got {count}")
+    _check(lasagna.engine.model.verifier, "presence", count)
     evidence, present = [], []
     for index in tqdm(range(min(count, len(source))), desc=f"calibrate {source.name}", disable=not progress):
         record = source[index]
@@ -39,10 +36,7 @@ def collect_evidence(lasagna, source, count: int, chunk_size: int = 16, progress
 def collect_query_evidence(lasagna, source, count: int, progress: bool = True):
     """Every expression of the first `count` scenes of a referring source -> ((N, 2) LLM and query verifier log-odds
     of each decision of the answers, (N,) bool whether its expression has a target)."""
-    if lasagna.engine.model.query_verifier is None:
-        raise ValueError("this model has no query verifier to calibrate (model.query_verifier is false)")
-    if count < 1:
-        raise ValueError(f"calibration needs at least one scene, got {count}")
+    _check(lasagna.engine.model.query_verifier, "query", count)
     evidence, present = [], []
     for index in tqdm(range(min(count, len(source))), desc=f"calibrate {source.name}", disable=not progress):
         record = source[index]
@@ -54,6 +48,13 @@ def collect_query_evidence(lasagna, source, count: int, progress: bool = True):
     if not sum(len(e) for e in evidence):
         raise ValueError(f"the model answered none of the {len(evidence)} expressions with <ins> or <no_ins>")
     return torch.cat(evidence), torch.cat(present)
+
+
+def _check(verifier, kind: str, count: int) -> None:
+    if verifier is None:
+        raise ValueError(f"this model has no {kind} verifier to calibrate (model.{kind}_verifier is false)")
+    if count < 1:
+        raise ValueError(f"calibration needs at least one scene, got {count}")
 
 
 def fit_fusion(evidence: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
