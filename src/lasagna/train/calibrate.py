@@ -97,6 +97,26 @@ def calibrate_queries(lasagna, source, count: int, progress: bool = True) -> dic
     return {"scenes": min(count, len(source)), "decisions": len(present), **report}
 
 
+def calibrate_model(lasagna, sources: dict, count: int, chunk_size: int = 16, progress: bool = True) -> dict:
+    """Fit every verifier the model has, each on its task's source of `sources` (`eval.open_eval_sources`) ->
+    {"presence": report, "query": report}, for those it has."""
+    model = lasagna.engine.model
+    jobs = {"presence": ("semantic", model.verifier), "query": ("referring", model.query_verifier)}
+    jobs = {name: task for name, (task, verifier) in jobs.items() if verifier is not None}
+    if not jobs:
+        raise ValueError("this model has no presence verifier and no query verifier to calibrate")
+    for name, task in jobs.items():  # checked first, so nothing is fit when one cannot be
+        if task not in sources:
+            raise ValueError(f"no {task} data to calibrate the {name} verifier on")
+    reports = {}
+    for name, task in jobs.items():
+        if name == "presence":
+            reports[name] = calibrate(lasagna, sources[task], count, chunk_size, progress)
+        else:
+            reports[name] = calibrate_queries(lasagna, sources[task], count, progress)
+    return reports
+
+
 def _fit_into(fusion: torch.nn.Linear, evidence: torch.Tensor, present: torch.Tensor) -> dict:
     weight, bias = fit_fusion(evidence, present)
     with torch.no_grad():

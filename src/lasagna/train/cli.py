@@ -56,24 +56,15 @@ def run_calibrate(args) -> int:
     from ..api import Lasagna
     from ..checkpoint import save_pretrained
     from ..eval.evaluate import open_eval_sources
-    from .calibrate import calibrate, calibrate_queries
+    from .calibrate import calibrate_model
 
     lasagna = Lasagna.from_pretrained(args.model)
     model = lasagna.engine.model
-    if model.verifier is None and model.query_verifier is None:
-        raise ValueError(f"{args.model}: this model has no presence verifier and no query verifier to calibrate")
     sources = open_eval_sources(args.dataset, args.split, args.root)
-    report = {}
-    jobs = (("presence", "semantic", model.verifier), ("query", "referring", model.query_verifier))
-    for name, task, verifier in jobs:
-        if verifier is None:
-            continue
-        if task not in sources:
-            raise ValueError(f"{args.dataset} has no {task} task to calibrate the {name} verifier on")
-        if name == "presence":
-            report[name] = calibrate(lasagna, sources[task], args.limit, args.chunk_size)
-        else:
-            report[name] = calibrate_queries(lasagna, sources[task], args.limit)
+    try:
+        report = calibrate_model(lasagna, sources, args.limit, args.chunk_size)
+    except ValueError as e:
+        raise ValueError(f"{args.model} on {args.dataset} {args.split}: {e}") from e
     dtype = next(model.parameters()).dtype
     out = save_pretrained(model, lasagna.engine.tokenizer, Path(args.out), dtype=dtype, overwrite=args.overwrite)
     print(json.dumps(report, indent=1))

@@ -423,31 +423,28 @@ def _calibrate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainStat
     Every rank fits them on the same scenes, so the replicas stay identical."""
     from ..api import Lasagna
     from ..eval.evaluate import open_eval_sources
-    from .calibrate import calibrate, calibrate_queries
+    from .calibrate import calibrate_model
 
     inner = accelerator.unwrap_model(model)
-    jobs = [("semantic", "calibration", inner.verifier), ("referring", "query_calibration", inner.query_verifier)]
-    jobs = [(task, key) for task, key, verifier in jobs if verifier is not None]
-    if not jobs or cfg.calibrate_scenes <= 0:
+    if (inner.verifier is None and inner.query_verifier is None) or cfg.calibrate_scenes <= 0:
         return
     sources = open_eval_sources(cfg.data.dataset, cfg.eval.split, cfg.data.root)
-    for task, _ in jobs:
-        if task not in sources:
-            raise ValueError(f"calibrate_scenes: {cfg.data.dataset} has no {task} {cfg.eval.split} split to fit on")
-    lasagna = Lasagna(inner, tokenizer)
     inner.eval()
     mixed = accelerator.autocast() if cfg.frozen_dtype == "bf16" else contextlib.nullcontext()
-    for task, key in jobs:
+    try:
         with mixed, torch.compiler.set_stance("force_eager"):
-            if task == "semantic":
-                report = calibrate(lasagna, sources[task], cfg.calibrate_scenes, cfg.eval.chunk_size, False)
-            else:
-                report = calibrate_queries(lasagna, sources[task], cfg.calibrate_scenes, False)
+            reports = calibrate_model(
+                Lasagna(inner, tokenizer), sources, cfg.calibrate_scenes, cfg.eval.chunk_size, False
+            )
+    except ValueError as e:
+        raise ValueError(f"calibrate_scenes: {cfg.data.dataset} {cfg.eval.split}: {e}") from e
+    inner.train()
+    for name, report in reports.items():
+        key = "calibration" if name == "presence" else f"{name}_calibration"
         if metrics_log is not None:
             metrics_log.write(json.dumps({"step": state.step, key: report}) + "\n")
             metrics_log.flush()
             log.info("step %d %s %s", state.step, key.replace("_", " "), report)
-    inner.train()
 
 
 def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState, metrics_log) -> None:
