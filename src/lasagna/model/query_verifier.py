@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .verifier import pool_regions
+from .verifier import mask_weights, pool_regions
 
 
 class QueryVerifier(nn.Module):
@@ -64,7 +64,7 @@ class QueryVerifier(nn.Module):
         cells = embeds.float().flatten(2).transpose(1, 2)  # (N, hw, C)
         places = cell_places(h, w, embeds.device).expand(n, -1, -1)  # (N, hw, 2)
         region = pool_regions(embeds, low_res)
-        weights = F.adaptive_avg_pool2d(torch.sigmoid(low_res.float())[:, None], (h, w))[:, 0].flatten(1)
+        weights = mask_weights(low_res, (h, w)).flatten(1)
         centroid = (weights[..., None] * places).sum(1) / (weights.sum(1, keepdim=True) + 1e-6)  # (N, 2)
 
         keys = self.cell_key(torch.cat([cells, places], -1).to(dtype)).float()

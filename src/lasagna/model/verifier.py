@@ -58,10 +58,15 @@ def pool_regions(embeds: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
 
     The embedding averaged under sigmoid(mask) at the embedding's grid, shrunk toward 0 as the mask empties (the sum
     is divided by area + 1), then log(area + 1)."""
-    weights = F.adaptive_avg_pool2d(torch.sigmoid(low_res.float())[:, None], embeds.shape[-2:])[:, 0]
+    weights = mask_weights(low_res, embeds.shape[-2:])
     area = weights.sum((1, 2))
     pooled = torch.einsum("nhw,nchw->nc", weights, embeds.float()) / (area + 1)[:, None]
     return torch.cat([pooled, torch.log1p(area)[:, None]], -1)
+
+
+def mask_weights(low_res: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(N, kh, kw) mask logits -> (N, *grid) sigmoid(mask) averaged over each cell of the embedding's grid."""
+    return F.adaptive_avg_pool2d(torch.sigmoid(low_res.float())[:, None], tuple(grid))[:, 0]
 
 
 def name_spans(answer: torch.Tensor, decisions: torch.Tensor) -> list[tuple[int, int]]:
