@@ -21,7 +21,7 @@ import torch
 
 from lasagna.api import Lasagna
 from lasagna.data.shapeworld import ShapeWorldReferring, holds_relation
-from lasagna.infer.engine import name_ids, query_question
+from lasagna.infer.engine import name_ids
 from lasagna.model.query_verifier import cell_places, word_embeddings
 
 # the relation's word -> (axis of (x, y), sign): sign * coordinate grows towards the direction
@@ -53,10 +53,10 @@ def main() -> None:
                 continue
             axis, sign = AXES[re.search(r"\b(left|right|above|below)\b", expression.text).group(1)]
             enc, resized, original = engine.encode_image(image)
-            row = engine._generate(enc, query_question(expression.text), 64)
+            row = engine.answer_query(enc, expression.text, 64)
             if not row.decisions:
                 continue
-            _, low = engine._masks(enc, [row.decisions[0].hidden], resized, original)
+            _, low = engine.slot_masks(enc, [row.decisions[0].hidden], resized, original)
             words, valid = word_embeddings(
                 engine.model.embed_tokens, [torch.tensor(name_ids(row)[0])], verifier.max_words
             )

@@ -125,7 +125,7 @@ class Engine:
         enc = self.model.encode_images(clip_pixels(image, pre)[None].to(**to), sam[None].to(**to))
         return enc, resized, tuple(image.shape[:2])
 
-    def _masks(self, enc, hiddens: list[torch.Tensor], resized, original) -> tuple[torch.Tensor, torch.Tensor]:
+    def slot_masks(self, enc, hiddens: list[torch.Tensor], resized, original) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask embeddings (hidden states before decisions) -> ((N, H, W) float32 logits, (N, h, w) low-res ones)."""
         if not hiddens:
             empty = torch.zeros((0, *original), device=enc.sam_embeds.device)
@@ -144,17 +144,17 @@ class Engine:
         verifier's fusion of the LLM's log-odds with its own judgement decides (`model/verifier.py`,
         `model/query_verifier.py`); the score is the fused probability."""
         if verifier is None:
-            logits, _ = self._masks(enc, [d.hidden for d in decisions if d.present], resized, original)
+            logits, _ = self.slot_masks(enc, [d.hidden for d in decisions if d.present], resized, original)
             return [d.present for d in decisions], [d.score for d in decisions], logits, None
-        logits, low = self._masks(enc, [d.hidden for d in decisions], resized, original)
+        logits, low = self.slot_masks(enc, [d.hidden for d in decisions], resized, original)
         if not decisions:
             return [], [], logits, torch.zeros(0, 2)
         device = enc.sam_embeds.device
         ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
         embeds = enc.sam_embeds.expand(len(decisions), -1, -1, -1)
         judged = verifier.judge(embeds, low, ids, self.model.embed_tokens)
-        llm = torch.tensor([d.score for d in decisions], device=device).clamp(1e-6, 1 - 1e-6)
-        evidence = torch.stack([torch.log(llm / (1 - llm)), judged], -1).float()
+        llm = llm_log_odds(torch.tensor([d.score for d in decisions], device=device))
+        evidence = torch.stack([llm, judged], -1).float()
         fused = verifier.fuse(evidence[:, 0], evidence[:, 1])
         present = fused >= 0
         return present.tolist(), torch.sigmoid(fused).tolist(), logits[present], evidence.cpu()
@@ -243,7 +243,7 @@ class Engine:
         if not query.strip():
             raise ValueError("query is empty")
         enc, resized, original = self.encode_image(image)
-        row = self._generate(enc, query_question(query), max_new_tokens)
+        row = self.answer_query(enc, query, max_new_tokens)
         # why not the presence verifier: a query's name is a phrase ("the star left of the red circle") whose truth it,
         # matching a region against a bag of words, cannot judge; with it, referring scored lower (model doc, step 33)
         verifier = self.model.query_verifier
@@ -256,6 +256,11 @@ class Engine:
             logits=logits.cpu(),
             evidence=evidence,
         )
+
+    def answer_query(self, enc, query: str, max_new_tokens: int = 128) -> RowResult:
+        """Free-decode the answer to a query about an image already encoded (`encode_image`): one image can be asked
+        many queries at the cost of one encoding (`train/answers.py`)."""
+        return self._generate(enc, query_question(query), max_new_tokens)
 
     @torch.no_grad()
     def chat(self, image: np.ndarray, text: str, max_new_tokens: int = 256) -> str:
@@ -283,6 +288,11 @@ def query_question(query: str) -> str:
     if query.endswith(("?", ".")):
         return templates.IMAGE_PREFIX + query
     return templates.REFER_QUESTIONS[0].format(text=query)
+
+
+def llm_log_odds(scores: torch.Tensor) -> torch.Tensor:
+    """P(`<ins>`) of decisions -> the log-odds a verifier's fusion weighs, clamped so a sure answer stays finite."""
+    return torch.logit(scores.float(), eps=1e-6)
 
 
 def name_ids(row: RowResult) -> list[list[int]]:

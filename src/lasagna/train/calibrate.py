@@ -33,23 +33,6 @@ def collect_evidence(lasagna, source, count: int, chunk_size: int = 16, progress
     return torch.cat(evidence), torch.cat(present)
 
 
-def collect_query_evidence(lasagna, source, count: int, progress: bool = True):
-    """Every expression of the first `count` scenes of a referring source -> ((N, 2) LLM and query verifier log-odds
-    of each decision of the answers, (N,) bool whether its expression has a target)."""
-    _check(lasagna.engine.model.query_verifier, "query", count)
-    evidence, present = [], []
-    for index in tqdm(range(min(count, len(source))), desc=f"calibrate {source.name}", disable=not progress):
-        record = source[index]
-        image = record.load_image()
-        for expr in record.expressions:
-            pred = lasagna.segment(image, query=expr.text)
-            evidence.append(pred.evidence)
-            present.append(torch.full((len(pred.evidence),), len(expr.load_masks()) > 0))
-    if not sum(len(e) for e in evidence):
-        raise ValueError(f"the model answered none of the {len(evidence)} expressions with <ins> or <no_ins>")
-    return torch.cat(evidence), torch.cat(present)
-
-
 def _check(verifier, kind: str, count: int) -> None:
     if verifier is None:
         raise ValueError(f"this model has no {kind} verifier to calibrate (model.{kind}_verifier is false)")
@@ -91,10 +74,17 @@ def calibrate(lasagna, source, count: int, chunk_size: int = 16, progress: bool 
 
 
 def calibrate_queries(lasagna, source, count: int, progress: bool = True) -> dict:
-    """Fit the query verifier's fusion in place on the expressions of `count` scenes of a referring `source`."""
-    evidence, present = collect_query_evidence(lasagna, source, count, progress)
-    report = _fit_into(lasagna.engine.model.query_verifier.fusion, evidence, present)
-    return {"scenes": min(count, len(source)), "decisions": len(present), **report}
+    """Fit the query verifier's fusion in place on every decision of the model's answers to the expressions of
+    `count` scenes of a referring `source`, each decision against whether its expression has a target."""
+    from .answers import auc, collect_answers, judge_answers
+
+    model = lasagna.engine.model
+    _check(model.query_verifier, "query", count)
+    answers = collect_answers(lasagna, source, count, progress=progress)
+    judged = judge_answers(model.query_verifier, answers, model.embed_tokens)
+    report = _fit_into(model.query_verifier.fusion, torch.stack([answers.llm, judged], -1), answers.present)
+    aucs = {"auc_llm": auc(answers.llm, answers.present), "auc_verifier": auc(judged, answers.present)}
+    return {"scenes": min(count, len(source)), "decisions": len(answers), **report, **aucs}
 
 
 def calibrate_model(lasagna, sources: dict, count: int, chunk_size: int = 16, progress: bool = True) -> dict:

@@ -1,4 +1,4 @@
-"""`lasagna train`, `lasagna export` and `lasagna calibrate`."""
+"""`lasagna train`, `lasagna export`, `lasagna calibrate` and `lasagna train-verifier`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,28 @@ def register(sub) -> None:
     c.add_argument("--chunk-size", type=int, default=16)
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=run_calibrate)
+    v = sub.add_parser(
+        "train-verifier", help="train a query verifier on the frozen model's own answers, calibrate it, write the model"
+    )
+    v.add_argument(
+        "--model", required=True, help="a checkpoint folder of ours (it gains a query verifier if it has none)"
+    )
+    v.add_argument("--out", required=True, help="where the model with its trained verifier is written")
+    v.add_argument("--dataset", default="shapeworld", help="referring data: `lasagna data` names")
+    v.add_argument("--split", default="train", help="the scenes it trains on")
+    v.add_argument("--root", help="data root (default: $LASAGNA_DATA)")
+    v.add_argument("--scenes", type=int, default=6000, help="first N scenes of --split")
+    v.add_argument("--epochs", type=int, default=30, help="passes over their answers")
+    v.add_argument("--batch-size", type=int, default=128)
+    v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--fresh", action="store_true", help="start from a new verifier even if the model has one")
+    v.add_argument("--no-target-rate", type=float, help="ShapeWorld: share of expressions without a target")
+    v.add_argument("--twins", action="store_true", help="ShapeWorld: each relation's and extreme's opposite too")
+    v.add_argument("--calibrate-split", default="val", help="held-out scenes its fusion is fit on")
+    v.add_argument("--calibrate-limit", type=int, default=200, help="first N scenes of --calibrate-split")
+    v.add_argument("--overwrite", action="store_true")
+    v.set_defaults(func=run_train_verifier)
 
 
 def run_train(args) -> int:
@@ -70,3 +92,56 @@ def run_calibrate(args) -> int:
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")
     return 0
+
+
+def run_train_verifier(args) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from ..api import Lasagna
+    from ..checkpoint import save_pretrained
+    from .answers import collect_answers, train_on_answers
+    from .calibrate import calibrate_queries
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:  # why here: before an hour of work, not after
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    train_source = _referring_source(args.dataset, args.split, args.root, args.no_target_rate, args.twins)
+    held_out = _referring_source(args.dataset, args.calibrate_split, args.root, None, False)
+    lasagna = Lasagna.from_pretrained(args.model)
+    model = lasagna.engine.model
+    dtype = next(model.parameters()).dtype
+    if model.query_verifier is None or args.fresh:
+        model.add_query_verifier(seed=args.seed)
+    start = time.perf_counter()
+    answers = collect_answers(lasagna, train_source, args.scenes)
+    losses = train_on_answers(
+        model.query_verifier, answers, model.embed_tokens, args.epochs, args.batch_size, args.lr, args.seed
+    )
+    model.query_verifier.to(dtype)  # why before calibrating: the fusion is fit on the verifier as it will be saved
+    report = calibrate_queries(lasagna, held_out, args.calibrate_limit)
+    seconds = round(time.perf_counter() - start, 1)
+    saved = save_pretrained(model, lasagna.engine.tokenizer, out, dtype=dtype, overwrite=args.overwrite)
+    summary = {"decisions": len(answers), "losses": [round(x, 4) for x in losses], "seconds": seconds}
+    print(json.dumps({"train": summary, "calibration": report}, indent=1))
+    print(f"wrote {saved}")
+    return 0
+
+
+def _referring_source(dataset: str, split: str, root, no_target_rate, twins: bool):
+    from ..eval.evaluate import open_eval_sources
+
+    if dataset == "shapeworld":
+        from ..data.shapeworld import ShapeWorldReferring
+
+        rate = {} if no_target_rate is None else {"no_target_rate": no_target_rate}
+        return ShapeWorldReferring(split, twins=twins, **rate)
+    if no_target_rate is not None or twins:
+        raise ValueError(
+            f"--no-target-rate and --twins apply to ShapeWorld only; {dataset!r} brings its own expressions"
+        )
+    sources = open_eval_sources(dataset, split, root)
+    if "referring" not in sources:
+        raise ValueError(f"{dataset!r} {split} has no referring expressions to train a query verifier on")
+    return sources["referring"]
