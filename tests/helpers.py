@@ -13,8 +13,8 @@ import sentencepiece as spm
 import torch
 
 from lasagna.config import preset
-from lasagna.model.lasagna import LasagnaInputs
-from lasagna.tokens import IMAGE_TOKEN_ID
+from lasagna.model.lasagna import LasagnaInputs, LasagnaModel
+from lasagna.tokens import IMAGE_TOKEN_ID, token_ids
 
 
 def make_inputs(rows: list[list[int]], image_index: list[int], sizes: list[tuple[int, int]], ins_id: int = 10):
@@ -34,6 +34,21 @@ def make_inputs(rows: list[list[int]], image_index: list[int], sizes: list[tuple
         original_sizes=sizes,
         labels=ids.masked_fill((ids == 0) | (ids == IMAGE_TOKEN_ID), -100),
     )
+
+
+def decisive_model(tokenizer, seed: int) -> LasagnaModel:
+    """An untrained tiny model whose free decoding emits `<ins>` and `<no_ins>` (at random) instead of never."""
+    torch.manual_seed(seed)
+    cfg = preset("tiny")
+    cfg.llm.vocab_size = len(tokenizer)
+    model = LasagnaModel(cfg).eval()
+    ids = token_ids(tokenizer)
+    model.set_token_ids(ids.ins, ids.pad)
+    with torch.no_grad():  # why: larger decision logits make a random model choose them often
+        head = model.llm.get_output_embeddings().weight
+        head[ids.ins] *= 4
+        head[ids.no_ins] *= 4
+    return model
 
 
 RELEASED_ORDER = ("<cat_start>", "<cat_end>", "<semantic>", "<ins>", "<no_ins>", "<im_start>", "<im_end>")

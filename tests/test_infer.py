@@ -2,33 +2,17 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import decisive_model
 from lasagna import prompts
 from lasagna.api import Lasagna
-from lasagna.config import preset
 from lasagna.infer.decode import decode_free, decode_template, encode_prefix
 from lasagna.infer.engine import semantic_question
 from lasagna.infer.semantic import UNLABELLED, merge_semantic
-from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import expand_images
 from lasagna.tokenization import encode
 from lasagna.tokens import token_ids
 
 CLASSES = ["wall", "bed", "sky", "red circle", "blue square", "green star", "tree", "floor", "person"]
-
-
-def _model(tokenizer, seed):
-    torch.manual_seed(seed)
-    cfg = preset("tiny")
-    cfg.llm.vocab_size = len(tokenizer)
-    model = LasagnaModel(cfg).eval()
-    ids = token_ids(tokenizer)
-    model.set_token_ids(ids.ins, ids.pad)
-    # bias the two decision logits so random models make varied choices instead of never emitting them
-    with torch.no_grad():
-        head = model.llm.get_output_embeddings().weight
-        head[ids.ins] *= 4
-        head[ids.no_ins] *= 4
-    return model
 
 
 def _image(seed=0, h=40, w=56):
@@ -65,7 +49,7 @@ def _constrained_greedy(model, enc, full, start, ids):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_template_decoding_equals_constrained_greedy(tiny_tokenizer, seed):
-    model = _model(tiny_tokenizer, seed)
+    model = decisive_model(tiny_tokenizer, seed)
     api = Lasagna(model, tiny_tokenizer)
     ids = token_ids(tiny_tokenizer)
     enc, _, _ = api.engine.encode_image(_image(seed))
@@ -87,7 +71,7 @@ def test_template_decoding_equals_constrained_greedy(tiny_tokenizer, seed):
 
 
 def test_free_decoding_matches_recomputed_greedy(tiny_tokenizer):
-    model = _model(tiny_tokenizer, 5)
+    model = decisive_model(tiny_tokenizer, 5)
     ids = token_ids(tiny_tokenizer)
     api = Lasagna(model, tiny_tokenizer)
     enc, _, _ = api.engine.encode_image(_image(5))
@@ -107,8 +91,8 @@ def test_free_decoding_matches_recomputed_greedy(tiny_tokenizer):
     assert res.ids == seq[len(prompt) :]
 
 
-def test_chunking_does_not_change_answers_of_a_chunk_invariant_model(tiny_tokenizer):
-    model = _model(tiny_tokenizer, 7)
+def test_chunking_does_not_change_answers_of_a_chunk_invariantdecisive_model(tiny_tokenizer):
+    model = decisive_model(tiny_tokenizer, 7)
     with torch.no_grad():  # no attention output: every state depends on its own token only
         for layer in model.llm.model.layers:
             layer.self_attn.o_proj.weight.zero_()
@@ -122,7 +106,7 @@ def test_chunking_does_not_change_answers_of_a_chunk_invariant_model(tiny_tokeni
 
 
 def test_segment_results_cover_every_class_at_image_size(tiny_tokenizer):
-    api = Lasagna(_model(tiny_tokenizer, 3), tiny_tokenizer)
+    api = Lasagna(decisive_model(tiny_tokenizer, 3), tiny_tokenizer)
     pred = api.segment(_image(3, 33, 47), classes=CLASSES[:5], chunk_size=2, decoder="template")
     assert [c.name for c in pred.classes] == CLASSES[:5]
     for c in pred.classes:
@@ -136,7 +120,7 @@ def test_segment_results_cover_every_class_at_image_size(tiny_tokenizer):
 
 
 def test_a_query_gets_one_mask_per_ins_and_a_score_per_decision(tiny_tokenizer):
-    api = Lasagna(_model(tiny_tokenizer, 3), tiny_tokenizer)
+    api = Lasagna(decisive_model(tiny_tokenizer, 3), tiny_tokenizer)
     pred = api.segment(_image(3, 33, 47), query="the red circle")
     ins, no_ins = pred.text.count("<ins>"), pred.text.count("<no_ins>")
     assert ins + no_ins > 0 and len(pred.scores) == ins + no_ins and len(pred.masks) == ins
@@ -149,13 +133,13 @@ def test_a_query_gets_one_mask_per_ins_and_a_score_per_decision(tiny_tokenizer):
     [([], "empty"), (["a<ins>"], "reserved"), (["wall", "Wall"], "twice"), (["a, b"], "comma"), ("wall", "list")],
 )
 def test_bad_class_lists_are_clear_errors(tiny_tokenizer, classes, match):
-    api = Lasagna(_model(tiny_tokenizer, 0), tiny_tokenizer)
+    api = Lasagna(decisive_model(tiny_tokenizer, 0), tiny_tokenizer)
     with pytest.raises(ValueError, match=match):
         api.segment(_image(), classes=classes)
 
 
 def test_bad_images_are_clear_errors(tiny_tokenizer, tmp_path):
-    api = Lasagna(_model(tiny_tokenizer, 0), tiny_tokenizer)
+    api = Lasagna(decisive_model(tiny_tokenizer, 0), tiny_tokenizer)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(ValueError, match=r"broken\.png"):
@@ -207,8 +191,8 @@ def test_semantic_merge_leaves_low_pixels_unlabelled():
 
 @pytest.mark.parametrize("vote", [-30.0, 30.0])
 def test_a_presence_verifier_decides_with_the_llm_by_its_fusion(tiny_tokenizer, vote):
-    plain = _model(tiny_tokenizer, 3)
-    verified = _model(tiny_tokenizer, 3)
+    plain = decisive_model(tiny_tokenizer, 3)
+    verified = decisive_model(tiny_tokenizer, 3)
     verified.add_verifier(seed=0)
     ids = token_ids(tiny_tokenizer)
     verified.set_token_ids(ids.ins, ids.pad, ids.no_ins)
@@ -235,8 +219,8 @@ def test_a_presence_verifier_decides_with_the_llm_by_its_fusion(tiny_tokenizer, 
 
 @pytest.mark.parametrize("vote", [-30.0, 30.0])
 def test_a_query_verifier_decides_a_query_by_its_fusion_and_leaves_class_lists_alone(tiny_tokenizer, vote):
-    plain = _model(tiny_tokenizer, 3)
-    verified = _model(tiny_tokenizer, 3)
+    plain = decisive_model(tiny_tokenizer, 3)
+    verified = decisive_model(tiny_tokenizer, 3)
     verified.add_query_verifier(seed=0)
     ids = token_ids(tiny_tokenizer)
     verified.set_token_ids(ids.ins, ids.pad, ids.no_ins)

@@ -385,39 +385,6 @@ def test_a_query_verifier_added_by_overrides_trains_alone(tmp_path):
     assert all(torch.equal(before[k].to(weights[k].dtype), weights[k]) for k in before)  # it trained alone
 
 
-def test_query_calibration_fits_each_decision_against_whether_its_expression_has_a_target(tmp_path):
-    from types import SimpleNamespace
-
-    from lasagna.data.shapeworld import ShapeWorldReferring
-    from lasagna.infer.engine import Prediction
-    from lasagna.model.query_verifier import QueryVerifier
-    from lasagna.train.calibrate import calibrate_queries
-
-    source = ShapeWorldReferring("val")
-    texts = {e.text: len(e.load_masks()) > 0 for i in range(4) for e in source[i].expressions}
-    assert set(texts.values()) == {True, False}
-
-    class Judged:  # the LLM says present everywhere; the verifier knows, with one answer of two decisions
-        def __init__(self):
-            verifier = QueryVerifier(8, 8)
-            self.engine = SimpleNamespace(model=SimpleNamespace(query_verifier=verifier))
-
-        def segment(self, image, query):
-            judged = 3.0 if texts[query] else -3.0
-            return Prediction(image.shape[:2], evidence=torch.tensor([[2.0, judged]] * (1 + len(query) % 2)))
-
-    lasagna = Judged()
-    report = calibrate_queries(lasagna, source, 4, progress=False)
-    assert report["decisions"] == sum(1 + len(t) % 2 for t in texts) and report["scenes"] == 4
-    assert report["present_recall"] == report["absent_rejection"] == 1.0
-    assert report["weight_verifier"] > 0
-    fusion = lasagna.engine.model.query_verifier.fusion.weight[0].tolist()
-    assert fusion == pytest.approx([report["weight_llm"], report["weight_verifier"]])
-    lasagna.segment = lambda image, query: Prediction(image.shape[:2], evidence=torch.zeros(0, 2))
-    with pytest.raises(ValueError, match="answered none of the"):
-        calibrate_queries(lasagna, source, 2, progress=False)
-
-
 def test_calibrate_refits_the_fusion_into_a_new_folder_and_refuses_a_model_without_a_verifier(tmp_path, capsys):
     from lasagna.cli import main
 

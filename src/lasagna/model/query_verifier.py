@@ -7,7 +7,9 @@ places. This module is given places outright. Each word of the phrase looks for 
 (attention of its embedding over the cells' features); what it found, where that is, and how far that lies from
 the centroid of the slot's mask become the word's token. A small transformer reads the words' tokens beside a token
 for the region itself (its pooled features, centroid and area) and gives log-odds that the phrase holds there: in
-"the star left of the blue square", the word "blue square" finds its object, and the region must lie left of it.
+"the star left of the blue square", the word "blue square" finds its object, and the region must lie left of it. That
+comparison is built in: each word reads directions from its embedding and picks another word, and the region's offset
+from the picked word's place, measured along those directions, joins its token.
 
 Its inputs are detached, as the presence verifier's: training it moves nothing else. Its fusion with the LLM's
 log-odds starts as the LLM alone and is fit on held-out queries (`train/calibrate.py`).
@@ -36,6 +38,13 @@ class QueryVerifier(nn.Module):
         # path, coded at several frequencies; beside features 50 times their size they were never learned (step 35)
         self.found = nn.Sequential(nn.Linear(cell_dim, width), nn.GELU(), nn.Linear(width, width))
         self.found_place = nn.Sequential(nn.Linear(2 * PLACE_CODE + 1, width), nn.GELU(), nn.Linear(width, width))
+        # why built in: a relation is the region's offset from its anchor's place, read along the relation word's
+        # direction. Given offsets and words apart, the transformer took over 10 passes through 6000 scenes to find
+        # that product, or never did; given it, two (model doc, steps 35-36)
+        self.direction = nn.Linear(word_dim, 2 * DIRECTIONS)  # each word's directions ("left" could say (-1, 0))
+        self.pick_query = nn.Linear(word_dim, width)  # which word's offset a word measures along them: its anchor
+        self.pick_key = nn.Linear(word_dim, width)
+        self.compare = nn.Sequential(nn.Linear(DIRECTIONS, width), nn.GELU(), nn.Linear(width, width))
         # the region: pooled features and log area (`pool_regions`), and apart its centroid
         self.region = nn.Sequential(nn.Linear(cell_dim + 1, width), nn.GELU(), nn.Linear(width, width))
         self.region_place = nn.Sequential(nn.Linear(PLACE_CODE, width), nn.GELU(), nn.Linear(width, width))
@@ -74,16 +83,29 @@ class QueryVerifier(nn.Module):
         where = attention @ places  # (N, L, 2)
         strength = (scores.logsumexp(-1) - scores.mean(-1))[..., None]
         seen = F.layer_norm(attention @ cells, cells.shape[-1:])
-        geometry = torch.cat([place_code(where), place_code(where - centroid[:, None]), strength], -1)
+        offsets = centroid[:, None] - where  # (N, L, 2) the region seen from each word's place
+        geometry = torch.cat([place_code(where), place_code(-offsets), strength], -1)
         # why counted back from the slot: the word the phrase ends on (an anchor, "the blue square") then always has
         # the same order, wherever the phrase began; counted from the start, a relation was never learned (step 35)
         order = (valid.sum(1, keepdim=True) - 1 - torch.arange(words.shape[1], device=words.device)).clamp(min=0)
         tokens = self.word(words.to(dtype)) + self.order(order)
         tokens = tokens + self.found(seen.to(dtype)) + self.found_place(geometry.to(dtype))
+        tokens = tokens + self.compare(self._measured(words.to(dtype), valid, order, offsets).to(dtype))
         first = (self.region(region.to(dtype)) + self.region_place(place_code(centroid).to(dtype)))[:, None]
         pad = torch.cat([valid.new_ones(n, 1), valid], 1).logical_not()
         out = self.encoder(torch.cat([first, tokens], 1), src_key_padding_mask=pad)
         return self.head(out[:, 0])[:, 0].float(), scores, weights
+
+    def _measured(self, words, valid, order, offsets):
+        """(N, L, DIRECTIONS): for each word, the offset of the word it picks (its anchor) along its own directions."""
+        n, length = valid.shape
+        directions = self.direction(words).float().view(n, length, DIRECTIONS, 2)
+        along = torch.einsum("njkd,nid->njik", directions, offsets)  # word j's directions on word i's offset
+        keys = self.pick_key(words) + self.order(order)
+        logits = (self.pick_query(words) @ keys.transpose(1, 2)).float() / keys.shape[-1] ** 0.5  # (N, j, i)
+        # why finite: a phrase with no words at all must give zeros, not the NaN of a softmax over nothing
+        logits = logits.masked_fill(~valid[:, None, :], -1e4)
+        return (logits.softmax(-1)[..., None] * along).sum(2)
 
     def fuse(self, llm: torch.Tensor, judged: torch.Tensor) -> torch.Tensor:
         """(N,) LLM log-odds of `<ins>` and (N,) `judge` log-odds -> (N,) log-odds that the slot has a target."""
@@ -106,6 +128,9 @@ class QueryVerifier(nn.Module):
             loss = loss - (target * scores[single, 0].log_softmax(-1)).sum(-1).mean()
         return loss
 
+
+DIRECTIONS = 4
+"""How many directions each word reads from its embedding to measure its anchor's offset along."""
 
 PLACE_CODE = 18
 """Width of `place_code`: a 2-D place or offset, then its sine and cosine at four frequencies."""

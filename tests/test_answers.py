@@ -1,0 +1,141 @@
+import json
+
+import pytest
+import torch
+
+from helpers import decisive_model
+from lasagna.api import Lasagna
+from lasagna.checkpoint import load_pretrained, read_weights, save_pretrained
+from lasagna.data.shapeworld import ShapeWorldReferring
+from lasagna.infer.engine import name_ids
+from lasagna.model.query_verifier import QueryVerifier
+from lasagna.tokens import token_ids
+from lasagna.train.answers import Answers, auc, collect_answers, judge_answers, train_on_answers
+
+
+def _lasagna(tokenizer, seed=3):
+    model = decisive_model(tokenizer, seed)
+    ids = token_ids(tokenizer)
+    model.set_token_ids(ids.ins, ids.pad, ids.no_ins)
+    return Lasagna(model, tokenizer)
+
+
+def test_answers_hold_each_decision_as_a_query_gets_it_with_each_image_encoded_once(tiny_tokenizer, monkeypatch):
+    lasagna = _lasagna(tiny_tokenizer)
+    source = ShapeWorldReferring("val")
+    encode = lasagna.engine.encode_image
+    encoded = []
+    monkeypatch.setattr(lasagna.engine, "encode_image", lambda image: encoded.append(1) or encode(image))
+    answers = collect_answers(lasagna, source, 3, progress=False)
+    assert len(encoded) == 3
+
+    scores, present, scenes, names = [], [], [], []
+    for index in range(3):
+        record = source[index]
+        for expr in record.expressions:
+            pred = lasagna.segment(record.load_image(), query=expr.text)  # one encoding per query
+            names += name_ids(lasagna.engine.answer_query(encode(record.load_image())[0], expr.text))
+            scores += pred.scores
+            present += [len(expr.load_masks()) > 0] * len(pred.scores)
+            scenes += [index] * len(pred.scores)
+    assert len(answers) == len(scores) > 0 and set(present) == {True, False}
+    assert torch.sigmoid(answers.llm).tolist() == pytest.approx(scores, abs=1e-5)
+    assert answers.present.tolist() == present
+    assert len(answers.embeds) == len(set(scenes))  # a scene whose answers hold no decision keeps no embedding
+    rank = {s: i for i, s in enumerate(sorted(set(scenes)))}
+    assert answers.scene.tolist() == [rank[s] for s in scenes]
+    last = max(scenes)
+    expected = lasagna.engine.encode_image(source[last].load_image())[0].sam_embeds[0].half()
+    assert torch.equal(answers.embeds[rank[last]], expected)
+    assert answers.low_res.dtype == answers.embeds.dtype == torch.float16
+    assert [n.tolist() for n in answers.names] == names
+    with pytest.raises(ValueError, match="at least one scene"):
+        collect_answers(lasagna, source, 0, progress=False)
+
+
+def _sided_answers(n=96, seed=0):
+    """Answers a verifier can judge only by comparing word and place: word 1 says "left", word 2 "right", and a
+    decision has a target when its mask lies on the side its word says."""
+    g = torch.Generator().manual_seed(seed)
+    word = torch.randint(1, 3, (n,), generator=g)
+    side = torch.randint(0, 2, (n,), generator=g)  # 0 left, 1 right
+    low = torch.full((n, 8, 8), -8.0)
+    for i in range(n):
+        columns = slice(0, 3) if side[i] == 0 else slice(5, 8)
+        low[i, 2:6, columns] = 8.0
+    return Answers(
+        embeds=torch.randn(4, 8, 4, 4, generator=g).half(),
+        scene=torch.randint(0, 4, (n,), generator=g),
+        low_res=low.half(),
+        names=[torch.tensor([int(w)]) for w in word],
+        llm=torch.zeros(n),
+        present=(word - 1) == side,
+    )
+
+
+def test_a_verifier_trained_on_answers_learns_a_rule_that_compares_its_word_with_the_mask_place():
+    torch.manual_seed(0)
+    answers = _sided_answers()
+    embed = torch.nn.Embedding(3, 8).requires_grad_(False)
+    before = embed.weight.clone()
+    verifier = QueryVerifier(8, 8, width=32, layers=1, heads=2).to(torch.bfloat16)
+    untrained = auc(judge_answers(verifier, answers, embed), answers.present)
+    losses = train_on_answers(verifier, answers, embed, epochs=40, batch_size=16, lr=3e-3, progress=False)
+    assert next(verifier.parameters()).dtype == torch.float32 and not verifier.training
+    assert losses[-1] < losses[0] and torch.equal(embed.weight, before)
+    held_out = _sided_answers(seed=1)
+    assert auc(judge_answers(verifier, held_out, embed), held_out.present) > max(0.95, untrained)
+    one_sided = _sided_answers()
+    one_sided.present[:] = True
+    with pytest.raises(ValueError, match="both with and without a target"):
+        train_on_answers(verifier, one_sided, embed, epochs=1, progress=False)
+
+
+def test_query_calibration_fits_each_decision_against_whether_its_expression_has_a_target(tiny_tokenizer, monkeypatch):
+    from lasagna.train import answers as answers_module
+    from lasagna.train.calibrate import calibrate_queries
+
+    lasagna = _lasagna(tiny_tokenizer)
+    lasagna.engine.model.add_query_verifier(seed=0)
+    held_out = _sided_answers()
+    collected = []
+    monkeypatch.setattr(
+        answers_module, "collect_answers", lambda *a, **k: collected.append(a[2]) or held_out
+    )  # the LLM says present everywhere; the verifier knows
+    monkeypatch.setattr(answers_module, "judge_answers", lambda *a, **k: held_out.present.float() * 6 - 3)
+    held_out.llm[:] = 2.0
+    report = calibrate_queries(lasagna, ShapeWorldReferring("val"), 4, progress=False)
+    assert collected == [4] and report["decisions"] == len(held_out) and report["scenes"] == 4
+    assert report["present_recall"] == report["absent_rejection"] == 1.0
+    assert report["weight_verifier"] > 0 and report["auc_verifier"] == 1.0 and report["auc_llm"] == 0.5
+    fusion = lasagna.engine.model.query_verifier.fusion.weight[0].tolist()
+    assert fusion == pytest.approx([report["weight_llm"], report["weight_verifier"]])
+
+
+def test_train_verifier_writes_a_model_whose_only_new_tensors_are_its_trained_query_verifier(
+    tiny_tokenizer, tmp_path, capsys
+):
+    from lasagna.cli import main
+
+    base = save_pretrained(_lasagna(tiny_tokenizer).engine.model, tiny_tokenizer, tmp_path / "base")
+    out = tmp_path / "verified"
+    args = ["train-verifier", "--model", str(base), "--out", str(out), "--scenes", "3", "--epochs", "2"]
+    assert main([*args, "--no-target-rate", "0.5", "--calibrate-limit", "4"]) == 0
+    printed = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])
+    assert len(printed["train"]["losses"]) == 2 and printed["calibration"]["scenes"] == 4
+    model, _ = load_pretrained(out)
+    assert model.query_verifier is not None and model.cfg.query_verifier
+    before, after = read_weights(base), read_weights(out)
+    assert set(after) - set(before) == {k for k in after if k.startswith("query_verifier.")}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    fusion = after["query_verifier.fusion.weight"][0].float().tolist()
+    calibration = printed["calibration"]
+    assert fusion == pytest.approx([calibration["weight_llm"], calibration["weight_verifier"]], rel=1e-2)
+
+    assert main(args) == 2  # the folder exists: refused before any work
+    assert "exists" in capsys.readouterr().err
+    assert (
+        main(["train-verifier", "--model", str(base), "--out", str(tmp_path / "x"), "--dataset", "refcoco", "--twins"])
+        == 2
+    )
+    assert "ShapeWorld only" in capsys.readouterr().err and not (tmp_path / "x").exists()
