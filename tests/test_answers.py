@@ -139,3 +139,50 @@ def test_train_verifier_writes_a_model_whose_only_new_tensors_are_its_trained_qu
         == 2
     )
     assert "ShapeWorld only" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_answers_saved_and_read_back_are_the_same_and_other_answers_are_refused(tmp_path):
+    from lasagna.train.answers import load_answers, save_answers
+
+    answers = _sided_answers(n=12)
+    answers.names[3] = torch.zeros(0, dtype=torch.long)  # a decision right after another names nothing
+    about = {"model": "/m", "scenes": 12, "twins": False}
+    path = save_answers(answers, tmp_path / "answers.safetensors", about)
+    back = load_answers(path, about)
+    for field in ("embeds", "scene", "low_res", "llm", "present"):
+        assert torch.equal(getattr(back, field), getattr(answers, field))
+    assert [n.tolist() for n in back.names] == [n.tolist() for n in answers.names]
+    with pytest.raises(ValueError, match=r"scenes: 12 there, 40 asked"):
+        load_answers(path, {**about, "scenes": 40})
+    (tmp_path / "junk").write_bytes(b"not a tensor file")
+    with pytest.raises(ValueError, match="not an answers file"):
+        load_answers(tmp_path / "junk", about)
+
+
+def test_train_verifier_keeps_its_answers_and_trains_the_same_from_them(tiny_tokenizer, tmp_path, capsys, monkeypatch):
+    from lasagna.cli import main
+    from lasagna.train import answers as answers_module
+
+    base = save_pretrained(_lasagna(tiny_tokenizer).engine.model, tiny_tokenizer, tmp_path / "base")
+    kept = tmp_path / "answers.safetensors"
+    args = ["train-verifier", "--model", str(base), "--scenes", "3", "--epochs", "2", "--calibrate-limit", "4"]
+    args += ["--no-target-rate", "0.5", "--answers", str(kept)]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0 and kept.exists()
+    first = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])["train"]
+
+    def no_decoding(lasagna, source, count, **kw):
+        if source.split == "train":
+            raise AssertionError("the kept answers should have been read")
+        return collect(lasagna, source, count, **kw)
+
+    collect = answers_module.collect_answers
+    monkeypatch.setattr(answers_module, "collect_answers", no_decoding)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    again = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])["train"]
+    assert again["decisions"] == first["decisions"] and again["losses"] == first["losses"]
+    assert torch.equal(
+        read_weights(tmp_path / "a")["query_verifier.head.1.weight"],
+        read_weights(tmp_path / "b")["query_verifier.head.1.weight"],
+    )
+    assert main([*args[:4], "4", *args[5:], "--out", str(tmp_path / "c")]) == 2  # 4 scenes asked, 3 kept
+    assert "scenes: 3 there, 4 asked" in capsys.readouterr().err and not (tmp_path / "c").exists()

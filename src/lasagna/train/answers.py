@@ -11,12 +11,17 @@ LLM draws for it, not with the teacher-forced answer.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..atomic import write_atomic_file
 from ..infer.engine import llm_log_odds, name_ids
 from ..model.query_verifier import word_embeddings
 
@@ -84,6 +89,45 @@ def collect_answers(lasagna, source, count: int, max_new_tokens: int = 128, prog
         llm_log_odds(torch.tensor(llm)),
         torch.tensor(present),
     )
+
+
+def save_answers(answers: Answers, path: Path, description: dict) -> Path:
+    """Write `answers` atomically as safetensors, with `description` (what they are the answers of: model, data)."""
+    lengths = torch.tensor([len(n) for n in answers.names], dtype=torch.long)
+    flat = torch.cat(answers.names) if answers.names else torch.zeros(0, dtype=torch.long)
+    tensors = {
+        "embeds": answers.embeds,
+        "scene": answers.scene,
+        "low_res": answers.low_res,
+        "name_ids": flat,
+        "name_lengths": lengths,
+        "llm": answers.llm,
+        "present": answers.present,
+    }
+    metadata = {"description": json.dumps(description, sort_keys=True)}
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    return write_atomic_file(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_answers(path: Path, description: dict) -> Answers:
+    """Read answers `save_answers` wrote; a file made of another model's answers, or of other data, is refused by
+    name of what differs."""
+    try:
+        handle = safe_open(str(path), "pt")
+    except Exception as e:  # why broad: safetensors raises its own error types for a file that is not one of its own
+        raise ValueError(f"{path} is not an answers file written by lasagna train-verifier: {e}") from e
+    with handle as f:
+        saved = json.loads((f.metadata() or {}).get("description", "{}"))
+        differ = sorted(k for k in set(saved) | set(description) if saved.get(k) != description.get(k))
+        if differ:
+            shown = ", ".join(f"{k}: {saved.get(k)!r} there, {description.get(k)!r} asked" for k in differ)
+            raise ValueError(f"{path} holds other answers than these ({shown}); remove it or pass another path")
+        t = {k: f.get_tensor(k) for k in list(f.keys())}
+    missing = {"embeds", "scene", "low_res", "name_ids", "name_lengths", "llm", "present"} - set(t)
+    if missing:
+        raise ValueError(f"{path} is not an answers file written by lasagna train-verifier: no {sorted(missing)}")
+    names = list(torch.split(t["name_ids"], t["name_lengths"].tolist()))
+    return Answers(t["embeds"], t["scene"], t["low_res"], names, t["llm"], t["present"])
 
 
 @torch.no_grad()

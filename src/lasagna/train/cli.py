@@ -47,6 +47,9 @@ def register(sub) -> None:
     v.add_argument("--fresh", action="store_true", help="start from a new verifier even if the model has one")
     v.add_argument("--no-target-rate", type=float, help="ShapeWorld: share of expressions without a target")
     v.add_argument("--twins", action="store_true", help="ShapeWorld: each relation's and extreme's opposite too")
+    v.add_argument(
+        "--answers", help="a file for the decoded answers: read if it exists (same model and data), else written"
+    )
     v.add_argument("--calibrate-split", default="val", help="held-out scenes its fusion is fit on")
     v.add_argument("--calibrate-limit", type=int, default=200, help="first N scenes of --calibrate-split")
     v.add_argument("--overwrite", action="store_true")
@@ -101,7 +104,7 @@ def run_train_verifier(args) -> int:
 
     from ..api import Lasagna
     from ..checkpoint import save_pretrained
-    from .answers import collect_answers, train_on_answers
+    from .answers import train_on_answers
     from .calibrate import calibrate_queries
 
     out = Path(args.out)
@@ -115,7 +118,7 @@ def run_train_verifier(args) -> int:
     if model.query_verifier is None or args.fresh:
         model.add_query_verifier(seed=args.seed)
     start = time.perf_counter()
-    answers = collect_answers(lasagna, train_source, args.scenes)
+    answers = _train_answers(lasagna, train_source, args)
     losses = train_on_answers(
         model.query_verifier, answers, model.embed_tokens, args.epochs, args.batch_size, args.lr, args.seed
     )
@@ -127,6 +130,23 @@ def run_train_verifier(args) -> int:
     print(json.dumps({"train": summary, "calibration": report}, indent=1))
     print(f"wrote {saved}")
     return 0
+
+
+def _train_answers(lasagna, source, args):
+    """The answers to train on: decoded, or read from (and otherwise kept in) `--answers`."""
+    from pathlib import Path
+
+    from .answers import collect_answers, load_answers, save_answers
+
+    keys = ("model", "dataset", "split", "scenes", "no_target_rate", "twins")
+    description = {k: getattr(args, k) for k in keys}
+    description["model"] = str(Path(args.model).resolve())
+    if args.answers and Path(args.answers).exists():
+        return load_answers(Path(args.answers), description)
+    answers = collect_answers(lasagna, source, args.scenes)
+    if args.answers:
+        save_answers(answers, Path(args.answers), description)
+    return answers
 
 
 def _referring_source(dataset: str, split: str, root, no_target_rate, twins: bool):
