@@ -251,3 +251,19 @@ def test_name_ids_are_the_answer_since_the_previous_decision():
     row = RowResult(ids=[5, 6, 10, 7, 11, 10], decisions=[Decision(2, True, 0.9), Decision(4, False, 0.1)])
     row.decisions.append(Decision(5, True, 0.8))
     assert name_ids(row) == [[5, 6], [7], []]
+
+
+def test_several_queries_of_one_image_are_answered_as_each_alone_with_one_encoding(tiny_tokenizer, monkeypatch):
+    engine = Lasagna(decisive_model(tiny_tokenizer, 3), tiny_tokenizer).engine
+    image, queries = _image(3, 33, 47), ["the red circle", "the star left of the blue square", "the stars"]
+    alone = [engine.segment_query(image, q) for q in queries]
+    encode = engine.encode_image
+    encoded = []
+    monkeypatch.setattr(engine, "encode_image", lambda image: encoded.append(1) or encode(image))
+    together = engine.segment_queries(image, queries)
+    assert len(encoded) == 1 and [p.text for p in together] == [p.text for p in alone]
+    assert [p.scores for p in together] == [pytest.approx(p.scores) for p in alone]
+    assert all(len(a.masks) == len(b.masks) for a, b in zip(alone, together, strict=True))
+    with pytest.raises(ValueError, match="query is empty"):
+        engine.segment_queries(image, ["the red circle", " "])
+    assert len(encoded) == 1  # refused before any work

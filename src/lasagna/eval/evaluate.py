@@ -104,9 +104,10 @@ def evaluate_referring(lasagna, source: Source, indices, progress=True):
     for index in tqdm(indices, desc=f"eval {source.name}", disable=not progress):
         record: ReferRecord = source[index]
         image = record.load_image()
-        for expr in record.expressions:
+        # why one call: the image is encoded once for all its expressions
+        predictions = lasagna.engine.segment_queries(image, [expr.text for expr in record.expressions])
+        for expr, pred in zip(record.expressions, predictions, strict=True):
             gt = expr.load_masks()
-            pred = lasagna.segment(image, query=expr.text)
             pred_union = np.zeros(image.shape[:2], bool)
             for m in pred.masks:
                 pred_union |= m

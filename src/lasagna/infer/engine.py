@@ -239,23 +239,34 @@ class Engine:
     def segment_query(self, image: np.ndarray, query: str, max_new_tokens: int = 128) -> Prediction:
         """A referring or reasoning query: free decoding, one mask per `<ins>` in the answer (with a query verifier,
         per decision its fusion calls present; `Prediction.evidence` then holds the two log-odds of each)."""
-        check_user_text(query, "query")
-        if not query.strip():
-            raise ValueError("query is empty")
+        return self.segment_queries(image, [query], max_new_tokens)[0]
+
+    @torch.no_grad()
+    def segment_queries(self, image: np.ndarray, queries: list[str], max_new_tokens: int = 128) -> list[Prediction]:
+        """`segment_query` for each of several queries about one image, which is encoded once."""
+        for query in queries:
+            check_user_text(query, "query")
+            if not query.strip():
+                raise ValueError("query is empty")
         enc, resized, original = self.encode_image(image)
-        row = self.answer_query(enc, query, max_new_tokens)
         # why not the presence verifier: a query's name is a phrase ("the star left of the red circle") whose truth it,
         # matching a region against a bag of words, cannot judge; with it, referring scored lower (model doc, step 33)
         verifier = self.model.query_verifier
-        _, scores, logits, evidence = self._decide(enc, row.decisions, name_ids(row), resized, original, verifier)
-        return Prediction(
-            image_size=original,
-            text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
-            masks=[(lg > 0).cpu().numpy() for lg in logits],
-            scores=scores,
-            logits=logits.cpu(),
-            evidence=evidence,
-        )
+        predictions = []
+        for query in queries:
+            row = self.answer_query(enc, query, max_new_tokens)
+            _, scores, logits, evidence = self._decide(enc, row.decisions, name_ids(row), resized, original, verifier)
+            predictions.append(
+                Prediction(
+                    image_size=original,
+                    text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
+                    masks=[(lg > 0).cpu().numpy() for lg in logits],
+                    scores=scores,
+                    logits=logits.cpu(),
+                    evidence=evidence,
+                )
+            )
+        return predictions
 
     def answer_query(self, enc, query: str, max_new_tokens: int = 128) -> RowResult:
         """Free-decode the answer to a query about an image already encoded (`encode_image`): one image can be asked
