@@ -102,5 +102,11 @@ class Lasagna:
             return self.engine.segment_classes(rgb, list(classes), chunk_size=chunk_size, decoder=decoder)
         return self.engine.segment_query(rgb, query)
 
+    def segment_queries(self, image, queries: list[str]) -> list[Prediction]:
+        """One `Prediction` per query (as `segment(image, query=...)` gives), the image encoded once for all."""
+        if isinstance(queries, str):
+            raise ValueError("queries must be a list of strings; for one query use segment(image, query=...)")
+        return self.engine.segment_queries(to_rgb(image), list(queries))
+
     def chat(self, image, text: str, max_new_tokens: int = 256) -> str:
         return self.engine.chat(to_rgb(image), text, max_new_tokens=max_new_tokens)

@@ -105,7 +105,7 @@ def evaluate_referring(lasagna, source: Source, indices, progress=True):
         record: ReferRecord = source[index]
         image = record.load_image()
         # why one call: the image is encoded once for all its expressions
-        predictions = lasagna.engine.segment_queries(image, [expr.text for expr in record.expressions])
+        predictions = lasagna.segment_queries(image, [expr.text for expr in record.expressions])
         for expr, pred in zip(record.expressions, predictions, strict=True):
             gt = expr.load_masks()
             pred_union = np.zeros(image.shape[:2], bool)
