@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from helpers import make_inputs
-from lasagna.checkpoint import CheckpointError, load_pretrained, read_weights, save_pretrained, save_weights
+from lasagna.checkpoint import (
+    CheckpointError,
+    load_pretrained,
+    read_weights,
+    save_part,
+    save_pretrained,
+    save_weights,
+)
 from lasagna.config import preset
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.tokens import IMAGE_TOKEN_ID, token_ids
@@ -37,6 +44,21 @@ def test_save_load_round_trip_is_bit_exact(tiny_tokenizer, tmp_path):
     assert torch.equal(want.logits, got.logits)
     # SAM's kernels may reduce in another order for differently laid out (memory-mapped) weights
     torch.testing.assert_close(want.mask_logits[0], got.mask_logits[0], atol=1e-6, rtol=0)
+
+
+def test_a_saved_model_has_the_modes_a_plain_create_gives_not_a_temporary_folder_s(tiny_tokenizer, tmp_path):
+    import os
+
+    model, _ = _tiny(tiny_tokenizer)
+    mask = os.umask(0o022)
+    try:
+        out = save_pretrained(model, tiny_tokenizer, tmp_path / "ckpt")
+        alone = save_part(model, tmp_path / "sam.safetensors", ("sam.",))
+    finally:
+        os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o755  # a temporary folder is 0700
+    assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()} == {f.name: 0o644 for f in out.iterdir()}
+    assert alone.stat().st_mode & 0o777 == 0o644  # safetensors alone writes 0600
 
 
 def test_add_grid_code_writes_a_model_that_answers_as_the_one_read(tiny_tokenizer, tmp_path):

@@ -17,6 +17,7 @@ def write_atomic_dir(out: Path, fill, overwrite: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         fill(tmp)
+        _as_created(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
@@ -37,7 +38,17 @@ def write_atomic_file(path: Path, fill) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         fill(tmp)
+        _as_created(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _as_created(path: Path) -> None:
+    """Give `path` (and all under it) the modes a plain create would under the umask: a temporary folder is made
+    private (0700), and safetensors writes its files 0600, so a saved model was unreadable to anyone else."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
