@@ -47,12 +47,11 @@ def main() -> None:
     rows = []
     for i in range(min(args.n, len(source))):
         record = source[i]
-        image = record.load_image()
+        enc, resized, original = engine.encode_image(record.load_image())  # once for all its expressions
         for expression in record.expressions:
             if not holds_relation(expression.text):
                 continue
             axis, sign = AXES[re.search(r"\b(left|right|above|below)\b", expression.text).group(1)]
-            enc, resized, original = engine.encode_image(image)
             row = engine.answer_query(enc, expression.text, 64)
             if not row.decisions:
                 continue
