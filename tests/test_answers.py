@@ -49,6 +49,8 @@ def test_answers_hold_each_decision_as_a_query_gets_it_with_each_image_encoded_o
     assert torch.equal(answers.embeds[rank[last]], expected)
     assert answers.low_res.dtype == answers.embeds.dtype == torch.float16
     assert [n.tolist() for n in answers.names] == names
+    assert answers.targets.shape == answers.low_res.shape and answers.targets.dtype == torch.float16
+    assert [bool(t.any()) for t in answers.targets] == present  # each decision holds its expression's targets
     with pytest.raises(ValueError, match="at least one scene"):
         collect_answers(lasagna, source, 0, progress=False)
 
@@ -151,6 +153,9 @@ def test_answers_saved_and_read_back_are_the_same_and_other_answers_are_refused(
     back = load_answers(path, about)
     for field in ("embeds", "scene", "low_res", "llm", "present"):
         assert torch.equal(getattr(back, field), getattr(answers, field))
+    assert back.targets is None  # answers written without targets read back without them
+    answers.targets = (answers.low_res > 0).half()
+    assert torch.equal(load_answers(save_answers(answers, path, about), about).targets, answers.targets)
     assert [n.tolist() for n in back.names] == [n.tolist() for n in answers.names]
     with pytest.raises(ValueError, match=r"scenes: 12 there, 40 asked"):
         load_answers(path, {**about, "scenes": 40})

@@ -367,3 +367,17 @@ def test_a_verifier_on_a_batch_without_decisions_adds_nothing():
     assert out.presence_loss.item() == 0.0 and out.query_loss.item() == 0.0
     (out.presence_loss + out.query_loss).backward()  # a gradient path exists, as DDP needs on every rank
     assert model.query_verifier.head[1].weight.grad is not None
+
+
+def test_frame_masks_puts_a_mask_where_postprocess_reads_it_back():
+    sam = LasagnaModel(preset("tiny")).sam
+    size = sam.cfg.image_size
+    original, resized = (40, 60), (size * 2 // 3, size)  # a wide image: resized to the square's width, padded below
+    mask = torch.zeros(1, *original, dtype=torch.bool)
+    mask[0, 10:30, 5:25] = True
+    low_size = (size // 4, size // 4)
+    framed = sam.frame_masks(mask, resized, low_size)
+    assert framed.shape == (1, *low_size) and framed.min() >= 0 and framed.max() <= 1
+    assert not framed[0, low_size[0] * 2 // 3 + 1 :].any()  # the padding below the image holds nothing
+    back = sam.postprocess((framed - 0.5) * 20, resized, original)[0] > 0
+    assert (back & mask[0]).sum() / (back | mask[0]).sum() > 0.85

@@ -165,6 +165,9 @@ class ModelConfig:
     # among SAM's cells, and a small transformer judges the slot's region against where each word found itself. Not
     # the paper's: a from-scratch LLM does not judge relations (docs/shapeworld-model.md, step 35).
     query_verifier: bool = False
+    # Which of the separate pieces of a query slot's mask its phrase means (`model/picker.py`): "the leftmost star"
+    # drew every star. Not the paper's (docs/shapeworld-model.md, step 37).
+    instance_picker: bool = False
 
     def __post_init__(self) -> None:
         if self.image_grid_code < 0 or self.image_grid_code % 4:

@@ -17,6 +17,7 @@ from .. import prompts
 from ..data import templates
 from ..data.transforms import check_image, clip_pixels, sam_pixels
 from ..model.lasagna import ImageEncoding, LasagnaModel
+from ..model.query_verifier import word_embeddings
 from ..tokenization import encode
 from ..tokens import check_user_text, token_ids
 from .decode import RowResult, decode_free, decode_template, encode_prefix
@@ -135,29 +136,38 @@ class Engine:
         low = self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
         return self.model.sam.postprocess(low, resized, original), low
 
-    def _decide(self, enc, decisions: list, names: list[list[int]], resized, original, verifier=None):
+    def _decide(self, enc, decisions: list, names: list[list[int]], resized, original, verifier=None, picker=None):
         """Decisions and the ids of the name each answers -> (present flags, scores, (K, H, W) mask logits of the
         present ones in order, (N, 2) the LLM's and the verifier's log-odds or None without a verifier).
 
         Without a verifier the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). With one (the
         model's presence verifier for class lists, its query verifier for queries), every slot is decoded and the
         verifier's fusion of the LLM's log-odds with its own judgement decides (`model/verifier.py`,
-        `model/query_verifier.py`); the score is the fused probability."""
-        if verifier is None:
-            logits, _ = self.slot_masks(enc, [d.hidden for d in decisions if d.present], resized, original)
-            return [d.present for d in decisions], [d.score for d in decisions], logits, None
-        logits, low = self.slot_masks(enc, [d.hidden for d in decisions], resized, original)
-        if not decisions:
-            return [], [], logits, torch.zeros(0, 2)
+        `model/query_verifier.py`); the score is the fused probability. With an instance picker (queries), each
+        present mask keeps only the pieces its name means (`model/picker.py`)."""
         device = enc.sam_embeds.device
         ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
-        embeds = enc.sam_embeds.expand(len(decisions), -1, -1, -1)
-        judged = verifier.judge(embeds, low, ids, self.model.embed_tokens)
-        llm = llm_log_odds(torch.tensor([d.score for d in decisions], device=device))
-        evidence = torch.stack([llm, judged], -1).float()
-        fused = verifier.fuse(evidence[:, 0], evidence[:, 1])
-        present = fused >= 0
-        return present.tolist(), torch.sigmoid(fused).tolist(), logits[present], evidence.cpu()
+        if verifier is None:
+            flags, scores, evidence = [d.present for d in decisions], [d.score for d in decisions], None
+            chosen = [d.hidden for d in decisions if d.present]
+            logits, low = self.slot_masks(enc, chosen, resized, original)
+        elif not decisions:
+            return [], [], self.slot_masks(enc, [], resized, original)[0], torch.zeros(0, 2)
+        else:
+            logits, low = self.slot_masks(enc, [d.hidden for d in decisions], resized, original)
+            embeds = enc.sam_embeds.expand(len(decisions), -1, -1, -1)
+            judged = verifier.judge(embeds, low, ids, self.model.embed_tokens)
+            llm = llm_log_odds(torch.tensor([d.score for d in decisions], device=device))
+            evidence = torch.stack([llm, judged], -1).float()
+            fused = verifier.fuse(evidence[:, 0], evidence[:, 1])
+            flags, scores, evidence = (fused >= 0).tolist(), torch.sigmoid(fused).tolist(), evidence.cpu()
+            logits, low = logits[fused >= 0], low[fused >= 0]
+        if picker is not None and len(low):
+            kept = [i for i, yes in zip(ids, flags, strict=True) if yes]
+            embeds = enc.sam_embeds.expand(len(low), -1, -1, -1)
+            low = picker.pick(embeds, low, *word_embeddings(self.model.embed_tokens, kept, picker.max_words))
+            logits = self.model.sam.postprocess(low, resized, original)
+        return flags, scores, logits, evidence
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
         rows, starts = [], []
@@ -251,11 +261,12 @@ class Engine:
         enc, resized, original = self.encode_image(image)
         # why not the presence verifier: a query's name is a phrase ("the star left of the red circle") whose truth it,
         # matching a region against a bag of words, cannot judge; with it, referring scored lower (model doc, step 33)
-        verifier = self.model.query_verifier
+        verifier, picker = self.model.query_verifier, self.model.instance_picker
         predictions = []
         for query in queries:
             row = self.answer_query(enc, query, max_new_tokens)
-            _, scores, logits, evidence = self._decide(enc, row.decisions, name_ids(row), resized, original, verifier)
+            decided = self._decide(enc, row.decisions, name_ids(row), resized, original, verifier, picker)
+            _, scores, logits, evidence = decided
             predictions.append(
                 Prediction(
                     image_size=original,

@@ -112,6 +112,8 @@ def configure_trainable(model: LasagnaModel, cfg: TrainableConfig) -> dict[str, 
     if model.query_verifier is not None:
         _set(model.query_verifier, cfg.query_verifier)
         _set(model.query_verifier.fusion, False)
+    if model.instance_picker is not None:
+        _set(model.instance_picker, False)  # why: `lasagna train` has no loss for it; `lasagna train-picker` trains it
     counts = {
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),

@@ -16,6 +16,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..tokens import IGNORE_INDEX
 from .mllm import Expanded, build_llm, build_vision_tower, expand_images, pool_features, vision_features
+from .picker import InstancePicker
 from .projector import image_projector, text_projector
 from .query_verifier import QueryVerifier, word_embeddings
 from .sam import SamSegmenter, sincos_grid
@@ -158,6 +159,9 @@ class LasagnaModel(nn.Module):
         self.query_verifier: QueryVerifier | None = None
         if cfg.query_verifier:
             self.add_query_verifier(seed)
+        self.instance_picker: InstancePicker | None = None
+        if cfg.instance_picker:
+            self.add_instance_picker(seed)
         self.ins_id: int | None = None
         self.no_ins_id: int | None = None
         self.pad_id: int = 0
@@ -173,6 +177,12 @@ class LasagnaModel(nn.Module):
         with _seeded(seed, "query_verifier"):
             self.query_verifier = QueryVerifier(self.cfg.sam.prompt_dim, self.cfg.llm.hidden_size)
         self.cfg.query_verifier = True
+
+    def add_instance_picker(self, seed: int | None = None) -> None:
+        """A fresh instance picker (trained alone afterwards, `lasagna train-picker`)."""
+        with _seeded(seed, "instance_picker"):
+            self.instance_picker = InstancePicker(self.cfg.sam.prompt_dim, self.cfg.llm.hidden_size)
+        self.cfg.instance_picker = True
 
     def set_token_ids(self, ins_id: int, pad_id: int, no_ins_id: int | None = None) -> None:
         """Ids come from the tokenizer that travels with the checkpoint, never from constants."""

@@ -214,6 +214,14 @@ class SamSegmenter(nn.Module):
         masks = F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
         return masks[:, 0]
 
+    def frame_masks(self, masks: torch.Tensor, input_size: tuple[int, int], low_size: tuple[int, int]) -> torch.Tensor:
+        """(N, H, W) masks at the original size -> (N, *low_size) float32 share of each low-res cell they cover: the
+        frame of `decode`'s low-res logits, as `postprocess` reads it back (resized, padded to the square)."""
+        size = self.cfg.image_size
+        masks = F.interpolate(masks.float()[:, None], tuple(input_size), mode="nearest")
+        masks = F.pad(masks, (0, size - input_size[1], 0, size - input_size[0]))
+        return F.adaptive_avg_pool2d(masks, tuple(low_size))[:, 0]
+
     def decode_each(
         self,
         image_embeddings: torch.Tensor,

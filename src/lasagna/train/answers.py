@@ -32,7 +32,9 @@ class Answers:
 
     embeds: (S, C, h, w) each scene's SAM embedding; scene: (N,) the scene of each decision; low_res: (N, kh, kw) its
     mask logits; names: each decision's phrase ids; llm: (N,) the LLM's log-odds of `<ins>` there; present: (N,) bool
-    whether its expression has a target. Tensors are kept in float16 on the CPU: a ShapeWorld scene costs 64 KB."""
+    whether its expression has a target; targets: (N, kh, kw) the share of each low-res cell its expression's targets
+    cover (`SamSegmenter.frame_masks`), what the instance picker learns from (None in files written before it). Tensors
+    are kept in float16 on the CPU: a ShapeWorld scene costs 64 KB."""
 
     embeds: torch.Tensor
     scene: torch.Tensor
@@ -40,6 +42,7 @@ class Answers:
     names: list[torch.Tensor]
     llm: torch.Tensor
     present: torch.Tensor
+    targets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.scene)
@@ -59,7 +62,7 @@ def collect_answers(lasagna, source, count: int, max_new_tokens: int = 128, prog
     if count < 1:
         raise ValueError(f"collecting answers needs at least one scene, got {count}")
     engine = lasagna.engine
-    embeds, scene, low_res, names, llm, present = [], [], [], [], [], []
+    embeds, scene, low_res, names, llm, present, targets = [], [], [], [], [], [], []
     for index in tqdm(range(min(count, len(source))), desc=f"answers {source.name}", disable=not progress):
         record = source[index]
         enc, resized, original = engine.encode_image(record.load_image())
@@ -69,13 +72,18 @@ def collect_answers(lasagna, source, count: int, max_new_tokens: int = 128, prog
             if not row.decisions:
                 continue
             _, low = engine.slot_masks(enc, [d.hidden for d in row.decisions], resized, original)
-            has_target = len(expr.load_masks()) > 0
+            truth = expr.load_masks()
+            union = np.zeros(original, dtype=bool)
+            for mask in truth:
+                union |= mask
+            frame = engine.model.sam.frame_masks(torch.from_numpy(union)[None], resized, low.shape[-2:])[0]
             for decision, ids, mask in zip(row.decisions, name_ids(row), low, strict=True):
                 scene.append(len(embeds))
                 low_res.append(mask.to("cpu", torch.float16))
                 names.append(torch.tensor(ids, dtype=torch.long))
                 llm.append(decision.score)
-                present.append(has_target)
+                present.append(len(truth) > 0)
+                targets.append(frame.to(torch.float16))
                 kept = True
         if kept:
             embeds.append(enc.sam_embeds[0].to("cpu", torch.float16))
@@ -88,6 +96,7 @@ def collect_answers(lasagna, source, count: int, max_new_tokens: int = 128, prog
         names,
         llm_log_odds(torch.tensor(llm)),
         torch.tensor(present),
+        torch.stack(targets),
     )
 
 
@@ -104,6 +113,8 @@ def save_answers(answers: Answers, path: Path, description: dict) -> Path:
         "llm": answers.llm,
         "present": answers.present,
     }
+    if answers.targets is not None:
+        tensors["targets"] = answers.targets
     metadata = {"description": json.dumps(description, sort_keys=True)}
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     return write_atomic_file(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -127,7 +138,7 @@ def load_answers(path: Path, description: dict) -> Answers:
     if missing:
         raise ValueError(f"{path} is not an answers file written by lasagna train-verifier: no {sorted(missing)}")
     names = list(torch.split(t["name_ids"], t["name_lengths"].tolist()))
-    return Answers(t["embeds"], t["scene"], t["low_res"], names, t["llm"], t["present"])
+    return Answers(t["embeds"], t["scene"], t["low_res"], names, t["llm"], t["present"], t.get("targets"))
 
 
 @torch.no_grad()
@@ -150,31 +161,43 @@ def train_on_answers(
     seed: int = 0,
     progress: bool = True,
 ) -> list[float]:
-    """Train `verifier` in place (in float32) on `answers`, `epochs` passes in shuffled batches: AdamW, one-cycle
-    learning rate, clipping at 1.0; its loss is `QueryVerifier.loss` (BCE and the look loss). -> each pass's mean loss.
+    """Train `verifier` in place (in float32) on `answers` (`fit_passes`); its loss is `QueryVerifier.loss` (BCE and
+    the look loss). -> each pass's mean loss.
 
     Many passes, not one: on ShapeWorld's 6000 scenes the loss still fell from pass 10 to 30 (model doc, step 36)."""
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
     if not bool(answers.present.any()) or bool(answers.present.all()):
         raise ValueError("training a query verifier needs decisions both with and without a target; give more scenes")
-    steps_per_epoch = max(1, len(answers) // batch_size)
-    verifier.float().requires_grad_(True).train()  # why: a model loaded for inference holds frozen weights
-    optimizer = torch.optim.AdamW(verifier.parameters(), lr=lr, weight_decay=0.0)
+    device = embed.weight.device
+
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
+        inputs = answers.inputs(index, embed, verifier.max_words)
+        return verifier.loss(*inputs, answers.present[index].to(device))
+
+    return fit_passes(verifier, len(answers), loss_of, epochs, batch_size, lr, seed, "train query verifier", progress)
+
+
+def fit_passes(
+    module, count: int, loss_of, epochs: int, batch_size: int, lr: float, seed: int, desc: str, progress: bool = True
+) -> list[float]:
+    """Train `module` in place (in float32) on `count` examples, `epochs` passes in shuffled batches of their indices
+    given to `loss_of`: AdamW, one-cycle learning rate, clipping at 1.0. -> each pass's mean loss."""
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+    steps_per_epoch = max(1, count // batch_size)
+    module.float().requires_grad_(True).train()  # why: a model loaded for inference holds frozen weights
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch, pct_start=0.05)
     generator = torch.Generator().manual_seed(seed)
     losses = []
-    bar = tqdm(total=epochs * steps_per_epoch, desc="train query verifier", disable=not progress)
+    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress)
     for _ in range(epochs):
-        order = torch.randperm(len(answers), generator=generator)
+        order = torch.randperm(count, generator=generator)
         total = 0.0
         for step in range(steps_per_epoch):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            inputs = answers.inputs(index, embed, verifier.max_words)
-            loss = verifier.loss(*inputs, answers.present[index].to(embed.weight.device))
+            loss = loss_of(order[step * batch_size : (step + 1) * batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(verifier.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             total += loss.item()
@@ -182,7 +205,7 @@ def train_on_answers(
             bar.set_postfix(loss=f"{loss.item():.3f}")
         losses.append(total / steps_per_epoch)
     bar.close()
-    verifier.eval()
+    module.eval()
     return losses
 
 

@@ -1,4 +1,4 @@
-"""`lasagna train`, `lasagna export`, `lasagna calibrate` and `lasagna train-verifier`."""
+"""`lasagna train`, `lasagna export`, `lasagna calibrate`, `lasagna train-verifier` and `lasagna train-picker`."""
 
 from __future__ import annotations
 
@@ -32,28 +32,39 @@ def register(sub) -> None:
     v = sub.add_parser(
         "train-verifier", help="train a query verifier on the frozen model's own answers, calibrate it, write the model"
     )
-    v.add_argument(
-        "--model", required=True, help="a checkpoint folder of ours (it gains a query verifier if it has none)"
-    )
-    v.add_argument("--out", required=True, help="where the model with its trained verifier is written")
-    v.add_argument("--dataset", default="shapeworld", help="referring data: `lasagna data` names")
-    v.add_argument("--split", default="train", help="the scenes it trains on")
-    v.add_argument("--root", help="data root (default: $LASAGNA_DATA)")
-    v.add_argument("--scenes", type=int, default=6000, help="first N scenes of --split")
+    _answer_args(v, "query verifier")
     v.add_argument("--epochs", type=int, default=30, help="passes over their answers")
-    v.add_argument("--batch-size", type=int, default=128)
-    v.add_argument("--lr", type=float, default=1e-3)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--fresh", action="store_true", help="start from a new verifier even if the model has one")
-    v.add_argument("--no-target-rate", type=float, help="ShapeWorld: share of expressions without a target")
-    v.add_argument("--twins", action="store_true", help="ShapeWorld: each relation's and extreme's opposite too")
-    v.add_argument(
-        "--answers", help="a file for the decoded answers: read if it exists (same model and data), else written"
-    )
     v.add_argument("--calibrate-split", default="val", help="held-out scenes its fusion is fit on")
     v.add_argument("--calibrate-limit", type=int, default=200, help="first N scenes of --calibrate-split")
-    v.add_argument("--overwrite", action="store_true")
     v.set_defaults(func=run_train_verifier)
+    k = sub.add_parser(
+        "train-picker", help="train an instance picker on the frozen model's own answers, check it, write the model"
+    )
+    _answer_args(k, "instance picker")
+    k.add_argument("--epochs", type=int, default=20, help="passes over their answers")
+    k.add_argument("--check-split", default="val", help="held-out scenes it is checked on")
+    k.add_argument("--check-limit", type=int, default=200, help="first N scenes of --check-split")
+    k.set_defaults(func=run_train_picker)
+
+
+def _answer_args(p, part: str) -> None:
+    """The arguments `train-verifier` and `train-picker` share: the model, its answers and the training loop."""
+    p.add_argument("--model", required=True, help=f"a checkpoint folder of ours (it gains a {part} if it has none)")
+    p.add_argument("--out", required=True, help=f"where the model with its trained {part} is written")
+    p.add_argument("--dataset", default="shapeworld", help="referring data: `lasagna data` names")
+    p.add_argument("--split", default="train", help="the scenes it trains on")
+    p.add_argument("--root", help="data root (default: $LASAGNA_DATA)")
+    p.add_argument("--scenes", type=int, default=6000, help="first N scenes of --split")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help=f"start from a new {part} even if the model has one")
+    p.add_argument("--no-target-rate", type=float, help="ShapeWorld: share of expressions without a target")
+    p.add_argument("--twins", action="store_true", help="ShapeWorld: each relation's and extreme's opposite too")
+    p.add_argument(
+        "--answers", help="a file for the decoded answers: read if it exists (same model and data), else written"
+    )
+    p.add_argument("--overwrite", action="store_true")
 
 
 def run_train(args) -> int:
@@ -128,6 +139,42 @@ def run_train_verifier(args) -> int:
     saved = save_pretrained(model, lasagna.engine.tokenizer, out, dtype=dtype, overwrite=args.overwrite)
     summary = {"decisions": len(answers), "losses": [round(x, 4) for x in losses], "seconds": seconds}
     print(json.dumps({"train": summary, "calibration": report}, indent=1))
+    print(f"wrote {saved}")
+    return 0
+
+
+def run_train_picker(args) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from ..api import Lasagna
+    from ..checkpoint import save_pretrained
+    from .answers import collect_answers
+    from .picking import picker_report, train_picker
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:  # why here: before the work, not after
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    train_source = _referring_source(args.dataset, args.split, args.root, args.no_target_rate, args.twins)
+    held_out = _referring_source(args.dataset, args.check_split, args.root, None, False)
+    lasagna = Lasagna.from_pretrained(args.model)
+    model = lasagna.engine.model
+    dtype = next(model.parameters()).dtype
+    if model.instance_picker is None or args.fresh:
+        model.add_instance_picker(seed=args.seed)
+    start = time.perf_counter()
+    answers = _train_answers(lasagna, train_source, args)
+    losses, used = train_picker(
+        model.instance_picker, answers, model.embed_tokens, args.epochs, args.batch_size, args.lr, args.seed
+    )
+    model.instance_picker.to(dtype)  # why before checking: it is checked as it will be saved
+    held_out_answers = collect_answers(lasagna, held_out, args.check_limit)
+    check = picker_report(model.instance_picker, held_out_answers, model.embed_tokens)
+    seconds = round(time.perf_counter() - start, 1)
+    saved = save_pretrained(model, lasagna.engine.tokenizer, out, dtype=dtype, overwrite=args.overwrite)
+    summary = {"decisions": used, "losses": [round(x, 4) for x in losses], "seconds": seconds}
+    print(json.dumps({"train": summary, "check": check}, indent=1))
     print(f"wrote {saved}")
     return 0
 

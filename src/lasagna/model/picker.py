@@ -1,0 +1,137 @@
+"""The instance picker: which of the separate pieces of a slot's mask does the phrase mean?
+
+Not the paper's. Asked for "the leftmost star", the model draws the leftmost star and the other stars alike
+(docs/shapeworld-model.md, step 37): one prompt token tells SAM's decoder what to look for, not which of several
+look-alikes. The mask's connected pieces are the candidates, and this module scores each from the phrase's words and
+the pieces themselves: each piece's pooled SAM features, its place and size and, given outright, its rank among the
+pieces from left to right, from top to bottom and by size, the comparisons an extreme ("the leftmost", "the biggest")
+asks for. A small transformer reads the words' tokens beside the pieces' tokens, so a piece is judged against the
+others. Pieces it scores below zero are cut from the mask, unless it scores every piece so, when the best is kept:
+whether the phrase has a target at all is the query verifier's call, not this module's.
+
+Its inputs are detached, as the verifiers' are; it is trained alone on the frozen model's answers (`train/answers.py`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .query_verifier import PLACE_CODE, cell_places, place_code
+
+MAX_PIECES = 8
+"""Pieces judged per mask, the largest; smaller ones beyond these are left as they are."""
+
+CUT = -20.0
+"""Mask logit given to the pixels of a piece that is cut (sigmoid about 2e-9)."""
+
+RANKS = 5
+"""Width of a piece's rank features (`_ranks`)."""
+
+
+class InstancePicker(nn.Module):
+    def __init__(self, cell_dim: int, word_dim: int, width: int = 128, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.max_words = 32
+        self.word = nn.Linear(word_dim, width)
+        self.order = nn.Embedding(self.max_words, width)  # how many words before the slot it stands
+        self.piece = nn.Sequential(nn.Linear(cell_dim + 1, width), nn.GELU(), nn.Linear(width, width))
+        self.place = nn.Sequential(nn.Linear(2 * PLACE_CODE, width), nn.GELU(), nn.Linear(width, width))
+        self.rank = nn.Sequential(nn.Linear(RANKS, width), nn.GELU(), nn.Linear(width, width))
+        self.kind = nn.Embedding(2, width)  # word or piece
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
+        with torch.no_grad():  # why: an untrained picker keeps every piece, as a model without one does
+            self.head[1].weight.zero_()
+            self.head[1].bias.fill_(1.0)
+
+    def score(self, embeds, low_res, pieces, words, valid) -> torch.Tensor:
+        """(N, C, h, w) each slot's image embedding, (N, kh, kw) its mask logits, (N, kh, kw) its pieces
+        (`label_pieces`), (N, L, D) its phrase's word embeddings and (N, L) bool which are real -> (N, MAX_PIECES)
+        log-odds that each piece is meant, -inf where a mask has fewer pieces."""
+        dtype = self.head[1].weight.dtype  # why: a checkpoint loaded in bf16 holds bf16 weights; inputs follow them
+        cell_dim, h, w = embeds.shape[1:]
+        masks = pieces[:, None] == torch.arange(1, MAX_PIECES + 1, device=pieces.device)[None, :, None, None]
+        real = masks.flatten(2).any(-1)  # (N, P)
+        soft = torch.sigmoid(low_res.float())[:, None] * masks  # (N, P, kh, kw)
+        grid = F.adaptive_avg_pool2d(soft, (h, w))  # (N, P, h, w) as `verifier.mask_weights`
+        area = grid.sum((2, 3))
+        pooled = torch.einsum("nphw,nchw->npc", grid, embeds.float()) / (area + 1)[..., None]
+        places = cell_places(*low_res.shape[-2:], device=low_res.device)[0]  # (kh * kw, 2)
+        centroid = soft.flatten(2) @ places / (soft.flatten(2).sum(-1, keepdim=True) + 1e-6)  # (N, P, 2)
+        mean = (centroid * real[..., None]).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp(min=1)[..., None]
+
+        features = torch.cat([F.layer_norm(pooled, (cell_dim,)), torch.log1p(area)[..., None]], -1)
+        where = torch.cat([place_code(centroid), place_code(centroid - mean)], -1)
+        tokens = self.piece(features.to(dtype)) + self.place(where.to(dtype))
+        tokens = tokens + self.rank(_ranks(centroid, area, real).to(dtype)) + self.kind.weight[1]
+        order = (valid.sum(1, keepdim=True) - 1 - torch.arange(words.shape[1], device=words.device)).clamp(min=0)
+        said = self.word(words.to(dtype)) + self.order(order.clamp(max=self.max_words - 1)) + self.kind.weight[0]
+        pad = torch.cat([valid, real], 1).logical_not()
+        out = self.encoder(torch.cat([said, tokens], 1), src_key_padding_mask=pad)[:, words.shape[1] :]
+        return self.head(out)[..., 0].float().masked_fill(~real, float("-inf"))
+
+    @torch.no_grad()
+    def pick(self, embeds, low_res, words, valid) -> torch.Tensor:
+        """`score`'s inputs without the pieces -> (N, kh, kw) the mask logits with every piece not meant cut (`CUT`);
+        a mask of one piece is left as it is, and of several at least the best is kept."""
+        pieces = label_pieces(low_res > 0)
+        scores = self.score(embeds, low_res, pieces, words, valid)
+        keep = (scores >= 0) | (scores == scores.max(1, keepdim=True).values)
+        several = torch.isfinite(scores).sum(1) > 1
+        drop = several[:, None] & ~keep  # (N, P)
+        padded = torch.cat([drop.new_zeros(len(drop), 1), drop], 1)  # label 0: background or not judged
+        cut = padded.gather(1, pieces.flatten(1)).view_as(pieces)
+        return low_res.masked_fill(cut, CUT) if cut.any() else low_res
+
+    def loss(self, embeds, low_res, pieces, words, valid, targets) -> torch.Tensor:
+        """Mean BCE of `score` over the real pieces against whether the (N, kh, kw) `targets` (the share of each cell
+        the phrase's targets cover) cover most of each; 0 with a gradient path when there is no piece."""
+        scores = self.score(embeds, low_res, pieces, words, valid)
+        meant = piece_shares(pieces, targets) >= 0.5
+        real = torch.isfinite(scores)
+        if not real.any():
+            return sum(p.sum() for p in self.parameters()) * 0.0
+        return F.binary_cross_entropy_with_logits(scores[real], meant[real].float())
+
+
+def label_pieces(masks: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) bool -> (N, h, w) long: each mask's 8-connected pieces numbered 1, 2, ... from the largest, at most
+    `MAX_PIECES`; 0 for the background and for pieces beyond those."""
+    n, h, w = masks.shape
+    fg = masks.float()
+    labels = torch.arange(1, h * w + 1, device=masks.device, dtype=torch.float32).view(1, h, w) * fg
+    for _ in range(h * w):  # why this bound: a piece's largest label crosses it in fewer steps than it has cells
+        grown = F.max_pool2d(labels[:, None], 3, 1, 1)[:, 0] * fg
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    out = torch.zeros(n, h, w, dtype=torch.long, device=masks.device)
+    for i in range(n):
+        found, counts = labels[i][masks[i]].unique(return_counts=True)
+        for k, j in enumerate(counts.argsort(descending=True, stable=True)[:MAX_PIECES].tolist()):
+            out[i][labels[i] == found[j]] = k + 1
+    return out
+
+
+def piece_shares(pieces: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) pieces and (N, h, w) target cover in [0, 1] -> (N, MAX_PIECES) the mean cover over each piece."""
+    masks = pieces[:, None] == torch.arange(1, MAX_PIECES + 1, device=pieces.device)[None, :, None, None]
+    covered = (masks * targets.float()[:, None]).sum((2, 3))
+    return covered / masks.sum((2, 3)).clamp(min=1)
+
+
+def _ranks(centroid: torch.Tensor, area: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """(N, P, 2) places, (N, P) areas, (N, P) bool real -> (N, P, RANKS): each piece's rank among the real ones from
+    left to right, from top to bottom and from small to large, each in [-1, 1] (0 for a lone piece); its share of
+    the pieces' area; and log of how many there are."""
+    values = torch.cat([centroid, area[..., None]], -1)  # (N, P, 3)
+    below = (values[:, None, :, :] < values[:, :, None, :]) & real[:, None, :, None]  # (N, P, P', 3): P' lower
+    count = real.sum(1, keepdim=True)  # (N, 1)
+    ranks = below.sum(2).float() / (count - 1).clamp(min=1)[..., None] * 2 - 1
+    ranks = ranks * (count > 1)[..., None]
+    share = area / (area * real).sum(1, keepdim=True).clamp(min=1e-6)
+    many = torch.log(count.float()).expand_as(area)
+    return torch.cat([ranks, share[..., None], many[..., None]], -1) * real[..., None]
