@@ -23,11 +23,20 @@ from .query_verifier import PLACE_CODE, cell_places, place_code
 MAX_PIECES = 8
 """Pieces judged per mask, the largest; smaller ones beyond these are left as they are."""
 
+MIN_SHARE = 0.1
+"""A piece smaller than this share of its mask's largest is left as it is: a speck at an edge is no candidate."""
+
 CUT = -20.0
 """Mask logit given to the pixels of a piece that is cut (sigmoid about 2e-9)."""
 
 RANKS = 5
 """Width of a piece's rank features (`_ranks`)."""
+
+AXES = 6
+"""What a word's directions are read along (`_axes`): a piece's three ranks and its offsets from the pieces' mean."""
+
+DIRECTIONS = 4
+"""How many directions each word reads from its embedding."""
 
 
 class InstancePicker(nn.Module):
@@ -40,6 +49,10 @@ class InstancePicker(nn.Module):
         self.place = nn.Sequential(nn.Linear(2 * PLACE_CODE, width), nn.GELU(), nn.Linear(width, width))
         self.rank = nn.Sequential(nn.Linear(RANKS, width), nn.GELU(), nn.Linear(width, width))
         self.kind = nn.Embedding(2, width)  # word or piece
+        # why built in: an extreme is a piece's rank read in the word's direction ("topmost": lowest y). Given ranks and
+        # words apart, the transformer learnt "large" and "small" but not the places (model doc, step 37)
+        self.direction = nn.Linear(word_dim, DIRECTIONS * AXES)
+        self.compare = nn.Sequential(nn.Linear(DIRECTIONS, width), nn.GELU(), nn.Linear(width, width))
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
@@ -66,7 +79,12 @@ class InstancePicker(nn.Module):
         features = torch.cat([F.layer_norm(pooled, (cell_dim,)), torch.log1p(area)[..., None]], -1)
         where = torch.cat([place_code(centroid), place_code(centroid - mean)], -1)
         tokens = self.piece(features.to(dtype)) + self.place(where.to(dtype))
-        tokens = tokens + self.rank(_ranks(centroid, area, real).to(dtype)) + self.kind.weight[1]
+        ranks = _ranks(centroid, area, real)
+        tokens = tokens + self.rank(ranks.to(dtype)) + self.kind.weight[1]
+        axes = torch.cat([ranks[..., :3], centroid - mean, _centred(torch.log1p(area), real)[..., None]], -1)
+        directions = self.direction(words.to(dtype)).float().view(*words.shape[:2], DIRECTIONS, AXES)
+        measured = torch.einsum("nlka,npa->npk", directions * valid[..., None, None], axes * real[..., None])
+        tokens = tokens + self.compare(measured.to(dtype))
         order = (valid.sum(1, keepdim=True) - 1 - torch.arange(words.shape[1], device=words.device)).clamp(min=0)
         said = self.word(words.to(dtype)) + self.order(order.clamp(max=self.max_words - 1)) + self.kind.weight[0]
         pad = torch.cat([valid, real], 1).logical_not()
@@ -99,7 +117,7 @@ class InstancePicker(nn.Module):
 
 def label_pieces(masks: torch.Tensor) -> torch.Tensor:
     """(N, h, w) bool -> (N, h, w) long: each mask's 8-connected pieces numbered 1, 2, ... from the largest, at most
-    `MAX_PIECES`; 0 for the background and for pieces beyond those."""
+    `MAX_PIECES` and none under `MIN_SHARE` of the largest; 0 for the background and for the pieces left out."""
     n, h, w = masks.shape
     fg = masks.float()
     labels = torch.arange(1, h * w + 1, device=masks.device, dtype=torch.float32).view(1, h, w) * fg
@@ -112,7 +130,8 @@ def label_pieces(masks: torch.Tensor) -> torch.Tensor:
     for i in range(n):
         found, counts = labels[i][masks[i]].unique(return_counts=True)
         for k, j in enumerate(counts.argsort(descending=True, stable=True)[:MAX_PIECES].tolist()):
-            out[i][labels[i] == found[j]] = k + 1
+            if counts[j] >= MIN_SHARE * counts.max():
+                out[i][labels[i] == found[j]] = k + 1
     return out
 
 
@@ -135,3 +154,9 @@ def _ranks(centroid: torch.Tensor, area: torch.Tensor, real: torch.Tensor) -> to
     share = area / (area * real).sum(1, keepdim=True).clamp(min=1e-6)
     many = torch.log(count.float()).expand_as(area)
     return torch.cat([ranks, share[..., None], many[..., None]], -1) * real[..., None]
+
+
+def _centred(values: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """(N, P) values, (N, P) bool real -> each minus the mean over the real ones."""
+    mean = (values * real).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp(min=1)
+    return values - mean
