@@ -26,6 +26,9 @@ from .semantic import merge_semantic
 
 Decoder = Literal["free", "template"]
 
+QUERY_BATCH = 16
+"""Queries decoded together (`Engine.answer_queries`): each row holds its own copy of the shared prefix's KV cache."""
+
 
 @dataclass
 class ClassResult:
@@ -253,7 +256,8 @@ class Engine:
 
     @torch.no_grad()
     def segment_queries(self, image: np.ndarray, queries: list[str], max_new_tokens: int = 128) -> list[Prediction]:
-        """`segment_query` for each of several queries about one image, which is encoded once."""
+        """`segment_query` for each of several queries about one image, which is encoded once; their answers are
+        decoded together over one shared prefix (`answer_queries`)."""
         for query in queries:
             check_user_text(query, "query")
             if not query.strip():
@@ -263,8 +267,7 @@ class Engine:
         # matching a region against a bag of words, cannot judge; with it, referring scored lower (model doc, step 33)
         verifier, picker = self.model.query_verifier, self.model.instance_picker
         predictions = []
-        for query in queries:
-            row = self.answer_query(enc, query, max_new_tokens)
+        for row in self.answer_queries(enc, queries, max_new_tokens):
             decided = self._decide(enc, row.decisions, name_ids(row), resized, original, verifier, picker)
             _, scores, logits, evidence = decided
             predictions.append(
@@ -280,9 +283,22 @@ class Engine:
         return predictions
 
     def answer_query(self, enc, query: str, max_new_tokens: int = 128) -> RowResult:
-        """Free-decode the answer to a query about an image already encoded (`encode_image`): one image can be asked
-        many queries at the cost of one encoding (`train/answers.py`)."""
-        return self._generate(enc, query_question(query), max_new_tokens)
+        """Free-decode the answer to a query about an image already encoded (`encode_image`)."""
+        return self.answer_queries(enc, [query], max_new_tokens)[0]
+
+    def answer_queries(self, enc, queries: list[str], max_new_tokens: int = 128) -> list[RowResult]:
+        """Free-decode the answers to several queries about an image already encoded, `QUERY_BATCH` at a time as one
+        batch: the prompt they share (system prompt, image, the template's start) runs through the LLM once, and
+        each answer equals the one the query gets alone (`decode.py` counts positions per row)."""
+        rows = [self._encode(self._render([(query_question(q), None)])) for q in queries]
+        out = []
+        for start in range(0, len(rows), QUERY_BATCH):
+            batch = rows[start : start + QUERY_BATCH]
+            shared = _common_prefix(batch)
+            prefix = encode_prefix(self.model, enc, 0, batch[0][:shared])
+            suffixes = [r[shared:] for r in batch]
+            out += decode_free(self.model, prefix, suffixes, self.ids, max_new_tokens=max_new_tokens)
+        return out
 
     @torch.no_grad()
     def chat(self, image: np.ndarray, text: str, max_new_tokens: int = 256) -> str:

@@ -67,8 +67,8 @@ def collect_answers(lasagna, source, count: int, max_new_tokens: int = 128, prog
         record = source[index]
         enc, resized, original = engine.encode_image(record.load_image())
         kept = False
-        for expr in record.expressions:
-            row = engine.answer_query(enc, expr.text, max_new_tokens)
+        rows = engine.answer_queries(enc, [expr.text for expr in record.expressions], max_new_tokens)
+        for expr, row in zip(record.expressions, rows, strict=True):
             if not row.decisions:
                 continue
             _, low = engine.slot_masks(enc, [d.hidden for d in row.decisions], resized, original)
