@@ -264,6 +264,9 @@ def test_several_queries_of_one_image_are_answered_as_each_alone_with_one_encodi
     assert len(encoded) == 1 and [p.text for p in together] == [p.text for p in alone]
     assert [p.scores for p in together] == [pytest.approx(p.scores) for p in alone]
     assert all(len(a.masks) == len(b.masks) for a, b in zip(alone, together, strict=True))
+    monkeypatch.setattr("lasagna.infer.engine.QUERY_BATCH", 2)  # a batch of two, then one of one
+    assert [p.text for p in engine.segment_queries(image, queries)] == [p.text for p in alone]
+    encoded.clear()
     with pytest.raises(ValueError, match="query is empty"):
         engine.segment_queries(image, ["the red circle", " "])
     assert len(encoded) == 1  # refused before any work
