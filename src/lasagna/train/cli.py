@@ -109,72 +109,67 @@ def run_calibrate(args) -> int:
 
 
 def run_train_verifier(args) -> int:
-    import json
-    import time
-    from pathlib import Path
-
-    from ..api import Lasagna
-    from ..checkpoint import save_pretrained
     from .answers import train_on_answers
     from .calibrate import calibrate_queries
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:  # why here: before an hour of work, not after
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    train_source = _referring_source(args.dataset, args.split, args.root, args.no_target_rate, args.twins)
-    held_out = _referring_source(args.dataset, args.calibrate_split, args.root, None, False)
-    lasagna = Lasagna.from_pretrained(args.model)
-    model = lasagna.engine.model
-    dtype = next(model.parameters()).dtype
-    if model.query_verifier is None or args.fresh:
-        model.add_query_verifier(seed=args.seed)
-    start = time.perf_counter()
-    answers = _train_answers(lasagna, train_source, args)
-    losses = train_on_answers(
-        model.query_verifier, answers, model.embed_tokens, args.epochs, args.batch_size, args.lr, args.seed
-    )
-    model.query_verifier.to(dtype)  # why before calibrating: the fusion is fit on the verifier as it will be saved
-    report = calibrate_queries(lasagna, held_out, args.calibrate_limit)
-    seconds = round(time.perf_counter() - start, 1)
-    saved = save_pretrained(model, lasagna.engine.tokenizer, out, dtype=dtype, overwrite=args.overwrite)
-    summary = {"decisions": len(answers), "losses": [round(x, 4) for x in losses], "seconds": seconds}
-    print(json.dumps({"train": summary, "calibration": report}, indent=1))
-    print(f"wrote {saved}")
-    return 0
+    def train(model, answers) -> dict:
+        losses = train_on_answers(
+            model.query_verifier, answers, model.embed_tokens, args.epochs, args.batch_size, args.lr, args.seed
+        )
+        return {"decisions": len(answers), "losses": losses}
+
+    def check(lasagna, held_out) -> tuple[str, dict]:
+        return "calibration", calibrate_queries(lasagna, held_out, args.calibrate_limit)
+
+    return _run_on_answers(args, "query_verifier", args.calibrate_split, train, check)
 
 
 def run_train_picker(args) -> int:
+    from .answers import collect_answers
+    from .picking import picker_report, train_picker
+
+    def train(model, answers) -> dict:
+        picker, embed = model.instance_picker, model.embed_tokens
+        losses, used = train_picker(picker, answers, embed, args.epochs, args.batch_size, args.lr, args.seed)
+        return {"decisions": used, "losses": losses}
+
+    def check(lasagna, held_out) -> tuple[str, dict]:
+        model = lasagna.engine.model
+        answers = collect_answers(lasagna, held_out, args.check_limit)
+        return "check", picker_report(model.instance_picker, answers, model.embed_tokens)
+
+    return _run_on_answers(args, "instance_picker", args.check_split, train, check)
+
+
+def _run_on_answers(args, part: str, held_out_split: str, train, check) -> int:
+    """`train-verifier` and `train-picker`: the model gains a fresh `part` if it has none (or `--fresh`), `train`s it
+    on the model's answers to `--split`, `check`s it on `held_out_split` (the verifier's fusion is fit there), and the
+    model is written to `--out`."""
     import json
     import time
     from pathlib import Path
 
     from ..api import Lasagna
     from ..checkpoint import save_pretrained
-    from .answers import collect_answers
-    from .picking import picker_report, train_picker
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:  # why here: before the work, not after
+    if out.exists() and not args.overwrite:  # why here: before the work (an hour for the verifier), not after
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     train_source = _referring_source(args.dataset, args.split, args.root, args.no_target_rate, args.twins)
-    held_out = _referring_source(args.dataset, args.check_split, args.root, None, False)
+    held_out = _referring_source(args.dataset, held_out_split, args.root, None, False)
     lasagna = Lasagna.from_pretrained(args.model)
     model = lasagna.engine.model
     dtype = next(model.parameters()).dtype
-    if model.instance_picker is None or args.fresh:
-        model.add_instance_picker(seed=args.seed)
+    if getattr(model, part) is None or args.fresh:
+        getattr(model, f"add_{part}")(seed=args.seed)
     start = time.perf_counter()
-    answers = _train_answers(lasagna, train_source, args)
-    losses, used = train_picker(
-        model.instance_picker, answers, model.embed_tokens, args.epochs, args.batch_size, args.lr, args.seed
-    )
-    model.instance_picker.to(dtype)  # why before checking: it is checked as it will be saved
-    held_out_answers = collect_answers(lasagna, held_out, args.check_limit)
-    check = picker_report(model.instance_picker, held_out_answers, model.embed_tokens)
-    seconds = round(time.perf_counter() - start, 1)
+    summary = train(model, _train_answers(lasagna, train_source, args))
+    getattr(model, part).to(dtype)  # why before checking: it is checked (and a fusion fit on it) as it will be saved
+    name, report = check(lasagna, held_out)
+    summary = {**summary, "losses": [round(x, 4) for x in summary["losses"]]}
+    summary["seconds"] = round(time.perf_counter() - start, 1)
     saved = save_pretrained(model, lasagna.engine.tokenizer, out, dtype=dtype, overwrite=args.overwrite)
-    summary = {"decisions": used, "losses": [round(x, 4) for x in losses], "seconds": seconds}
-    print(json.dumps({"train": summary, "check": check}, indent=1))
+    print(json.dumps({"train": summary, name: report}, indent=1))
     print(f"wrote {saved}")
     return 0
 
