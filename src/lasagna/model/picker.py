@@ -1,13 +1,14 @@
 """The instance picker: which of the separate pieces of a slot's mask does the phrase mean?
 
 Not the paper's. Asked for "the leftmost star", the model draws the leftmost star and the other stars alike
-(docs/shapeworld-model.md, step 37): one prompt token tells SAM's decoder what to look for, not which of several
-look-alikes. The mask's connected pieces are the candidates, and this module scores each from the phrase's words and
-the pieces themselves: each piece's pooled SAM features, its place and size and, given outright, its rank among the
-pieces from left to right, from top to bottom and by size, the comparisons an extreme ("the leftmost", "the biggest")
-asks for. A small transformer reads the words' tokens beside the pieces' tokens, so a piece is judged against the
-others. Pieces it scores below zero are cut from the mask, unless it scores every piece so, when the best is kept:
-whether the phrase has a target at all is the query verifier's call, not this module's.
+(docs/shapeworld-model.md, step 37): one prompt token tells SAM's decoder what to look for, not which of several look-
+alikes. The mask's connected pieces are the candidates, and this module scores each from the phrase's words and the
+pieces themselves: each piece's pooled SAM features, its place and size and, given outright, its rank among the pieces
+from left to right, from top to bottom and by size, the comparisons an extreme ("the leftmost", "the biggest") asks for;
+and those ranks and its offsets read along directions each word gives ("topmost": up), a product that a transformer
+given the two apart did not find. A small transformer reads the words' tokens beside the pieces' tokens, so a piece is
+judged against the others. Pieces it scores below zero are cut from the mask, unless it scores every piece so, when the
+best is kept: whether the phrase has a target at all is the query verifier's call, not this module's.
 
 Its inputs are detached, as the verifiers' are; it is trained alone on the frozen model's answers (`train/answers.py`).
 """
@@ -33,7 +34,8 @@ RANKS = 5
 """Width of a piece's rank features (`_ranks`)."""
 
 AXES = 6
-"""What a word's directions are read along (`_axes`): a piece's three ranks and its offsets from the pieces' mean."""
+"""What a word's directions are read along (`InstancePicker.score`): a piece's three ranks, its offset from the pieces'
+mean place, and its log area less their mean."""
 
 DIRECTIONS = 4
 """How many directions each word reads from its embedding."""
