@@ -289,7 +289,7 @@ class Engine:
     def answer_queries(self, enc, queries: list[str], max_new_tokens: int = 128) -> list[RowResult]:
         """Free-decode the answers to several queries about an image already encoded, `QUERY_BATCH` at a time as one
         batch: the prompt they share (system prompt, image, the template's start) runs through the LLM once, and
-        each answer equals the one the query gets alone (`decode.py` counts positions per row)."""
+        each answer is the one the query gets alone, up to rounding (`decode.py` counts positions per row)."""
         rows = [self._encode(self._render([(query_question(q), None)])) for q in queries]
         out = []
         for start in range(0, len(rows), QUERY_BATCH):
