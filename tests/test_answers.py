@@ -191,3 +191,16 @@ def test_train_verifier_keeps_its_answers_and_trains_the_same_from_them(tiny_tok
     )
     assert main([*args[:4], "4", *args[5:], "--out", str(tmp_path / "c")]) == 2  # 4 scenes asked, 3 kept
     assert "scenes: 3 there, 4 asked" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_joined_answers_keep_each_decision_on_its_own_scene():
+    from lasagna.train.answers import join_answers
+
+    first, second = _sided_answers(n=6), _sided_answers(n=4, seed=1)
+    joined = join_answers(first, second)
+    assert len(joined) == 10 and len(joined.embeds) == 8
+    assert torch.equal(joined.embeds[joined.scene[6:]], second.embeds[second.scene])
+    assert torch.equal(joined.low_res[:6], first.low_res) and joined.names[6:] == second.names
+    second.targets = second.low_res > 0
+    with pytest.raises(ValueError, match="with targets and answers without"):
+        join_answers(first, second)

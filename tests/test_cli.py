@@ -63,6 +63,7 @@ def test_eval_reports_metrics_on_shapeworld(tiny_ckpt, tmp_path):
     data = json.loads(report.read_text())
     assert data["semantic"]["images"] == 1 and 0.0 <= data["semantic"]["pixel_acc"] <= 1.0
     assert 0.0 <= data["referring"]["cIoU"] <= 1.0 and data["merge"] == "score"
+    assert data["reasoning"]["num_samples"] == 1 and 0.0 <= data["reasoning"]["gIoU"] <= 1.0
     released = tmp_path / "released.json"
     args = ["--tasks", "semantic", "--merge", "logit", "--out", str(released)]
     assert main([*_shapeworld_eval(tiny_ckpt, 1), *args]) == 0

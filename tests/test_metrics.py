@@ -293,3 +293,39 @@ def test_present_only_evaluation_asks_each_image_for_its_own_classes():
     iou, presence, _, _ = evaluate_semantic(Oracle(), source, range(3), 16)
     assert all(asked == names for asked, _ in asked_lists)
     assert presence.compute()["absent_rejection"] == 0.0  # the oracle says "present" to every absent class too
+
+
+def test_reasoning_evaluation_asks_each_first_query_as_trained_and_leaves_ignore_pixels_out():
+    from lasagna.data.records import IGNORE_LABEL, ReasonRecord
+    from lasagna.eval.evaluate import evaluate_model, evaluate_reasoning, reasoning_question
+    from lasagna.infer.engine import Prediction
+
+    image = np.zeros((4, 6, 3), np.uint8)
+    truth = np.zeros((4, 6), np.int64)
+    truth[1:3, 1:3] = 1
+    truth[0, 5] = IGNORE_LABEL
+    records = [
+        ReasonRecord("a", lambda: image, ("What holds water?", "ignored"), True, lambda: truth),
+        ReasonRecord("b", lambda: image, ("The Red Cup.",), False, lambda: truth),
+    ]
+    asked = []
+
+    class Oracle:  # the true mask, plus the ignored pixel
+        def segment(self, image, query):
+            asked.append(query)
+            mask = truth == 1
+            mask[0, 5] = True
+            return Prediction(image.shape[:2], masks=[mask])
+
+    class Source(list):
+        name = "toy"
+
+    iou = evaluate_reasoning(Oracle(), Source(records), range(2), progress=False)
+    assert asked == [
+        "What holds water? Please output segmentation mask.",
+        "What is the red cup in this image? Please output segmentation mask.",
+    ]
+    assert iou.compute() == {"cIoU": 1.0, "gIoU": 1.0, "num_samples": 2}
+    assert reasoning_question(" two  words ", False).startswith("What is two words in this image?")
+    with pytest.raises(ValueError, match="val has no chat, vqa task; it has semantic, referring, reasoning"):
+        evaluate_model(Oracle(), "shapeworld", "val", tasks=("vqa", "reasoning", "chat"))

@@ -127,8 +127,8 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
     collected = []
 
     def synthetic(lasagna, source, count, **kw):  # the untrained model's masks seldom fall in pieces
-        collected.append((source.split, count))
-        answers = _two_piece_answers(n=48 if source.split == "train" else 16, **shapes)
+        collected.append((source.name, count))
+        answers = _two_piece_answers(n=48 if "/train/" in source.name else 16, **shapes)
         grid = lasagna.engine.encode_image(source[0].load_image())[0].sam_embeds.shape[-2:]
         answers.embeds = torch.randn(4, shapes["dim"], *grid).half()
         return answers
@@ -138,8 +138,16 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
     args = ["train-picker", "--model", str(base), "--out", str(out), "--scenes", "3", "--epochs", "2"]
     assert main([*args, "--check-limit", "4"]) == 0
     printed = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])
-    assert collected == [("train", 3), ("val", 4)]
+    assert collected == [("shapeworld/train/referring", 3), ("shapeworld/val/referring", 4)]
     assert printed["train"]["decisions"] == 48 and len(printed["train"]["losses"]) == 2
+    collected.clear()
+    assert main([*args[:4], str(tmp_path / "both"), *args[5:], "--check-limit", "4", "--reasoning"]) == 0
+    assert [c[0] for c in collected] == [  # the reasoning queries of the same scenes too
+        "shapeworld/train/referring",
+        "shapeworld/train/reasoning",
+        "shapeworld/val/referring",
+    ]
+    assert json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])["train"]["decisions"] == 96
     assert printed["check"]["decisions"] == 16
     loaded, _ = load_pretrained(out)
     assert loaded.instance_picker is not None and loaded.cfg.instance_picker
@@ -147,3 +155,17 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
     assert set(after) - set(before) == {k for k in after if k.startswith("instance_picker.")}
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert main(args) == 2 and "exists" in capsys.readouterr().err
+
+
+def test_reasoning_queries_are_asked_as_evaluation_asks_them_with_the_record_target():
+    from lasagna.data.shapeworld import ShapeWorldReasoning
+    from lasagna.eval.evaluate import reasoning_question
+    from lasagna.train.answers import ReasoningQueries
+
+    source = ShapeWorldReasoning("val", length=2)
+    queries = ReasoningQueries(source)
+    assert len(queries) == 2 and queries.name == source.name
+    record, asked = source[1], queries[1]
+    assert [e.text for e in asked.expressions] == [reasoning_question(q, record.is_sentence) for q in record.queries]
+    masks = asked.expressions[0].load_masks()
+    assert masks.shape == (1, *record.load_mask().shape) and (masks[0] == (record.load_mask() == 1)).all()

@@ -387,6 +387,25 @@ def test_reasonseg_paints_largest_first_with_ignore(tmp_path):
     assert other.load_mask().shape == (4, 4) and not other.load_mask().any()
 
 
+def test_reasonseg_is_evaluated_on_each_image_first_query(tmp_path):
+    from lasagna.eval.evaluate import evaluate_model
+    from lasagna.infer.engine import Prediction
+
+    _reason_tree(tmp_path)
+    asked = []
+
+    class Nothing:  # answers every query without a mask
+        def segment(self, image, query):
+            asked.append(query)
+            return Prediction(image.shape[:2])
+
+    report = evaluate_model(Nothing(), "reasonseg", "train", root=str(tmp_path), progress=False)
+    assert asked == ["what keeps the food cold? Please output segmentation mask.", asked[1]]
+    assert asked[1].startswith("What is the cup in this image?")
+    # the second image has no target: an empty answer is right there (IoU 1), wrong on the first (IoU 0)
+    assert report["reasoning"] == {"images": 2, "cIoU": 0.0, "gIoU": 0.5, "num_samples": 2}
+
+
 def test_reasonseg_missing_annotation_is_reported(tmp_path):
     folder = _reason_tree(tmp_path)
     (folder / "200.json").unlink()

@@ -28,7 +28,7 @@ def register(sub) -> None:
         default="score",
         help="overlapping masks: a pixel goes to the highest P(present) * P(pixel), or the highest logit (released)",
     )
-    p.add_argument("--tasks", default="semantic,referring", help="comma-separated tasks to evaluate")
+    p.add_argument("--tasks", help="comma-separated tasks to evaluate (default: every task the dataset has)")
     p.add_argument("--out", help="report file (default: eval-<dataset>-<split>.json)")
     p.set_defaults(func=run)
 
@@ -75,7 +75,7 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
         single_class=args.single_class,
         present_only=args.present_only,
         merge=args.merge,
-        tasks=tuple(t.strip() for t in args.tasks.split(",")),
+        tasks=tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None,
     )
     report["model"] = args.model or "embedded:shapeworld-small"
     if rank == 0:

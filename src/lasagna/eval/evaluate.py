@@ -4,7 +4,8 @@ Semantic sources: every image is queried with the split's full class list (chunk
 into a label map (pixels below threshold stay unlabelled, which counts as wrong), and SemanticIoU + PresenceAccuracy
 are accumulated; classes that are held out in ShapeWorld's open split also get their own mIoU. Referring sources:
 every expression is asked with the canonical template; the union of its `<ins>` masks is compared with the union of
-its targets (ReferIoU), and "any <ins>" is compared with "has a target" (NoTargetAccuracy).
+its targets (ReferIoU), and "any <ins>" is compared with "has a target" (NoTargetAccuracy). Reasoning sources: each
+image's first query, asked as the released code asks it, against its target (ReferIoU: gIoU and cIoU).
 Work is split across processes by index (rank::world) and metric states are summed with `reduce`.
 """
 
@@ -16,15 +17,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.records import IGNORE_LABEL, ReferRecord, SemanticRecord, Source
+from ..data import templates
+from ..data.records import IGNORE_LABEL, ReasonRecord, ReferRecord, SemanticRecord, Source
 from .metrics import NoTargetAccuracy, PresenceAccuracy, ReferIoU, SemanticIoU
 
 
 def open_eval_sources(dataset: str, split: str, root: str | None = None) -> dict[str, Source]:
     if dataset == "shapeworld":
-        from ..data.shapeworld import ShapeWorldReferring, ShapeWorldSemantic
+        from ..data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic
 
-        return {"semantic": ShapeWorldSemantic(split), "referring": ShapeWorldReferring(split)}
+        return {
+            "semantic": ShapeWorldSemantic(split),
+            "referring": ShapeWorldReferring(split),
+            "reasoning": ShapeWorldReasoning(split),
+        }
     from ..data.sources import open_source
 
     source = open_source(dataset, root, split)
@@ -116,6 +122,34 @@ def evaluate_referring(lasagna, source: Source, indices, progress=True):
     return iou, notarget
 
 
+def evaluate_reasoning(lasagna, source: Source, indices, progress=True) -> ReferIoU:
+    """Each record's first query, as the released code evaluates ReasonSeg: a sentence in the first reasoning template
+    ("{query} Please output segmentation mask."), a phrase in the first referring one; the union of the answer's masks
+    against the target, its ignore pixels left out."""
+    iou = ReferIoU()
+    for index in tqdm(indices, desc=f"eval {source.name}", disable=not progress):
+        record: ReasonRecord = source[index]
+        image = record.load_image()
+        truth = np.asarray(record.load_mask())
+        if truth.shape != image.shape[:2]:
+            raise ValueError(f"{record.image_id}: reasoning mask {truth.shape} does not match the image {image.shape}")
+        pred = lasagna.segment(image, query=reasoning_question(record.queries[0], record.is_sentence))
+        union = np.zeros(image.shape[:2], bool)
+        for mask in pred.masks:
+            union |= mask
+        iou.update(union, truth == 1, truth == IGNORE_LABEL)
+    return iou
+
+
+def reasoning_question(query: str, is_sentence: bool) -> str:
+    """A reasoning query as its question (without the image placeholder), the way training asks it."""
+    query = " ".join(query.split())
+    if is_sentence:
+        return templates.REASON_SENTENCE_QUESTIONS[0].format(text=query).removeprefix(templates.IMAGE_PREFIX)
+    phrase = query.lower().rstrip(". ")
+    return templates.REFER_QUESTIONS[0].format(text=phrase).removeprefix(templates.IMAGE_PREFIX)
+
+
 def _sum_scalar(value: int, reduce: Callable | None) -> int:
     if reduce is None:
         return int(value)
@@ -135,11 +169,12 @@ def evaluate_model(
     reduce: Callable | None = None,
     progress: bool = True,
     single_class: bool = False,
-    tasks: tuple[str, ...] = ("semantic", "referring"),
+    tasks: tuple[str, ...] | None = None,
     present_only: bool = False,
     merge: str = "score",
 ) -> dict:
-    """Evaluate on the first `limit` items of each task source of the split; returns a JSON-ready report."""
+    """Evaluate on the first `limit` items of each task source of the split (`tasks`, default all the dataset has);
+    returns a JSON-ready report."""
     report: dict = {"dataset": dataset, "split": split, "merge": merge}
     if present_only:
         report["present_only"] = True
@@ -148,8 +183,12 @@ def evaluate_model(
         from ..data.shapeworld import HELD_OUT
 
         held_out = HELD_OUT
-    for task, source in open_eval_sources(dataset, split, root).items():
-        if task not in tasks:
+    sources = open_eval_sources(dataset, split, root)
+    unknown = sorted(set(tasks or ()) - set(sources))
+    if unknown:
+        raise ValueError(f"{dataset} {split} has no {', '.join(unknown)} task; it has {', '.join(sources)}")
+    for task, source in sources.items():
+        if tasks is not None and task not in tasks:
             continue
         count = len(source) if limit is None else min(limit, len(source))
         indices = list(range(rank, count, world))
@@ -177,4 +216,8 @@ def evaluate_model(
             _reduce_metric(iou, reduce)
             _reduce_metric(notarget, reduce)
             report["referring"] = {"images": count, **iou.compute(), **notarget.compute()}
+        elif task == "reasoning":
+            iou = evaluate_reasoning(lasagna, source, indices, progress)
+            _reduce_metric(iou, reduce)
+            report["reasoning"] = {"images": count, **iou.compute()}
     return report

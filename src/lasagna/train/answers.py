@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_file
+from ..data.records import Expression, ReferRecord
 from ..infer.engine import llm_log_odds, name_ids
 from ..model.query_verifier import word_embeddings
 
@@ -98,6 +99,46 @@ def collect_answers(lasagna, source, count: int, max_new_tokens: int = 128, prog
         torch.tensor(present),
         torch.stack(targets),
     )
+
+
+def join_answers(first: Answers, second: Answers) -> Answers:
+    """Two sets of answers as one (the second's scenes numbered after the first's); both with targets or neither."""
+    if (first.targets is None) != (second.targets is None):
+        raise ValueError("cannot join answers with targets and answers without")
+    targets = None if first.targets is None else torch.cat([first.targets, second.targets])
+    return Answers(
+        torch.cat([first.embeds, second.embeds]),
+        torch.cat([first.scene, second.scene + len(first.embeds)]),
+        torch.cat([first.low_res, second.low_res]),
+        first.names + second.names,
+        torch.cat([first.llm, second.llm]),
+        torch.cat([first.present, second.present]),
+        targets,
+    )
+
+
+class ReasoningQueries:
+    """A reasoning source's records as referring ones, for `collect_answers`: each query asked as `lasagna eval` asks
+    it (`eval.evaluate.reasoning_question`), its target the record's mask (ignore pixels counted as not target)."""
+
+    def __init__(self, source):
+        self.source = source
+        self.name = source.name
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> ReferRecord:
+        from ..eval.evaluate import reasoning_question
+
+        record = self.source[index]
+
+        def masks():
+            target = np.asarray(record.load_mask()) == 1
+            return target[None] if target.any() else target[None][:0]
+
+        texts = [reasoning_question(q, record.is_sentence) for q in record.queries]
+        return ReferRecord(record.image_id, record.load_image, tuple(Expression(t, masks) for t in texts))
 
 
 def save_answers(answers: Answers, path: Path, description: dict) -> Path:

@@ -62,6 +62,12 @@ def _answer_args(p, part: str) -> None:
     p.add_argument("--no-target-rate", type=float, help="ShapeWorld: share of expressions without a target")
     p.add_argument("--twins", action="store_true", help="ShapeWorld: each relation's and extreme's opposite too")
     p.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="also the reasoning queries of the same scenes (ShapeWorld) or of --reasoning-dataset",
+    )
+    p.add_argument("--reasoning-dataset", help="where --reasoning's queries come from (default: --dataset)")
+    p.add_argument(
         "--answers", help="a file for the decoded answers: read if it exists (same model and data), else written"
     )
     p.add_argument("--overwrite", action="store_true")
@@ -178,14 +184,20 @@ def _train_answers(lasagna, source, args):
     """The answers to train on: decoded, or read from (and otherwise kept in) `--answers`."""
     from pathlib import Path
 
-    from .answers import collect_answers, load_answers, save_answers
+    from .answers import collect_answers, join_answers, load_answers, save_answers
 
     keys = ("model", "dataset", "split", "scenes", "no_target_rate", "twins")
     description = {k: getattr(args, k) for k in keys}
     description["model"] = str(Path(args.model).resolve())
+    reasoning = None
+    if args.reasoning:
+        reasoning = _reasoning_source(args.reasoning_dataset or args.dataset, args.split, args.root)
+        description["reasoning"] = reasoning.name
     if args.answers and Path(args.answers).exists():
         return load_answers(Path(args.answers), description)
     answers = collect_answers(lasagna, source, args.scenes)
+    if reasoning is not None:
+        answers = join_answers(answers, collect_answers(lasagna, reasoning, args.scenes))
     if args.answers:
         save_answers(answers, Path(args.answers), description)
     return answers
@@ -207,3 +219,14 @@ def _referring_source(dataset: str, split: str, root, no_target_rate, twins: boo
     if "referring" not in sources:
         raise ValueError(f"{dataset!r} {split} has no referring expressions to train a query verifier on")
     return sources["referring"]
+
+
+def _reasoning_source(dataset: str, split: str, root):
+    """A dataset's reasoning queries of `split` as referring records (`answers.ReasoningQueries`)."""
+    from ..eval.evaluate import open_eval_sources
+    from .answers import ReasoningQueries
+
+    sources = open_eval_sources(dataset, split, root)
+    if "reasoning" not in sources:
+        raise ValueError(f"{dataset!r} {split} has no reasoning queries; name one that has with --reasoning-dataset")
+    return ReasoningQueries(sources["reasoning"])
