@@ -167,7 +167,7 @@ def load_answers(path: Path, description: dict) -> Answers:
     try:
         handle = safe_open(str(path), "pt")
     except Exception as e:  # why broad: safetensors raises its own error types for a file that is not one of its own
-        raise ValueError(f"{path} is not an answers file written by lasagna train-verifier: {e}") from e
+        raise ValueError(f"{path} is not an answers file written by lasagna train-verifier or train-picker: {e}") from e
     with handle as f:
         saved = json.loads((f.metadata() or {}).get("description", "{}"))
         differ = sorted(k for k in set(saved) | set(description) if saved.get(k) != description.get(k))
@@ -177,7 +177,9 @@ def load_answers(path: Path, description: dict) -> Answers:
         t = {k: f.get_tensor(k) for k in list(f.keys())}
     missing = {"embeds", "scene", "low_res", "name_ids", "name_lengths", "llm", "present"} - set(t)
     if missing:
-        raise ValueError(f"{path} is not an answers file written by lasagna train-verifier: no {sorted(missing)}")
+        raise ValueError(
+            f"{path} is not an answers file written by lasagna train-verifier or train-picker: no {sorted(missing)}"
+        )
     names = list(torch.split(t["name_ids"], t["name_lengths"].tolist()))
     return Answers(t["embeds"], t["scene"], t["low_res"], names, t["llm"], t["present"], t.get("targets"))
 
