@@ -169,3 +169,18 @@ def test_reasoning_queries_are_asked_as_evaluation_asks_them_with_the_record_tar
     assert [e.text for e in asked.expressions] == [reasoning_question(q, record.is_sentence) for q in record.queries]
     masks = asked.expressions[0].load_masks()
     assert masks.shape == (1, *record.load_mask().shape) and (masks[0] == (record.load_mask() == 1)).all()
+
+
+def test_a_weak_piece_the_picker_keeps_shows_in_the_mask_and_a_cut_one_does_not(monkeypatch):
+    from lasagna.model.picker import CANDIDATE
+
+    low = torch.full((1, 12, 12), -8.0)
+    low[0, 1:4, 1:4] = 3.0  # drawn
+    low[0, 7:10, 7:10] = CANDIDATE / 2  # drawn weakly: under 0, above CANDIDATE
+    low[0, 1:3, 8:10] = CANDIDATE * 2  # under CANDIDATE: no candidate
+    picker = InstancePicker(8, 8, width=32, layers=1, heads=2)
+    monkeypatch.setattr(picker, "score", lambda *a: torch.tensor([[-1.0, 2.0, *[float("-inf")] * (MAX_PIECES - 2)]]))
+    picked = picker.pick(torch.randn(1, 8, 4, 4), low, torch.randn(1, 1, 8), torch.ones(1, 1, dtype=torch.bool))
+    assert (picked[0, 1:4, 1:4] == CUT).all()  # the drawn piece, scored below 0, is cut
+    assert (picked[0, 7:10, 7:10] > 0).all()  # the weak one, kept, now shows
+    assert torch.equal(picked[0, 1:3, 8:10], low[0, 1:3, 8:10])  # the rest is left as it was

@@ -30,6 +30,11 @@ MIN_SHARE = 0.1
 CUT = -20.0
 """Mask logit given to the pixels of a piece that is cut (sigmoid about 2e-9)."""
 
+CANDIDATE = -2.0
+"""Mask logit at which a mask is cut into pieces, below the mask's own 0: a look-alike the decoder drew weakly, all
+of it under 0, is a candidate too (of the extremes whose mask missed their target, most had it above -2; model doc,
+step 37). A weak piece that is kept is raised by as much, so that it shows in the mask."""
+
 RANKS = 5
 """Width of a piece's rank features (`_ranks`)."""
 
@@ -47,7 +52,7 @@ class InstancePicker(nn.Module):
         self.max_words = 32
         self.word = nn.Linear(word_dim, width)
         self.order = nn.Embedding(self.max_words, width)  # how many words before the slot it stands
-        self.piece = nn.Sequential(nn.Linear(cell_dim + 1, width), nn.GELU(), nn.Linear(width, width))
+        self.piece = nn.Sequential(nn.Linear(cell_dim + 2, width), nn.GELU(), nn.Linear(width, width))
         self.place = nn.Sequential(nn.Linear(2 * PLACE_CODE, width), nn.GELU(), nn.Linear(width, width))
         self.rank = nn.Sequential(nn.Linear(RANKS, width), nn.GELU(), nn.Linear(width, width))
         self.kind = nn.Embedding(2, width)  # word or piece
@@ -78,7 +83,9 @@ class InstancePicker(nn.Module):
         centroid = soft.flatten(2) @ places / (soft.flatten(2).sum(-1, keepdim=True) + 1e-6)  # (N, P, 2)
         mean = (centroid * real[..., None]).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp(min=1)[..., None]
 
-        features = torch.cat([F.layer_norm(pooled, (cell_dim,)), torch.log1p(area)[..., None]], -1)
+        cells = masks.flatten(2).sum(-1).clamp(min=1)
+        strength = (low_res.float().clamp(-10, 10)[:, None] * masks).flatten(2).sum(-1) / cells / 10  # mean logit
+        features = torch.cat([F.layer_norm(pooled, (cell_dim,)), torch.log1p(area)[..., None], strength[..., None]], -1)
         where = torch.cat([place_code(centroid), place_code(centroid - mean)], -1)
         tokens = self.piece(features.to(dtype)) + self.place(where.to(dtype))
         ranks = _ranks(centroid, area, real)
@@ -97,14 +104,16 @@ class InstancePicker(nn.Module):
     def pick(self, embeds, low_res, words, valid) -> torch.Tensor:
         """`score`'s inputs without the pieces -> (N, kh, kw) the mask logits with every piece not meant cut (`CUT`);
         a mask of one piece is left as it is, and of several at least the best is kept."""
-        pieces = label_pieces(low_res > 0)
+        pieces = label_pieces(low_res > CANDIDATE)
         scores = self.score(embeds, low_res, pieces, words, valid)
         keep = (scores >= 0) | (scores == scores.max(1, keepdim=True).values)
         several = torch.isfinite(scores).sum(1) > 1
         drop = several[:, None] & ~keep  # (N, P)
-        padded = torch.cat([drop.new_zeros(len(drop), 1), drop], 1)  # label 0: background or not judged
-        cut = padded.gather(1, pieces.flatten(1)).view_as(pieces)
-        return low_res.masked_fill(cut, CUT) if cut.any() else low_res
+        number = torch.arange(1, MAX_PIECES + 1, device=pieces.device)[None, :, None, None]
+        peak = low_res[:, None].masked_fill(pieces[:, None] != number, float("-inf")).flatten(2).amax(-1)
+        raise_ = several[:, None] & keep & (peak < 0) & torch.isfinite(scores)  # kept, and all of it under 0
+        out = low_res.masked_fill(_per_cell(drop, pieces), CUT)
+        return torch.where(_per_cell(raise_, pieces), low_res - CANDIDATE, out)
 
     def loss(self, embeds, low_res, pieces, words, valid, targets) -> torch.Tensor:
         """Mean BCE of `score` over the real pieces against whether the (N, kh, kw) `targets` (the share of each cell
@@ -115,6 +124,12 @@ class InstancePicker(nn.Module):
         if not real.any():
             return sum(p.sum() for p in self.parameters()) * 0.0
         return F.binary_cross_entropy_with_logits(scores[real], meant[real].float())
+
+
+def _per_cell(flags: torch.Tensor, pieces: torch.Tensor) -> torch.Tensor:
+    """(N, MAX_PIECES) bool per piece -> (N, h, w) bool per cell of `pieces` (False off every judged piece)."""
+    padded = torch.cat([flags.new_zeros(len(flags), 1), flags], 1)  # label 0: background or not judged
+    return padded.gather(1, pieces.flatten(1)).view_as(pieces)
 
 
 def label_pieces(masks: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.picker import InstancePicker, label_pieces, piece_shares
+from ..model.picker import CANDIDATE, InstancePicker, label_pieces, piece_shares
 from .answers import Answers, fit_passes
 
 
@@ -35,7 +35,7 @@ def pieces_of(answers: Answers, batch_size: int = 512) -> Pieces:
     candidates = answers.present.nonzero()[:, 0]
     for start in range(0, len(candidates), batch_size):
         chunk = candidates[start : start + batch_size]
-        labelled = label_pieces(answers.low_res[chunk].float() > 0)
+        labelled = label_pieces(answers.low_res[chunk].float() > CANDIDATE)
         several = labelled.flatten(1).amax(1) > 1
         index.append(chunk[several])
         pieces.append(labelled[several].to(torch.uint8))
