@@ -1,6 +1,6 @@
 """Which referring expressions get poor masks? cIoU by kind of expression on ShapeWorld scenes.
 
-    python scripts/refer_kinds.py [--model DIR] [--split test] [--n 80] [--by-word]
+    python scripts/refer_kinds.py [--model DIR] [--split test] [--n 80] [--by-word] [--unpicked]
 
 Every expression with a target in the first `--n` scenes is asked as `lasagna eval` asks it, and its predicted
 masks (their union) are scored against the union of its targets. Kinds follow the generator's templates
@@ -13,7 +13,9 @@ cIoU is its summed intersection over its summed union.
 Then which object the masks land on, as the mean share of an object's pixels they cover: for relations, the target
 and the anchor ("the red circle" of "the star left of the red circle"); for single-target relations and extremes
 whose head phrase also matches other objects, the target and those others. A model that parses the expression covers
-the target far more than the rest.
+the target far more than the rest. For those that mean one of several look-alikes, how strongly the slot's mask logits
+cover the target (their 75th percentile over it: under 0 it is missed, between the instance picker's `CANDIDATE` and 0
+the picker can still take it). `--unpicked` runs the model without its instance picker.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from lasagna.api import Lasagna
 from lasagna.data.shapeworld import COLOURS, ShapeWorldReferring
 from lasagna.data.shapeworld.referring import referring_items
 from lasagna.data.shapeworld.scene import scene
+from lasagna.model.picker import CANDIDATE
 
 RELATION = re.compile(r" (left of|right of|above|below) ")
 EXTREME = re.compile(
@@ -57,8 +60,12 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--n", type=int, default=80)
     ap.add_argument("--by-word", action="store_true", help="split relations and extremes by their words")
+    ap.add_argument("--unpicked", action="store_true", help="the model without its instance picker")
     args = ap.parse_args()
     api = Lasagna.from_pretrained(args.model)
+    if args.unpicked:
+        api.engine.model.instance_picker = None
+    strength = []  # per look-alike pick: the 75th percentile of the slot's logits over the target
     size = ShapeWorldReferring(args.split).size
     sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # intersection, union, expressions
     covers: dict[tuple[str, str], list] = defaultdict(list)  # (expressions, rival) -> (target, rival) shares
@@ -69,7 +76,8 @@ def main() -> None:
                 continue
             truth = np.isin(sc.instances, item.targets)
             predicted = np.zeros_like(truth)
-            for mask in api.segment(sc.image, query=item.text).masks:
+            pred = api.segment(sc.image, query=item.text)
+            for mask in pred.masks:
                 predicted |= mask
             row = sums[kind(item.text, args.by_word)]
             row[0] += int((predicted & truth).sum())
@@ -79,6 +87,8 @@ def main() -> None:
                 rival = np.isin(sc.instances, others)
                 share = (predicted & rival).sum() / rival.sum()
                 covers[name].append(((predicted & truth).sum() / truth.sum(), share))
+                if name[1] == "look-alikes" and len(pred.masks):
+                    strength.append(float(np.percentile(pred.logits[0].numpy()[truth], 75)))
     for name, (inter, union, count) in sorted(sums.items()):
         print(f"{name} (n={count}): cIoU {inter / max(union, 1):.3f}")
     inter, union = sum(r[0] for r in sums.values()), sum(r[1] for r in sums.values())
@@ -89,6 +99,12 @@ def main() -> None:
             f"{name[0]} (n={len(pairs)}): masks cover {target.mean():.2f} of the target, {other.mean():.2f} of the "
             f"{name[1]}; the target more in {np.mean(target > other):.2f} of them"
         )
+    strength = np.array(strength)
+    missed = strength < 0
+    print(
+        f"look-alike picks with a mask (n={len(strength)}): its logits miss the target in {missed.sum()}, of which "
+        f"{(missed & (strength > CANDIDATE)).sum()} are above the picker's candidate level {CANDIDATE}"
+    )
 
 
 def _rivals(item, objects) -> dict[tuple[str, str], list[int]]:
