@@ -3,10 +3,11 @@
     python scripts/picker_kinds.py [--model DIR] [--split val] [--n 200] [--show 0]
 
 The model's answers to the expressions of the first `--n` scenes are decoded as `lasagna train-picker` checks a picker
-(`lasagna/train/answers.py`). Of the decisions whose expression has a target and whose mask falls in several pieces,
-one is picked right when the picker keeps exactly the pieces its targets cover most of; the share is given per kind of
-expression (`refer_kinds.kind`: relations, extremes, plurals, plain phrases). `--show N` prints every Nth extreme
-with its pieces' areas, which of them are meant and the picker's scores.
+(`lasagna/train/answers.py`). Of the decisions whose expression has a target and whose mask falls in several pieces, one
+is picked right when the picker keeps exactly the pieces its targets cover most of; the share is given per kind of
+expression (`refer_kinds.kind`: relations, extremes, plurals, plain phrases). Then the weak pieces (drawn wholly under
+logit 0, candidates only through the picker's `CANDIDATE`): how many its targets cover, and how many the picker keeps.
+`--show N` prints every Nth extreme with its pieces' areas, which of them are meant and the picker's scores.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def main() -> None:
         print(f"{name} (n={count}): picked right {good / count:.3f}")
     total = sum(r[1] for r in right.values())
     print(f"all (n={total}): picked right {sum(r[0] for r in right.values()) / max(total, 1):.3f}")
+    real = torch.isfinite(scores)
+    peak = low_res[:, None].masked_fill(labelled[:, None] != number, float("-inf")).flatten(2).amax(-1)
+    weak = real & (peak < 0)  # drawn wholly under 0: a candidate only because of `CANDIDATE`
+    for name, chosen in (("meant", weak & meant), ("not meant", weak & ~meant)):
+        kept = int((scores[chosen] >= 0).sum())
+        print(f"weak pieces (all under logit 0), {name}: {int(chosen.sum())}, kept {kept}")
 
 
 if __name__ == "__main__":
