@@ -33,7 +33,8 @@ CUT = -20.0
 CANDIDATE = -2.0
 """Mask logit at which a mask is cut into pieces, below the mask's own 0: a look-alike the decoder drew weakly, all
 of it under 0, is a candidate too (of the extremes whose mask missed their target, most had it above -2; model doc,
-step 37). A weak piece that is kept is raised by as much, so that it shows in the mask."""
+step 37). A weak piece that is kept is raised by as much, so that it shows in the mask. A picker learns its pieces at
+this level, and checkpoints do not record it: change it, and retrain the picker."""
 
 RANKS = 5
 """Width of a piece's rank features (`_ranks`)."""
