@@ -141,7 +141,8 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
     assert collected == [("shapeworld/train/referring", 3), ("shapeworld/val/referring", 4)]
     assert printed["train"]["decisions"] == 48 and len(printed["train"]["losses"]) == 2
     collected.clear()
-    assert main([*args[:4], str(tmp_path / "both"), *args[5:], "--check-limit", "4", "--reasoning"]) == 0
+    both = [*args[:4], str(tmp_path / "both"), *args[5:], "--check-limit", "4", "--reasoning-dataset", "shapeworld"]
+    assert main(both) == 0  # a dataset for the reasoning queries is enough to ask for them
     assert [c[0] for c in collected] == [  # the reasoning queries of the same scenes too
         "shapeworld/train/referring",
         "shapeworld/train/reasoning",

@@ -66,7 +66,7 @@ def _answer_args(p, part: str) -> None:
         action="store_true",
         help="also the reasoning queries of the same scenes (ShapeWorld) or of --reasoning-dataset",
     )
-    p.add_argument("--reasoning-dataset", help="where --reasoning's queries come from (default: --dataset)")
+    p.add_argument("--reasoning-dataset", help="where the reasoning queries come from (implies --reasoning)")
     p.add_argument(
         "--answers", help="a file for the decoded answers: read if it exists (same model and data), else written"
     )
@@ -190,7 +190,7 @@ def _train_answers(lasagna, source, args):
     description = {k: getattr(args, k) for k in keys}
     description["model"] = str(Path(args.model).resolve())
     reasoning = None
-    if args.reasoning:
+    if args.reasoning or args.reasoning_dataset:
         reasoning = _reasoning_source(args.reasoning_dataset or args.dataset, args.split, args.root)
         description["reasoning"] = reasoning.name
     if args.answers and Path(args.answers).exists():
