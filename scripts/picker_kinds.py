@@ -20,7 +20,7 @@ from refer_kinds import kind
 
 from lasagna.api import Lasagna
 from lasagna.data.shapeworld import ShapeWorldReferring
-from lasagna.model.picker import MAX_PIECES, piece_shares
+from lasagna.model.picker import piece_masks, piece_peaks, piece_shares
 from lasagna.train.answers import collect_answers
 from lasagna.train.picking import pieces_of
 
@@ -44,8 +44,7 @@ def main() -> None:
         labelled = pieces.pieces.long()
         scores = picker.score(embeds, low_res, labelled, words, valid)
     meant = piece_shares(labelled, answers.targets[pieces.index].float()) >= 0.5
-    number = torch.arange(1, MAX_PIECES + 1)[None, :, None, None]
-    areas = (labelled[:, None] == number).sum((2, 3))
+    areas = piece_masks(labelled).sum((2, 3))
     right: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     extremes = 0
     for i, decision in enumerate(pieces.index.tolist()):
@@ -63,8 +62,7 @@ def main() -> None:
     total = sum(r[1] for r in right.values())
     print(f"all (n={total}): picked right {sum(r[0] for r in right.values()) / max(total, 1):.3f}")
     real = torch.isfinite(scores)
-    peak = low_res[:, None].masked_fill(labelled[:, None] != number, float("-inf")).flatten(2).amax(-1)
-    weak = real & (peak < 0)  # drawn wholly under 0: a candidate only because of `CANDIDATE`
+    weak = real & (piece_peaks(low_res, labelled) < 0)  # drawn wholly under 0: a candidate only because of `CANDIDATE`
     for name, chosen in (("meant", weak & meant), ("not meant", weak & ~meant)):
         kept = int((scores[chosen] >= 0).sum())
         print(f"weak pieces (all under logit 0), {name}: {int(chosen.sum())}, kept {kept}")

@@ -54,9 +54,7 @@ def _single_class_prediction(lasagna, image: np.ndarray, classes: list[str]):
     for name in classes:
         question = templates.SINGLE_CLASS_QUESTIONS[0].format(name=name).removeprefix(templates.IMAGE_PREFIX)
         pred = lasagna.engine.segment_query(image, question)
-        mask = np.zeros(image.shape[:2], bool)
-        for m in pred.masks:
-            mask |= m
+        mask = _union(pred.masks, image.shape[:2])
         present = bool(mask.any())
         results.append(ClassResult(name, present, float(present), mask if present else None))
         if present:
@@ -114,10 +112,7 @@ def evaluate_referring(lasagna, source: Source, indices, progress=True):
         predictions = lasagna.segment_queries(image, [expr.text for expr in record.expressions])
         for expr, pred in zip(record.expressions, predictions, strict=True):
             gt = expr.load_masks()
-            pred_union = np.zeros(image.shape[:2], bool)
-            for m in pred.masks:
-                pred_union |= m
-            iou.update(pred_union, gt.any(0) if len(gt) else np.zeros(image.shape[:2], bool))
+            iou.update(_union(pred.masks, image.shape[:2]), gt.any(0) if len(gt) else np.zeros(image.shape[:2], bool))
             notarget.update(len(pred.masks) > 0, len(gt) > 0)
     return iou, notarget
 
@@ -134,11 +129,16 @@ def evaluate_reasoning(lasagna, source: Source, indices, progress=True) -> Refer
         if truth.shape != image.shape[:2]:
             raise ValueError(f"{record.image_id}: reasoning mask {truth.shape} does not match the image {image.shape}")
         pred = lasagna.segment(image, query=reasoning_question(record.queries[0], record.is_sentence))
-        union = np.zeros(image.shape[:2], bool)
-        for mask in pred.masks:
-            union |= mask
-        iou.update(union, truth == 1, truth == IGNORE_LABEL)
+        iou.update(_union(pred.masks, image.shape[:2]), truth == 1, truth == IGNORE_LABEL)
     return iou
+
+
+def _union(masks: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: every mask of an answer together (all False for none)."""
+    out = np.zeros(shape, bool)
+    for mask in masks:
+        out |= mask
+    return out
 
 
 def reasoning_question(query: str, is_sentence: bool) -> str:

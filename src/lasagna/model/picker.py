@@ -74,7 +74,7 @@ class InstancePicker(nn.Module):
         log-odds that each piece is meant, -inf where a mask has fewer pieces."""
         dtype = self.head[1].weight.dtype  # why: a checkpoint loaded in bf16 holds bf16 weights; inputs follow them
         cell_dim, h, w = embeds.shape[1:]
-        masks = pieces[:, None] == torch.arange(1, MAX_PIECES + 1, device=pieces.device)[None, :, None, None]
+        masks = piece_masks(pieces)
         real = masks.flatten(2).any(-1)  # (N, P)
         soft = torch.sigmoid(low_res.float())[:, None] * masks  # (N, P, kh, kw)
         grid = F.adaptive_avg_pool2d(soft, (h, w))  # (N, P, h, w) as `verifier.mask_weights`
@@ -110,9 +110,7 @@ class InstancePicker(nn.Module):
         keep = (scores >= 0) | (scores == scores.max(1, keepdim=True).values)
         several = torch.isfinite(scores).sum(1) > 1
         drop = several[:, None] & ~keep  # (N, P)
-        number = torch.arange(1, MAX_PIECES + 1, device=pieces.device)[None, :, None, None]
-        peak = low_res[:, None].masked_fill(pieces[:, None] != number, float("-inf")).flatten(2).amax(-1)
-        raise_ = several[:, None] & keep & (peak < 0) & torch.isfinite(scores)  # kept, and all of it under 0
+        raise_ = several[:, None] & keep & (piece_peaks(low_res, pieces) < 0)  # kept, and all of it under 0
         out = low_res.masked_fill(_per_cell(drop, pieces), CUT)
         return torch.where(_per_cell(raise_, pieces), low_res - CANDIDATE, out)
 
@@ -153,9 +151,19 @@ def label_pieces(masks: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def piece_masks(pieces: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) pieces (`label_pieces`) -> (N, MAX_PIECES, h, w) bool: each piece's cells, none past the last."""
+    return pieces[:, None] == torch.arange(1, MAX_PIECES + 1, device=pieces.device)[None, :, None, None]
+
+
+def piece_peaks(low_res: torch.Tensor, pieces: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) mask logits and their pieces -> (N, MAX_PIECES) each piece's highest logit, -inf where none."""
+    return low_res[:, None].masked_fill(~piece_masks(pieces), float("-inf")).flatten(2).amax(-1)
+
+
 def piece_shares(pieces: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """(N, h, w) pieces and (N, h, w) target cover in [0, 1] -> (N, MAX_PIECES) the mean cover over each piece."""
-    masks = pieces[:, None] == torch.arange(1, MAX_PIECES + 1, device=pieces.device)[None, :, None, None]
+    masks = piece_masks(pieces)
     covered = (masks * targets.float()[:, None]).sum((2, 3))
     return covered / masks.sum((2, 3)).clamp(min=1)
 

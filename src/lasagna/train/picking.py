@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.picker import CANDIDATE, InstancePicker, label_pieces, piece_shares
+from ..model.picker import CANDIDATE, InstancePicker, label_pieces, piece_masks, piece_shares
 from .answers import Answers, fit_passes
 
 
@@ -90,7 +90,7 @@ def picker_report(picker: InstancePicker, answers: Answers, embed: torch.nn.Modu
         before = low_res > 0
         kept = piece_shares(labelled, picked.float()) > 0.5
         meant = piece_shares(labelled, targets.float()) >= 0.5
-        real = piece_shares(labelled, torch.ones_like(targets, dtype=torch.float)) > 0
+        real = piece_masks(labelled).flatten(2).any(-1)
         right += int(((kept == meant) | ~real).all(1).sum())
         inter += float((picked & targets).sum())
         union += float((picked | targets).sum())
