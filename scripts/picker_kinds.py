@@ -37,8 +37,8 @@ def main() -> None:
     if model.instance_picker is None:
         raise SystemExit(f"{args.model or 'the embedded model'} has no instance picker")
     answers = collect_answers(api, ShapeWorldReferring(args.split), args.n)
-    pieces = pieces_of(answers)
     picker = model.instance_picker
+    pieces = pieces_of(answers, picker)
     with torch.no_grad():
         embeds, low_res, words, valid = answers.inputs(pieces.index, model.embed_tokens, picker.max_words)
         labelled = pieces.pieces.long()
@@ -62,7 +62,7 @@ def main() -> None:
     total = sum(r[1] for r in right.values())
     print(f"all (n={total}): picked right {sum(r[0] for r in right.values()) / max(total, 1):.3f}")
     real = torch.isfinite(scores)
-    weak = real & (piece_peaks(low_res, labelled) < 0)  # drawn wholly under 0: a candidate only because of `CANDIDATE`
+    weak = real & (piece_peaks(low_res, labelled) < 0)  # drawn wholly under 0: a candidate only through `candidate`
     for name, chosen in (("meant", weak & meant), ("not meant", weak & ~meant)):
         kept = int((scores[chosen] >= 0).sum())
         print(f"weak pieces (all under logit 0), {name}: {int(chosen.sum())}, kept {kept}")

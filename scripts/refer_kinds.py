@@ -10,12 +10,12 @@ and plural phrases are split by what they name: colour and shape, colour only ("
 nothing ("the shape"). `--by-word` splits relations and extremes by their words ("left of", "the topmost"). A kind's
 cIoU is its summed intersection over its summed union.
 
-Then which object the masks land on, as the mean share of an object's pixels they cover: for relations, the target
-and the anchor ("the red circle" of "the star left of the red circle"); for single-target relations and extremes
-whose head phrase also matches other objects, the target and those others. A model that parses the expression covers
-the target far more than the rest. For those that mean one of several look-alikes, how strongly the slot's mask logits
-cover the target (their 75th percentile over it: under 0 it is missed, between the instance picker's `CANDIDATE` and 0
-the picker can still take it). `--unpicked` runs the model without its instance picker.
+Then which object the masks land on, as the mean share of an object's pixels they cover: for relations, the target and
+the anchor ("the red circle" of "the star left of the red circle"); for single-target relations and extremes whose head
+phrase also matches other objects, the target and those others. A model that parses the expression covers the target far
+more than the rest. For those that mean one of several look-alikes, how strongly the slot's mask logits cover the target
+(their 75th percentile over it: under 0 it is missed, between the instance picker's candidate level and 0 the picker can
+still take it). `--unpicked` runs the model without its instance picker.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--unpicked", action="store_true", help="the model without its instance picker")
     args = ap.parse_args()
     api = Lasagna.from_pretrained(args.model)
+    picker = api.engine.model.instance_picker
+    level = float(picker.candidate) if picker is not None else CANDIDATE  # a new picker's, for a model without one
     if args.unpicked:
         api.engine.model.instance_picker = None
     strength = []  # per look-alike pick: the 75th percentile of the slot's logits over the target
@@ -103,7 +105,7 @@ def main() -> None:
     missed = strength < 0
     print(
         f"look-alike picks with a mask (n={len(strength)}): its logits miss the target in {missed.sum()}, of which "
-        f"{(missed & (strength > CANDIDATE)).sum()} are above the picker's candidate level {CANDIDATE}"
+        f"{(missed & (strength > level)).sum()} are above the picker's candidate level {level}"
     )
 
 

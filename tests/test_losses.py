@@ -187,3 +187,18 @@ def test_the_fusion_fit_trusts_the_opinion_that_separates_and_weighs_both_errors
     assert recall > 0.95 and rejection > 0.95 and abs(recall - rejection) < 0.04
     with pytest.raises(ValueError, match="present and absent"):
         fit_fusion(torch.zeros(5, 2), torch.zeros(5, dtype=torch.bool))
+
+
+def test_weighing_the_absent_kind_more_moves_the_fusion_towards_rejection():
+    from lasagna.train.calibrate import decision_rates, fit_fusion
+
+    g = torch.Generator().manual_seed(0)
+    present = torch.rand(4000, generator=g) < 0.1
+    evidence = torch.stack([torch.randn(4000, generator=g), torch.where(present, 1.5, -1.5)], 1)
+    evidence[:, 1] += torch.randn(4000, generator=g)
+    rates = [decision_rates(evidence, present, *fit_fusion(evidence, present, w)) for w in (0.5, 1.0, 3.0)]
+    recall = [r["present_recall"] for r in rates]
+    rejection = [r["absent_rejection"] for r in rates]
+    assert recall[0] > recall[1] > recall[2] and rejection[0] < rejection[1] < rejection[2]
+    with pytest.raises(ValueError, match="absent_weight must be positive, got 0"):
+        fit_fusion(evidence, present, 0)

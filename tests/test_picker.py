@@ -82,7 +82,7 @@ def test_a_picker_trained_on_answers_keeps_the_pieces_its_word_means():
         train_picker(picker, absent, embed, epochs=1, progress=False)
     absent.targets = None
     with pytest.raises(ValueError, match="no targets"):
-        pieces_of(absent)
+        pieces_of(absent, picker)
 
 
 def _lasagna(tokenizer):
@@ -185,3 +185,19 @@ def test_a_weak_piece_the_picker_keeps_shows_in_the_mask_and_a_cut_one_does_not(
     assert (picked[0, 1:4, 1:4] == CUT).all()  # the drawn piece, scored below 0, is cut
     assert (picked[0, 7:10, 7:10] > 0).all()  # the weak one, kept, now shows
     assert torch.equal(picked[0, 1:3, 8:10], low[0, 1:3, 8:10])  # the rest is left as it was
+
+
+def test_the_candidate_level_travels_with_the_picker_and_decides_its_pieces(tmp_path):
+    low = torch.full((1, 12, 12), -8.0)
+    low[0, 1:4, 1:4] = 3.0
+    low[0, 7:10, 7:10] = -3.0  # a piece at a level of -4, none at the default
+    assert int(InstancePicker(8, 8).pieces(low).max()) == 1
+    picker = InstancePicker(8, 8, width=32, layers=1, heads=2, candidate=-4.0)
+    assert int(picker.pieces(low).max()) == 2
+    picked = picker.pick(torch.randn(1, 8, 4, 4), low, torch.randn(1, 1, 8), torch.ones(1, 1, dtype=torch.bool))
+    assert (picked[0, 7:10, 7:10] == 1.0).all()  # kept (untrained) and raised by its own level, not the default's
+    state = picker.state_dict()
+    assert float(state["candidate"]) == -4.0  # a checkpoint records it
+    fresh = InstancePicker(8, 8, width=32, layers=1, heads=2)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.pieces(low), picker.pieces(low))

@@ -404,3 +404,7 @@ def test_calibrate_refits_the_fusion_into_a_new_folder_and_refuses_a_model_witho
     assert report["weight_llm"] != 1.0  # moved from the untrained fusion (LLM alone)
     before = read_weights(with_verifier)
     assert all(torch.equal(before[k], weights[k]) for k in before if not k.startswith("verifier.fusion."))
+    weighed = ["calibrate", "--model", str(with_verifier), "--out", str(tmp_path / "weighed"), "--limit", "2"]
+    assert main([*weighed, "--absent-weight", "4"]) == 0  # a false alarm costs four misses: the bias falls
+    more = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])["presence"]
+    assert more["absent_weight"] == 4.0 and more["bias"] < report["bias"]

@@ -31,10 +31,10 @@ CUT = -20.0
 """Mask logit given to the pixels of a piece that is cut (sigmoid about 2e-9)."""
 
 CANDIDATE = -2.0
-"""Mask logit at which a mask is cut into pieces, below the mask's own 0: a look-alike the decoder drew weakly, all
-of it under 0, is a candidate too (of the extremes whose mask missed their target, most had it above -2; model doc,
-step 37). A weak piece that is kept is raised by as much, so that it shows in the mask. A picker learns its pieces at
-this level, and checkpoints do not record it: change it, and retrain the picker."""
+"""Mask logit at which a new picker cuts a mask into pieces, below the mask's own 0: a look-alike the decoder drew
+weakly, all of it under 0, is a candidate too (of the extremes whose mask missed their target, most had it above -2;
+model doc, step 37). A weak piece that is kept is raised by as much, so that it shows in the mask. A picker learns its
+pieces at its level, so the level is one of its weights (`InstancePicker.candidate`) and travels with them."""
 
 RANKS = 5
 """Width of a piece's rank features (`_ranks`)."""
@@ -48,8 +48,11 @@ DIRECTIONS = 4
 
 
 class InstancePicker(nn.Module):
-    def __init__(self, cell_dim: int, word_dim: int, width: int = 128, layers: int = 2, heads: int = 4):
+    def __init__(
+        self, cell_dim: int, word_dim: int, width: int = 128, layers: int = 2, heads: int = 4, candidate=CANDIDATE
+    ):
         super().__init__()
+        self.register_buffer("candidate", torch.tensor(float(candidate)))  # in the checkpoint: see `CANDIDATE`
         self.max_words = 32
         self.word = nn.Linear(word_dim, width)
         self.order = nn.Embedding(self.max_words, width)  # how many words before the slot it stands
@@ -101,18 +104,23 @@ class InstancePicker(nn.Module):
         out = self.encoder(torch.cat([said, tokens], 1), src_key_padding_mask=pad)[:, words.shape[1] :]
         return self.head(out)[..., 0].float().masked_fill(~real, float("-inf"))
 
+    def pieces(self, low_res: torch.Tensor) -> torch.Tensor:
+        """(N, kh, kw) mask logits -> their pieces at this picker's candidate level (`label_pieces`)."""
+        return label_pieces(low_res > self.candidate)
+
     @torch.no_grad()
-    def pick(self, embeds, low_res, words, valid) -> torch.Tensor:
-        """`score`'s inputs without the pieces -> (N, kh, kw) the mask logits with every piece not meant cut (`CUT`);
-        a mask of one piece is left as it is, and of several at least the best is kept."""
-        pieces = label_pieces(low_res > CANDIDATE)
+    def pick(self, embeds, low_res, words, valid, pieces: torch.Tensor | None = None) -> torch.Tensor:
+        """`score`'s inputs, the pieces left out to be cut here (`self.pieces`) -> (N, kh, kw) the mask logits with
+        every piece not meant cut (`CUT`); a mask of one piece is left as it is, and of several at least the best
+        is kept."""
+        pieces = self.pieces(low_res) if pieces is None else pieces
         scores = self.score(embeds, low_res, pieces, words, valid)
         keep = (scores >= 0) | (scores == scores.max(1, keepdim=True).values)
         several = torch.isfinite(scores).sum(1) > 1
         drop = several[:, None] & ~keep  # (N, P)
         raise_ = several[:, None] & keep & (piece_peaks(low_res, pieces) < 0)  # kept, and all of it under 0
         out = low_res.masked_fill(_per_cell(drop, pieces), CUT)
-        return torch.where(_per_cell(raise_, pieces), low_res - CANDIDATE, out)
+        return torch.where(_per_cell(raise_, pieces), low_res - self.candidate.to(low_res.dtype), out)
 
     def loss(self, embeds, low_res, pieces, words, valid, targets) -> torch.Tensor:
         """Mean BCE of `score` over the real pieces against whether the (N, kh, kw) `targets` (the share of each cell

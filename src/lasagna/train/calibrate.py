@@ -4,8 +4,10 @@ The fusion weighs the LLM's log-odds of `<ins>` against the verifier's (`model/v
 `model/query_verifier.py`). Fit on the training data it would trust the LLM most, whose answers there are surer than
 on new images; so it is fit on scenes the model never trained on, asked as `lasagna eval` asks: each scene's full
 class list in chunks for the presence verifier, each referring expression for the query verifier. Present and absent
-count by their kind's share (balanced BCE): a full list is mostly absent classes, and misses and false alarms should
-weigh alike.
+count by their kind's share (balanced BCE): a full list is mostly absent classes, and misses and false alarms weigh
+alike unless `absent_weight` says a false alarm costs more (or less) than a miss: the operating point of a model whose
+targets ask more of rejection than of recall, chosen on held-out scenes (`scripts/operating_points.py` shows the
+trade).
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ def _check(verifier, kind: str, count: int) -> None:
         raise ValueError(f"calibration needs at least one scene, got {count}")
 
 
-def fit_fusion(evidence: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 2) log-odds and (N,) bool -> (weight (1, 2), bias (1,)) of the balanced-BCE logistic fit."""
+def fit_fusion(
+    evidence: torch.Tensor, present: torch.Tensor, absent_weight: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2) log-odds and (N,) bool -> (weight (1, 2), bias (1,)) of the balanced-BCE logistic fit, the absent kind
+    weighed `absent_weight` times the present one."""
+    if not absent_weight > 0:
+        raise ValueError(f"absent_weight must be positive, got {absent_weight}")
     if not bool(present.any()) or bool(present.all()):
         raise ValueError(
             "calibration needs present and absent among its answers (classes, or expressions with and "
@@ -52,7 +59,7 @@ def fit_fusion(evidence: torch.Tensor, present: torch.Tensor) -> tuple[torch.Ten
         fusion.weight.copy_(torch.tensor([[1.0, 1.0]]))
         fusion.bias.zero_()
     x, y = evidence.float(), present.float()
-    pos_weight = (1 - y).sum() / y.sum()
+    pos_weight = (1 - y).sum() / y.sum() / absent_weight
     optimizer = torch.optim.LBFGS(fusion.parameters(), max_iter=500, line_search_fn="strong_wolfe")
 
     def closure():
@@ -65,31 +72,49 @@ def fit_fusion(evidence: torch.Tensor, present: torch.Tensor) -> tuple[torch.Ten
     return fusion.weight.detach(), fusion.bias.detach()
 
 
-def calibrate(lasagna, source, count: int, chunk_size: int = 16, progress: bool = True) -> dict:
+def calibrate(
+    lasagna, source, count: int, chunk_size: int = 16, progress: bool = True, absent_weight: float = 1.0
+) -> dict:
     """Fit the presence verifier's fusion of `lasagna`'s model in place on `count` scenes of a semantic `source`;
     returns a report."""
     evidence, present = collect_evidence(lasagna, source, count, chunk_size, progress)
-    report = _fit_into(lasagna.engine.model.verifier.fusion, evidence, present)
+    report = _fit_into(lasagna.engine.model.verifier.fusion, evidence, present, absent_weight)
     return {"scenes": min(count, len(source)), "classes": len(present), **report}
 
 
-def calibrate_queries(lasagna, source, count: int, progress: bool = True) -> dict:
+def calibrate_queries(lasagna, source, count: int, progress: bool = True, absent_weight: float = 1.0) -> dict:
     """Fit the query verifier's fusion in place on every decision of the model's answers to the expressions of
     `count` scenes of a referring `source`, each decision against whether its expression has a target."""
-    from .answers import auc, collect_answers, judge_answers
+    from .answers import auc, collect_answers
 
     model = lasagna.engine.model
     _check(model.query_verifier, "query", count)
     answers = collect_answers(lasagna, source, count, progress=progress)
-    judged = judge_answers(model.query_verifier, answers, model.embed_tokens)
-    report = _fit_into(model.query_verifier.fusion, torch.stack([answers.llm, judged], -1), answers.present)
-    aucs = {"auc_llm": auc(answers.llm, answers.present), "auc_verifier": auc(judged, answers.present)}
+    evidence = query_evidence(model, answers)
+    report = _fit_into(model.query_verifier.fusion, evidence, answers.present, absent_weight)
+    aucs = {"auc_llm": auc(evidence[:, 0], answers.present), "auc_verifier": auc(evidence[:, 1], answers.present)}
     return {"scenes": min(count, len(source)), "decisions": len(answers), **report, **aucs}
 
 
-def calibrate_model(lasagna, sources: dict, count: int, chunk_size: int = 16, progress: bool = True) -> dict:
-    """Fit every verifier the model has, each on its task's source of `sources` (`eval.open_eval_sources`) ->
-    {"presence": report, "query": report}, for those it has."""
+def query_evidence(model, answers) -> torch.Tensor:
+    """The (N, 2) LLM and query-verifier log-odds of each decision of `answers` (`train/answers.py`)."""
+    from .answers import judge_answers
+
+    return torch.stack([answers.llm, judge_answers(model.query_verifier, answers, model.embed_tokens)], -1)
+
+
+def calibrate_model(
+    lasagna,
+    sources: dict,
+    count: int,
+    chunk_size: int = 16,
+    progress: bool = True,
+    absent_weights: dict[str, float] | None = None,
+) -> dict:
+    """Fit every verifier the model has, each on its task's source of `sources` (`eval.open_eval_sources`) and with
+    its `absent_weights` entry ("presence", "query"; 1 where none) -> {"presence": report, "query": report}, for
+    those it has."""
+    weights = absent_weights or {}
     model = lasagna.engine.model
     jobs = {"presence": ("semantic", model.verifier), "query": ("referring", model.query_verifier)}
     jobs = {name: task for name, (task, verifier) in jobs.items() if verifier is not None}
@@ -101,22 +126,30 @@ def calibrate_model(lasagna, sources: dict, count: int, chunk_size: int = 16, pr
     reports = {}
     for name, task in jobs.items():
         if name == "presence":
-            reports[name] = calibrate(lasagna, sources[task], count, chunk_size, progress)
+            reports[name] = calibrate(lasagna, sources[task], count, chunk_size, progress, weights.get(name, 1.0))
         else:
-            reports[name] = calibrate_queries(lasagna, sources[task], count, progress)
+            reports[name] = calibrate_queries(lasagna, sources[task], count, progress, weights.get(name, 1.0))
     return reports
 
 
-def _fit_into(fusion: torch.nn.Linear, evidence: torch.Tensor, present: torch.Tensor) -> dict:
-    weight, bias = fit_fusion(evidence, present)
+def decision_rates(evidence: torch.Tensor, present: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> dict:
+    """How a fusion (weight (1, 2), bias (1,)) decides (N, 2) log-odds: present recall and absent rejection."""
+    decided = (evidence.float() @ weight.float().T + bias.float())[:, 0] >= 0
+    return {
+        "present_recall": float(decided[present].float().mean()),
+        "absent_rejection": float((~decided[~present]).float().mean()),
+    }
+
+
+def _fit_into(fusion: torch.nn.Linear, evidence: torch.Tensor, present: torch.Tensor, absent_weight: float) -> dict:
+    weight, bias = fit_fusion(evidence, present, absent_weight)
     with torch.no_grad():
         fusion.weight.copy_(weight.to(fusion.weight.dtype))
         fusion.bias.copy_(bias.to(fusion.bias.dtype))
-    decided = (evidence.float() @ weight.T + bias)[:, 0] >= 0
     return {
+        "absent_weight": absent_weight,
         "weight_llm": float(weight[0, 0]),
         "weight_verifier": float(weight[0, 1]),
         "bias": float(bias[0]),
-        "present_recall": float(decided[present].float().mean()),
-        "absent_rejection": float((~decided[~present]).float().mean()),
+        **decision_rates(evidence, present, weight, bias),
     }

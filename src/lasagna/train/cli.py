@@ -27,6 +27,13 @@ def register(sub) -> None:
     c.add_argument("--root", help="data root (default: $LASAGNA_DATA)")
     c.add_argument("--limit", type=int, default=200, help="first N scenes")
     c.add_argument("--chunk-size", type=int, default=16)
+    c.add_argument(
+        "--absent-weight",
+        type=float,
+        default=1.0,
+        help="presence: what a false alarm costs against a miss (1 = alike; see scripts/operating_points.py)",
+    )
+    c.add_argument("--no-target-weight", type=float, default=1.0, help="queries: the same for no-target decisions")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=run_calibrate)
     v = sub.add_parser(
@@ -104,7 +111,8 @@ def run_calibrate(args) -> int:
     model = lasagna.engine.model
     sources = open_eval_sources(args.dataset, args.split, args.root)
     try:
-        report = calibrate_model(lasagna, sources, args.limit, args.chunk_size)
+        weights = {"presence": args.absent_weight, "query": args.no_target_weight}
+        report = calibrate_model(lasagna, sources, args.limit, args.chunk_size, absent_weights=weights)
     except ValueError as e:
         raise ValueError(f"{args.model} on {args.dataset} {args.split}: {e}") from e
     dtype = next(model.parameters()).dtype

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.picker import CANDIDATE, InstancePicker, label_pieces, piece_masks, piece_shares
+from ..model.picker import InstancePicker, piece_masks, piece_shares
 from .answers import Answers, fit_passes
 
 
@@ -27,15 +27,15 @@ class Pieces:
         return len(self.index)
 
 
-def pieces_of(answers: Answers, batch_size: int = 512) -> Pieces:
-    """The decisions with a target whose mask falls in more than one piece."""
+def pieces_of(answers: Answers, picker: InstancePicker, batch_size: int = 512) -> Pieces:
+    """The decisions with a target whose mask falls in more than one piece at `picker`'s candidate level."""
     if answers.targets is None:
         raise ValueError("these answers hold no targets (written before the instance picker); collect them again")
     index, pieces = [], []
     candidates = answers.present.nonzero()[:, 0]
     for start in range(0, len(candidates), batch_size):
         chunk = candidates[start : start + batch_size]
-        labelled = label_pieces(answers.low_res[chunk].float() > CANDIDATE)
+        labelled = picker.pieces(answers.low_res[chunk].float())
         several = labelled.flatten(1).amax(1) > 1
         index.append(chunk[several])
         pieces.append(labelled[several].to(torch.uint8))
@@ -61,7 +61,7 @@ def train_picker(
 ) -> tuple[list[float], int]:
     """Train `picker` in place (in float32) on the decisions of `answers` whose mask has several pieces (`fit_passes`,
     `InstancePicker.loss`). -> (each pass's mean loss, how many decisions it learnt from)."""
-    pieces = pieces_of(answers)
+    pieces = pieces_of(answers, picker)
     if not len(pieces):
         raise ValueError("no answer's mask falls in several pieces: there is nothing to pick between; give more scenes")
     device = embed.weight.device
@@ -79,14 +79,14 @@ def train_picker(
 def picker_report(picker: InstancePicker, answers: Answers, embed: torch.nn.Module, batch_size: int = 256) -> dict:
     """On held-out answers: how often the picker keeps exactly the pieces the targets cover most of, and the masks'
     cumulative IoU with the targets (low-res frame, over the decisions with several pieces) before and after it."""
-    pieces = pieces_of(answers)
+    pieces = pieces_of(answers, picker)
     device = embed.weight.device
     right, inter, union, inter_before, union_before = 0, 0.0, 0.0, 0.0, 0.0
     for start in range(0, len(pieces), batch_size):
         rows = torch.arange(start, min(start + batch_size, len(pieces)))
         embeds, low_res, labelled, words, valid = _inputs(answers, pieces, rows, embed, picker.max_words)
         targets = answers.targets[pieces.index[rows]].to(device).float() >= 0.5
-        picked = picker.pick(embeds, low_res, words, valid) > 0
+        picked = picker.pick(embeds, low_res, words, valid, labelled) > 0
         before = low_res > 0
         kept = piece_shares(labelled, picked.float()) > 0.5
         meant = piece_shares(labelled, targets.float()) >= 0.5

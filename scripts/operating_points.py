@@ -1,0 +1,73 @@
+"""What each verifier's fusion trades, misses against false alarms, as its absent kind is weighed more or less.
+
+    python scripts/operating_points.py [--model DIR] [--split val] [--limit 200] [--weights 0.5,1,1.5,2,3]
+        [--evidence FILE]
+
+The fusions are fit on held-out scenes by a BCE in which present and absent count alike (`lasagna calibrate`);
+`--absent-weight` / `--no-target-weight` weigh the absent kind more. This collects the model's evidence on the first
+`--limit` scenes of `--split` once, as `lasagna calibrate` does (each scene's full class list in chunks for the
+presence verifier, each referring expression for the query verifier), then fits the fusion again at each weight and
+prints what it decides on those same scenes: present recall and absent rejection (for queries: T-acc and N-acc), with
+the model's own fusion first. `--evidence FILE` keeps the collected evidence (read if it exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lasagna.api import Lasagna
+from lasagna.eval.evaluate import open_eval_sources
+from lasagna.train.answers import collect_answers
+from lasagna.train.calibrate import collect_evidence, decision_rates, fit_fusion, query_evidence
+
+
+def gather(api: Lasagna, split: str, limit: int) -> dict[str, torch.Tensor]:
+    """{kind_evidence, kind_present} for each verifier the model has ("presence", "query")."""
+    model = api.engine.model
+    sources = open_eval_sources("shapeworld", split)
+    out = {}
+    if model.verifier is not None:
+        out["presence_evidence"], out["presence_present"] = collect_evidence(api, sources["semantic"], limit)
+    if model.query_verifier is not None:
+        answers = collect_answers(api, sources["referring"], limit)
+        out["query_evidence"], out["query_present"] = query_evidence(model, answers), answers.present
+    return {k: v.float().contiguous() if k.endswith("evidence") else v.contiguous() for k, v in out.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="default: the embedded model")
+    p.add_argument("--split", default="val")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--weights", default="0.5,0.75,1,1.25,1.5,2,3,4")
+    p.add_argument("--evidence", help="a safetensors file of the collected evidence: read if it exists, else written")
+    args = p.parse_args()
+    api = Lasagna.from_pretrained(args.model)
+    model = api.engine.model
+    if args.evidence and Path(args.evidence).exists():
+        tensors = load_file(args.evidence)
+    else:
+        tensors = gather(api, args.split, args.limit)
+        if args.evidence:
+            save_file(tensors, args.evidence)
+    names = {"presence": ("recall", "rejection", model.verifier), "query": ("T-acc", "N-acc", model.query_verifier)}
+    for kind, (hit, reject, verifier) in names.items():
+        if f"{kind}_evidence" not in tensors:
+            continue
+        evidence, present = tensors[f"{kind}_evidence"], tensors[f"{kind}_present"].bool()
+        print(f"\n{kind} verifier, {args.split}: {int(present.sum())} present, {int((~present).sum())} absent")
+        print(f"| absent weight | LLM / verifier / bias | {hit} | {reject} |\n|---|---|---|---|")
+        rows = [("model's", verifier.fusion.weight.detach(), verifier.fusion.bias.detach())]
+        rows += [(w, *fit_fusion(evidence, present, float(w))) for w in args.weights.split(",")]
+        for label, weight, bias in rows:
+            rates = decision_rates(evidence, present, weight, bias)
+            fusion = " / ".join(f"{float(v):.2f}" for v in (*weight[0], bias[0]))
+            print(f"| {label} | {fusion} | {rates['present_recall']:.4f} | {rates['absent_rejection']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
