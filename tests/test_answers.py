@@ -191,6 +191,24 @@ def test_train_verifier_keeps_its_answers_and_trains_the_same_from_them(tiny_tok
     )
     assert main([*args[:4], "4", *args[5:], "--out", str(tmp_path / "c")]) == 2  # 4 scenes asked, 3 kept
     assert "scenes: 3 there, 4 asked" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    on_top = [*args[:2], str(tmp_path / "a"), *args[3:], "--fresh", "--out", str(tmp_path / "d")]
+    assert main(on_top) == 0  # the model with its verifier answers as the one it was added to: the file is read
+    capsys.readouterr()
+    assert main([*on_top[:-1], str(tmp_path / "e"), "--reasoning-answers", str(tmp_path / "r")]) == 2
+    assert "ask for them with --reasoning" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_the_answering_digest_ignores_the_modules_on_top_and_nothing_else(tiny_tokenizer):
+    from lasagna.train.answers import answering_digest
+
+    model = _lasagna(tiny_tokenizer).engine.model
+    before = answering_digest(model)
+    model.add_query_verifier(seed=0)
+    model.add_instance_picker(seed=0)
+    assert answering_digest(model) == before
+    with torch.no_grad():
+        next(model.projector.parameters()).view(-1)[0] += 1
+    assert answering_digest(model) != before
 
 
 def test_joined_answers_keep_each_decision_on_its_own_scene():

@@ -141,6 +141,25 @@ class ReasoningQueries:
         return ReferRecord(record.image_id, record.load_image, tuple(Expression(t, masks) for t in texts))
 
 
+ON_TOP = ("verifier.", "query_verifier.", "instance_picker.")
+"""The modules trained on a model's answers, which the answers do not depend on (`answering_digest`)."""
+
+
+def answering_digest(model) -> str:
+    """A digest of the weights a model's answers come from: every tensor but those of the modules trained on top of
+    them (`ON_TOP`), so a model and the same model with a verifier or a picker added share their answers files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(ON_TOP):
+            continue
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def save_answers(answers: Answers, path: Path, description: dict) -> Path:
     """Write `answers` atomically as safetensors, with `description` (what they are the answers of: model, data)."""
     lengths = torch.tensor([len(n) for n in answers.names], dtype=torch.long)

@@ -77,6 +77,7 @@ def _answer_args(p, part: str) -> None:
     p.add_argument(
         "--answers", help="a file for the decoded answers: read if it exists (same model and data), else written"
     )
+    p.add_argument("--reasoning-answers", help="the same for the answers to the reasoning queries (with --reasoning)")
     p.add_argument("--overwrite", action="store_true")
 
 
@@ -189,25 +190,35 @@ def _run_on_answers(args, part: str, held_out_split: str, train, check) -> int:
 
 
 def _train_answers(lasagna, source, args):
-    """The answers to train on: decoded, or read from (and otherwise kept in) `--answers`."""
+    """The answers to train on: decoded, or read from (and otherwise kept in) `--answers` and `--reasoning-answers`.
+    A file is known by what it answers and by the weights that answered (`answering_digest`): a model with a verifier
+    or a picker added reads the files of the model it was added to."""
+    from .answers import answering_digest, join_answers
+
+    asked = args.reasoning or args.reasoning_dataset
+    if args.reasoning_answers and not asked:  # why first: before an hour of decoding
+        raise ValueError("--reasoning-answers keeps the answers to reasoning queries: ask for them with --reasoning")
+    weights = answering_digest(lasagna.engine.model)
+    keys = ("dataset", "split", "scenes", "no_target_rate", "twins")
+    about = {"weights": weights, **{k: getattr(args, k) for k in keys}}
+    answers = _kept_answers(lasagna, source, args.scenes, args.answers, about)
+    if asked:
+        reasoning = _reasoning_source(args.reasoning_dataset or args.dataset, args.split, args.root)
+        about = {"weights": weights, "reasoning": reasoning.name, "scenes": args.scenes}
+        answers = join_answers(answers, _kept_answers(lasagna, reasoning, args.scenes, args.reasoning_answers, about))
+    return answers
+
+
+def _kept_answers(lasagna, source, scenes: int, path, description: dict):
     from pathlib import Path
 
-    from .answers import collect_answers, join_answers, load_answers, save_answers
+    from .answers import collect_answers, load_answers, save_answers
 
-    keys = ("model", "dataset", "split", "scenes", "no_target_rate", "twins")
-    description = {k: getattr(args, k) for k in keys}
-    description["model"] = str(Path(args.model).resolve())
-    reasoning = None
-    if args.reasoning or args.reasoning_dataset:
-        reasoning = _reasoning_source(args.reasoning_dataset or args.dataset, args.split, args.root)
-        description["reasoning"] = reasoning.name
-    if args.answers and Path(args.answers).exists():
-        return load_answers(Path(args.answers), description)
-    answers = collect_answers(lasagna, source, args.scenes)
-    if reasoning is not None:
-        answers = join_answers(answers, collect_answers(lasagna, reasoning, args.scenes))
-    if args.answers:
-        save_answers(answers, Path(args.answers), description)
+    if path and Path(path).exists():
+        return load_answers(Path(path), description)
+    answers = collect_answers(lasagna, source, scenes)
+    if path:
+        save_answers(answers, Path(path), description)
     return answers
 
 
