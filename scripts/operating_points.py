@@ -1,7 +1,7 @@
 """What each verifier's fusion trades, misses against false alarms, as its absent kind is weighed more or less.
 
-    python scripts/operating_points.py [--model DIR] [--split val] [--limit 200] [--weights 0.5,1,1.5,2,3]
-        [--evidence FILE]
+    python scripts/operating_points.py [--model DIR] [--dataset shapeworld] [--root DIR] [--split val] [--limit 200]
+        [--weights 0.5,1,1.5,2,3] [--evidence FILE]
 
 The fusions are fit on held-out scenes by a BCE in which present and absent count alike (`lasagna calibrate`);
 `--absent-weight` / `--no-target-weight` weigh the absent kind more. This collects the model's evidence on the first
@@ -25,14 +25,14 @@ from lasagna.train.answers import collect_answers
 from lasagna.train.calibrate import collect_evidence, decision_rates, fit_fusion, query_evidence
 
 
-def gather(api: Lasagna, split: str, limit: int) -> dict[str, torch.Tensor]:
-    """{kind_evidence, kind_present} for each verifier the model has ("presence", "query")."""
+def gather(api: Lasagna, sources: dict, limit: int) -> dict[str, torch.Tensor]:
+    """{kind_evidence, kind_present} for each verifier the model has ("presence", "query") and `sources` can feed
+    (`eval.open_eval_sources`: a semantic source, a referring one)."""
     model = api.engine.model
-    sources = open_eval_sources("shapeworld", split)
     out = {}
-    if model.verifier is not None:
+    if model.verifier is not None and "semantic" in sources:
         out["presence_evidence"], out["presence_present"] = collect_evidence(api, sources["semantic"], limit)
-    if model.query_verifier is not None:
+    if model.query_verifier is not None and "referring" in sources:
         answers = collect_answers(api, sources["referring"], limit)
         out["query_evidence"], out["query_present"] = query_evidence(model, answers), answers.present
     return {k: v.float().contiguous() if k.endswith("evidence") else v.contiguous() for k, v in out.items()}
@@ -41,7 +41,9 @@ def gather(api: Lasagna, split: str, limit: int) -> dict[str, torch.Tensor]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default: the embedded model")
-    p.add_argument("--split", default="val")
+    p.add_argument("--dataset", default="shapeworld", help="`lasagna data` names")
+    p.add_argument("--root", help="data root (default: $LASAGNA_DATA)")
+    p.add_argument("--split", default="val", help="held-out scenes: never the split you report")
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--weights", default="0.5,0.75,1,1.25,1.5,2,3,4")
     p.add_argument("--evidence", help="a safetensors file of the collected evidence: read if it exists, else written")
@@ -51,7 +53,9 @@ def main() -> None:
     if args.evidence and Path(args.evidence).exists():
         tensors = load_file(args.evidence)
     else:
-        tensors = gather(api, args.split, args.limit)
+        tensors = gather(api, open_eval_sources(args.dataset, args.split, args.root), args.limit)
+        if not tensors:
+            raise SystemExit(f"{args.dataset} {args.split} feeds none of this model's verifiers")
         if args.evidence:
             save_file(tensors, args.evidence)
     names = {"presence": ("recall", "rejection", model.verifier), "query": ("T-acc", "N-acc", model.query_verifier)}

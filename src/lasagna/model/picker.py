@@ -49,7 +49,13 @@ DIRECTIONS = 4
 
 class InstancePicker(nn.Module):
     def __init__(
-        self, cell_dim: int, word_dim: int, width: int = 128, layers: int = 2, heads: int = 4, candidate=CANDIDATE
+        self,
+        cell_dim: int,
+        word_dim: int,
+        width: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        candidate: float = CANDIDATE,
     ):
         super().__init__()
         self.register_buffer("candidate", torch.tensor(float(candidate)))  # in the checkpoint: see `CANDIDATE`
