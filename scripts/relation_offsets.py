@@ -47,7 +47,7 @@ def main() -> None:
     rows = []
     for i in range(min(args.n, len(source))):
         record = source[i]
-        enc, resized, original = engine.encode_image(record.load_image())  # once for all its expressions
+        enc, _, _ = engine.encode_image(record.load_image())  # once for all its expressions
         for expression in record.expressions:
             if not holds_relation(expression.text):
                 continue
@@ -55,7 +55,7 @@ def main() -> None:
             row = engine.answer_query(enc, expression.text, 64)
             if not row.decisions:
                 continue
-            _, low = engine.slot_masks(enc, [row.decisions[0].hidden], resized, original)
+            low = engine.slot_low_res(enc, [row.decisions[0].hidden])
             words, valid = word_embeddings(
                 engine.model.embed_tokens, [torch.tensor(name_ids(row)[0])], verifier.max_words
             )

@@ -129,15 +129,19 @@ class Engine:
         enc = self.model.encode_images(clip_pixels(image, pre)[None].to(**to), sam[None].to(**to))
         return enc, resized, tuple(image.shape[:2])
 
-    def slot_masks(self, enc, hiddens: list[torch.Tensor], resized, original) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask embeddings (hidden states before decisions) -> ((N, H, W) float32 logits, (N, h, w) low-res ones)."""
+    def slot_low_res(self, enc, hiddens: list[torch.Tensor]) -> torch.Tensor:
+        """Mask embeddings (hidden states before decisions) -> (N, h, w) low-res mask logits, in `decode`'s frame."""
         if not hiddens:
-            empty = torch.zeros((0, *original), device=enc.sam_embeds.device)
-            return empty, empty
+            return torch.zeros((0, 0, 0), device=enc.sam_embeds.device)
         proj = self.model.text_projector
         prompts_ = proj(torch.stack(hiddens).to(proj[0].weight.dtype))
-        low = self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
-        return self.model.sam.postprocess(low, resized, original), low
+        return self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
+
+    def _full_size(self, low: torch.Tensor, resized, original) -> torch.Tensor:
+        """(N, h, w) low-res logits -> (N, H, W) float32 logits at the image's size."""
+        if not len(low):
+            return torch.zeros((0, *original), device=low.device)
+        return self.model.sam.postprocess(low, resized, original)
 
     def _decide(self, enc, decisions: list, names: list[list[int]], resized, original, verifier=None, picker=None):
         """Decisions and the ids of the name each answers -> (present flags, scores, (K, H, W) mask logits of the
@@ -147,30 +151,29 @@ class Engine:
         model's presence verifier for class lists, its query verifier for queries), every slot is decoded and the
         verifier's fusion of the LLM's log-odds with its own judgement decides (`model/verifier.py`,
         `model/query_verifier.py`); the score is the fused probability. With an instance picker (queries), each
-        present mask keeps only the pieces its name means (`model/picker.py`)."""
+        present mask keeps only the pieces its name means (`model/picker.py`). Only the present masks are brought
+        to the image's size, once."""
         device = enc.sam_embeds.device
         ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
         if verifier is None:
             flags, scores, evidence = [d.present for d in decisions], [d.score for d in decisions], None
-            chosen = [d.hidden for d in decisions if d.present]
-            logits, low = self.slot_masks(enc, chosen, resized, original)
+            low = self.slot_low_res(enc, [d.hidden for d in decisions if d.present])
         elif not decisions:
-            return [], [], self.slot_masks(enc, [], resized, original)[0], torch.zeros(0, 2)
+            return [], [], torch.zeros((0, *original), device=device), torch.zeros(0, 2)
         else:
-            logits, low = self.slot_masks(enc, [d.hidden for d in decisions], resized, original)
+            low = self.slot_low_res(enc, [d.hidden for d in decisions])
             embeds = enc.sam_embeds.expand(len(decisions), -1, -1, -1)
             judged = verifier.judge(embeds, low, ids, self.model.embed_tokens)
             llm = llm_log_odds(torch.tensor([d.score for d in decisions], device=device))
             evidence = torch.stack([llm, judged], -1).float()
             fused = verifier.fuse(evidence[:, 0], evidence[:, 1])
             flags, scores, evidence = (fused >= 0).tolist(), torch.sigmoid(fused).tolist(), evidence.cpu()
-            logits, low = logits[fused >= 0], low[fused >= 0]
+            low = low[fused >= 0]
         if picker is not None and len(low):
             kept = [i for i, yes in zip(ids, flags, strict=True) if yes]
             embeds = enc.sam_embeds.expand(len(low), -1, -1, -1)
             low = picker.pick(embeds, low, *word_embeddings(self.model.embed_tokens, kept, picker.max_words))
-            logits = self.model.sam.postprocess(low, resized, original)
-        return flags, scores, logits, evidence
+        return flags, scores, self._full_size(low, resized, original), evidence
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
         rows, starts = [], []

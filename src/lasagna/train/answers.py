@@ -72,7 +72,7 @@ def collect_answers(lasagna, source, count: int, max_new_tokens: int = 128, prog
         for expr, row in zip(record.expressions, rows, strict=True):
             if not row.decisions:
                 continue
-            _, low = engine.slot_masks(enc, [d.hidden for d in row.decisions], resized, original)
+            low = engine.slot_low_res(enc, [d.hidden for d in row.decisions])
             truth = expr.load_masks()
             union = np.zeros(original, dtype=bool)
             for mask in truth:
