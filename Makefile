@@ -19,6 +19,7 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-slow: venv

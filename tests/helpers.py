@@ -141,3 +141,15 @@ def failed_run(done: subprocess.CompletedProcess) -> str:
     """The assertion message for a failed torchrun: the whole stderr, since the first failing rank's traceback comes
     well before torchrun's own summary."""
     return f"exit code {done.returncode}\n--- stderr ---\n{done.stderr}\n--- stdout ---\n{done.stdout[-2000:]}"
+
+
+def add_judges(lasagna, seed: int = 0, **flags: bool):
+    """Give a loaded `Lasagna` fresh judges (`lasagna.judges`) where it lacks them, as `train-verifier` does."""
+    from lasagna.config import JudgesConfig
+    from lasagna.judges import Judges
+
+    if lasagna.judges is None:
+        lasagna.judges = Judges.for_model(lasagna.model, JudgesConfig())
+        lasagna.engine.judge = lasagna.judges
+    lasagna.judges.add(JudgesConfig(**flags), seed=seed)
+    return lasagna.judges

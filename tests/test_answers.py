@@ -3,14 +3,14 @@ import json
 import pytest
 import torch
 
-from helpers import decisive_model
+from helpers import add_judges, decisive_model
 from lasagna.api import Lasagna
-from lasagna.checkpoint import load_pretrained, read_weights, save_pretrained
+from lasagna.checkpoint import read_weights, save_pretrained
 from lasagna.data.shapeworld import ShapeWorldReferring
 from lasagna.infer.engine import name_ids
-from lasagna.model.query_verifier import QueryVerifier
+from lasagna.judges.query import QueryVerifier
 from lasagna.tokens import token_ids
-from lasagna.train.answers import Answers, auc, collect_answers, judge_answers, train_on_answers
+from lasagna.judges.answers import Answers, auc, collect_answers, judge_answers, train_on_answers
 
 
 def _lasagna(tokenizer, seed=3):
@@ -20,21 +20,24 @@ def _lasagna(tokenizer, seed=3):
     return Lasagna(model, tokenizer)
 
 
+TOKENS = 24  # answers cut short: the comparison holds at any length, and a random LLM rambles
+
+
 def test_answers_hold_each_decision_as_a_query_gets_it_with_each_image_encoded_once(tiny_tokenizer, monkeypatch):
     lasagna = _lasagna(tiny_tokenizer)
     source = ShapeWorldReferring("val")
     encode = lasagna.engine.encode_image
     encoded = []
     monkeypatch.setattr(lasagna.engine, "encode_image", lambda image: encoded.append(1) or encode(image))
-    answers = collect_answers(lasagna, source, 3, progress=False)
+    answers = collect_answers(lasagna, source, 3, max_new_tokens=TOKENS, progress=False)
     assert len(encoded) == 3
 
     scores, present, scenes, names = [], [], [], []
     for index in range(3):
         record = source[index]
         for expr in record.expressions:
-            pred = lasagna.segment(record.load_image(), query=expr.text)  # one encoding per query
-            names += name_ids(lasagna.engine.answer_query(encode(record.load_image())[0], expr.text))
+            pred = lasagna.engine.segment_query(record.load_image(), expr.text, TOKENS)  # one encoding per query
+            names += name_ids(lasagna.engine.answer_query(encode(record.load_image())[0], expr.text, TOKENS))
             scores += pred.scores
             present += [len(expr.load_masks()) > 0] * len(pred.scores)
             scenes += [index] * len(pred.scores)
@@ -94,11 +97,11 @@ def test_a_verifier_trained_on_answers_learns_a_rule_that_compares_its_word_with
 
 
 def test_query_calibration_fits_each_decision_against_whether_its_expression_has_a_target(tiny_tokenizer, monkeypatch):
-    from lasagna.train import answers as answers_module
-    from lasagna.train.calibrate import calibrate_queries
+    from lasagna.judges import answers as answers_module
+    from lasagna.judges.calibrate import calibrate_queries
 
     lasagna = _lasagna(tiny_tokenizer)
-    lasagna.engine.model.add_query_verifier(seed=0)
+    add_judges(lasagna, query_verifier=True)
     held_out = _sided_answers()
     collected = []
     monkeypatch.setattr(
@@ -110,7 +113,7 @@ def test_query_calibration_fits_each_decision_against_whether_its_expression_has
     assert collected == [4] and report["decisions"] == len(held_out) and report["scenes"] == 4
     assert report["present_recall"] == report["absent_rejection"] == 1.0
     assert report["weight_verifier"] > 0 and report["auc_verifier"] == 1.0 and report["auc_llm"] == 0.5
-    fusion = lasagna.engine.model.query_verifier.fusion.weight[0].tolist()
+    fusion = lasagna.judges.query_verifier.fusion.weight[0].tolist()
     assert fusion == pytest.approx([report["weight_llm"], report["weight_verifier"]])
 
 
@@ -119,14 +122,14 @@ def test_train_verifier_writes_a_model_whose_only_new_tensors_are_its_trained_qu
 ):
     from lasagna.cli import main
 
-    base = save_pretrained(_lasagna(tiny_tokenizer).engine.model, tiny_tokenizer, tmp_path / "base")
+    base = save_pretrained(_lasagna(tiny_tokenizer).model, tiny_tokenizer, tmp_path / "base")
     out = tmp_path / "verified"
     args = ["train-verifier", "--model", str(base), "--out", str(out), "--scenes", "3", "--epochs", "2"]
     assert main([*args, "--no-target-rate", "0.5", "--calibrate-limit", "4"]) == 0
     printed = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])
     assert len(printed["train"]["losses"]) == 2 and printed["calibration"]["scenes"] == 4
-    model, _ = load_pretrained(out)
-    assert model.query_verifier is not None and model.cfg.query_verifier
+    judges = Lasagna.from_pretrained(out).judges
+    assert judges.query_verifier is not None and judges.cfg.query_verifier
     before, after = read_weights(base), read_weights(out)
     assert set(after) - set(before) == {k for k in after if k.startswith("query_verifier.")}
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -144,7 +147,7 @@ def test_train_verifier_writes_a_model_whose_only_new_tensors_are_its_trained_qu
 
 
 def test_answers_saved_and_read_back_are_the_same_and_other_answers_are_refused(tmp_path):
-    from lasagna.train.answers import load_answers, save_answers
+    from lasagna.judges.answers import load_answers, save_answers
 
     answers = _sided_answers(n=12)
     answers.names[3] = torch.zeros(0, dtype=torch.long)  # a decision right after another names nothing
@@ -166,9 +169,9 @@ def test_answers_saved_and_read_back_are_the_same_and_other_answers_are_refused(
 
 def test_train_verifier_keeps_its_answers_and_trains_the_same_from_them(tiny_tokenizer, tmp_path, capsys, monkeypatch):
     from lasagna.cli import main
-    from lasagna.train import answers as answers_module
+    from lasagna.judges import answers as answers_module
 
-    base = save_pretrained(_lasagna(tiny_tokenizer).engine.model, tiny_tokenizer, tmp_path / "base")
+    base = save_pretrained(_lasagna(tiny_tokenizer).model, tiny_tokenizer, tmp_path / "base")
     kept = tmp_path / "answers.safetensors"
     args = ["train-verifier", "--model", str(base), "--scenes", "3", "--epochs", "2", "--calibrate-limit", "4"]
     args += ["--no-target-rate", "0.5", "--answers", str(kept)]
@@ -198,21 +201,21 @@ def test_train_verifier_keeps_its_answers_and_trains_the_same_from_them(tiny_tok
     assert "ask for them with --reasoning" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
-def test_the_answering_digest_ignores_the_modules_on_top_and_nothing_else(tiny_tokenizer):
-    from lasagna.train.answers import answering_digest
+def test_the_answering_digest_is_the_models_and_not_its_judges(tiny_tokenizer, tmp_path):
+    from lasagna.judges.answers import answering_digest
 
-    model = _lasagna(tiny_tokenizer).engine.model
-    before = answering_digest(model)
-    model.add_query_verifier(seed=0)
-    model.add_instance_picker(seed=0)
-    assert answering_digest(model) == before
+    lasagna = _lasagna(tiny_tokenizer)
+    before = answering_digest(lasagna.model)
+    add_judges(lasagna, query_verifier=True, instance_picker=True)
+    folder = save_pretrained(lasagna.model, tiny_tokenizer, tmp_path / "judged", judges=lasagna.judges)
+    assert answering_digest(Lasagna.from_pretrained(folder).model) == before
     with torch.no_grad():
-        next(model.projector.parameters()).view(-1)[0] += 1
-    assert answering_digest(model) != before
+        next(lasagna.model.projector.parameters()).view(-1)[0] += 1
+    assert answering_digest(lasagna.model) != before
 
 
 def test_joined_answers_keep_each_decision_on_its_own_scene():
-    from lasagna.train.answers import join_answers
+    from lasagna.judges.answers import join_answers
 
     first, second = _sided_answers(n=6), _sided_answers(n=4, seed=1)
     joined = join_answers(first, second)

@@ -189,61 +189,6 @@ def test_semantic_merge_leaves_low_pixels_unlabelled():
         merge_semantic(logits, torch.tensor([7, 9]), scores=torch.tensor([1.0]))
 
 
-@pytest.mark.parametrize("vote", [-30.0, 30.0])
-def test_a_presence_verifier_decides_with_the_llm_by_its_fusion(tiny_tokenizer, vote):
-    plain = decisive_model(tiny_tokenizer, 3)
-    verified = decisive_model(tiny_tokenizer, 3)
-    verified.add_verifier(seed=0)
-    ids = token_ids(tiny_tokenizer)
-    verified.set_token_ids(ids.ins, ids.pad, ids.no_ins)
-    image = _image(3, 33, 47)
-    segment = dict(classes=CLASSES[:5], chunk_size=2, decoder="template")
-    a = Lasagna(plain, tiny_tokenizer).segment(image, **segment)
-    b = Lasagna(verified, tiny_tokenizer).segment(image, **segment)
-    assert [(x.present, x.score) for x in a.classes] == [(y.present, pytest.approx(y.score)) for y in b.classes]
-    with torch.no_grad():  # now the fusion listens to the verifier alone, which says `vote` whatever it sees
-        verified.verifier.fusion.weight.copy_(torch.tensor([[0.0, 1.0]]))
-        verified.verifier.name.weight.zero_()
-        verified.verifier.bias.fill_(vote)
-    c = Lasagna(verified, tiny_tokenizer).segment(image, **segment)
-    assert c.text == a.text  # the LLM's answer is the same; only the decision reads the verifier too
-    for x, y in zip(a.classes, c.classes, strict=True):
-        assert y.present == (vote > 0) and (y.mask is not None) == y.present
-        if x.present and y.present:  # a class the LLM answered present keeps the mask it had
-            assert (x.mask == y.mask).all()
-    # a query's decisions stay the LLM's
-    query = Lasagna(verified, tiny_tokenizer).segment(image, query="the red circle")
-    alone = Lasagna(plain, tiny_tokenizer).segment(image, query="the red circle")
-    assert query.scores == pytest.approx(alone.scores) and len(query.masks) == len(alone.masks)
-
-
-@pytest.mark.parametrize("vote", [-30.0, 30.0])
-def test_a_query_verifier_decides_a_query_by_its_fusion_and_leaves_class_lists_alone(tiny_tokenizer, vote):
-    plain = decisive_model(tiny_tokenizer, 3)
-    verified = decisive_model(tiny_tokenizer, 3)
-    verified.add_query_verifier(seed=0)
-    ids = token_ids(tiny_tokenizer)
-    verified.set_token_ids(ids.ins, ids.pad, ids.no_ins)
-    image = _image(3, 33, 47)
-    alone = Lasagna(plain, tiny_tokenizer).segment(image, query="the red circle left of the blue square")
-    query = Lasagna(verified, tiny_tokenizer).segment(image, query="the red circle left of the blue square")
-    assert len(alone.scores) >= 2  # the answer holds decisions to judge
-    assert query.scores == pytest.approx(alone.scores) and len(query.masks) == len(alone.masks)
-    assert query.evidence.shape == (len(alone.scores), 2)
-    with torch.no_grad():  # now the fusion listens to the verifier alone, which says `vote` whatever it sees
-        verified.query_verifier.fusion.weight.copy_(torch.tensor([[0.0, 1.0]]))
-        verified.query_verifier.head[1].weight.zero_()
-        verified.query_verifier.head[1].bias.fill_(vote)
-    voted = Lasagna(verified, tiny_tokenizer).segment(image, query="the red circle left of the blue square")
-    assert voted.text == alone.text and len(voted.masks) == (len(alone.scores) if vote > 0 else 0)
-    assert voted.evidence[:, 1].tolist() == [vote] * len(alone.scores)
-    segment = dict(classes=CLASSES[:5], chunk_size=2, decoder="template")
-    a = Lasagna(plain, tiny_tokenizer).segment(image, **segment)
-    b = Lasagna(verified, tiny_tokenizer).segment(image, **segment)  # class lists are not its to judge
-    assert [(x.present, x.score) for x in a.classes] == [(y.present, pytest.approx(y.score)) for y in b.classes]
-    assert b.evidence is None
-
-
 def test_name_ids_are_the_answer_since_the_previous_decision():
     from lasagna.infer.decode import Decision, RowResult
     from lasagna.infer.engine import name_ids

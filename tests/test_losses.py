@@ -150,18 +150,8 @@ def test_place_ce_pairs_each_slot_with_its_images_masks_in_order():
     assert nothing.item() == 0.0 and hidden.grad is not None
 
 
-def test_the_verifiers_loss_is_added_at_its_weight():
-    logits = torch.zeros(1, 3, 5)
-    labels = torch.full((1, 3), IGNORE_INDEX)
-    presence = torch.tensor(0.7)
-    parts = lasagna_loss(logits, labels, [], [], cfg=LossConfig(presence_weight=2.0), presence=presence)
-    assert parts.presence is presence and parts.total.item() == pytest.approx(1.4)  # CE and mask losses are 0 here
-    with pytest.raises(ValueError, match="presence_weight"):
-        LossConfig(presence_weight=-1.0)
-
-
 def test_an_untrained_verifier_leaves_the_decision_to_the_llm_and_learns_by_the_matchs_bce():
-    from lasagna.model.verifier import PresenceVerifier
+    from lasagna.judges.presence import PresenceVerifier
 
     verifier = PresenceVerifier(region_dim=6, name_dim=4)
     llm = torch.tensor([2.0, -1.0, 0.3])
@@ -174,7 +164,7 @@ def test_an_untrained_verifier_leaves_the_decision_to_the_llm_and_learns_by_the_
 
 
 def test_the_fusion_fit_trusts_the_opinion_that_separates_and_weighs_both_errors_alike():
-    from lasagna.train.calibrate import fit_fusion
+    from lasagna.judges.calibrate import fit_fusion
 
     g = torch.Generator().manual_seed(0)
     present = torch.rand(2000, generator=g) < 0.1  # a full list: mostly absent classes
@@ -190,7 +180,7 @@ def test_the_fusion_fit_trusts_the_opinion_that_separates_and_weighs_both_errors
 
 
 def test_weighing_the_absent_kind_more_moves_the_fusion_towards_rejection():
-    from lasagna.train.calibrate import decision_rates, fit_fusion
+    from lasagna.judges.calibrate import decision_rates, fit_fusion
 
     g = torch.Generator().manual_seed(0)
     present = torch.rand(4000, generator=g) < 0.1

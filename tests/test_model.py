@@ -309,64 +309,12 @@ def test_stem_skips_train_with_the_decoder_and_need_a_deep_enough_stem():
         LasagnaModel(cfg)
 
 
-@pytest.mark.parametrize(
-    ("skips", "kind"), [(False, "presence"), (True, "presence"), (False, "query"), (True, "query")]
-)
-def test_a_verifier_trains_alone_on_every_slot_and_leaves_the_masks_as_they_were(skips, kind):
-    no_ins = 11
-    cfg = preset("tiny")
-    if skips:
-        cfg.sam.conv_stem, cfg.sam.stem_skips = [4, 8, 8], True
-    plain = LasagnaModel(cfg, seed=0).eval()
-    verified = LasagnaModel(dataclasses.replace(cfg, **{f"{kind}_verifier": True}), seed=0).eval()
-    module = "verifier" if kind == "presence" else "query_verifier"
-    assert getattr(plain, module) is None and getattr(verified, module) is not None
-    for model in (plain, verified):
-        model.set_token_ids(ins_id=INS, pad_id=0, no_ins_id=no_ins)
-    # slots: <ins>, <no_ins>, <ins> (row 0); <no_ins> (row 1); <ins> (row 2, image 1)
-    rows = [[1, IMG, 5, INS, 6, no_ins, 7, INS, 2], [1, IMG, 7, no_ins, 2], [1, IMG, 8, INS, 2]]
-    inputs = make_inputs(rows, [0, 0, 1], [(12, 12), (9, 7)])
-    inputs.labels[:, :2] = IGNORE_INDEX  # the answer starts after the image
-    a, b = plain(inputs), verified(inputs)
-    loss = getattr(b, f"{kind}_loss")
-    assert a.presence_loss is None and a.query_loss is None and loss.item() > 0
-    other = b.query_loss if kind == "presence" else b.presence_loss
-    assert other is None
-    for x, y in zip(a.mask_logits, b.mask_logits, strict=True):
-        torch.testing.assert_close(x, y)
-    loss.backward()
-    grads = {n for n, p in verified.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert grads and all(n.startswith(f"{module}.") for n in grads)  # detached inputs: nothing else moves
-    if kind == "presence":
-        assert {"verifier.region.0.weight", "verifier.name.weight", "verifier.bias"} <= grads
-    else:  # each part of its judgement gets a gradient: the words' looks, what they found, the region, the reader
-        assert {
-            "query_verifier.look.weight",
-            "query_verifier.cell_key.weight",
-            "query_verifier.found.0.weight",
-            "query_verifier.region.0.weight",
-            "query_verifier.head.1.weight",
-        } <= grads
-    assert not {f"{module}.fusion.weight", f"{module}.fusion.bias"} & grads  # fit on held-out data, not by gradient
-
-
 def test_name_spans_are_the_answer_tokens_since_the_previous_decision():
-    from lasagna.model.verifier import name_spans
+    from lasagna.judges.presence import name_spans
 
     answer = torch.tensor([False, False, True, True, True, True, True, True, True])
     decision = torch.tensor([False, False, False, False, True, True, False, True, False])
     assert name_spans(answer, decision) == [(2, 4), (5, 5), (6, 7)]
-
-
-def test_a_verifier_on_a_batch_without_decisions_adds_nothing():
-    cfg = dataclasses.replace(preset("tiny"), presence_verifier=True, query_verifier=True)
-    model = LasagnaModel(cfg, seed=0)
-    model.set_token_ids(ins_id=INS, pad_id=0, no_ins_id=11)
-    inputs = make_inputs([[1, IMG, 5, 6, 2]], [0], [(12, 12)])
-    out = model(inputs)
-    assert out.presence_loss.item() == 0.0 and out.query_loss.item() == 0.0
-    (out.presence_loss + out.query_loss).backward()  # a gradient path exists, as DDP needs on every rank
-    assert model.query_verifier.head[1].weight.grad is not None
 
 
 def test_frame_masks_puts_a_mask_where_postprocess_reads_it_back():

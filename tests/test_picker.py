@@ -3,14 +3,14 @@ import json
 import pytest
 import torch
 
-from helpers import decisive_model
+from helpers import add_judges, decisive_model
 from lasagna.api import Lasagna
 from lasagna.checkpoint import load_pretrained, read_weights, save_pretrained
 from lasagna.data.shapeworld import ShapeWorldReferring
-from lasagna.model.picker import CUT, MAX_PIECES, InstancePicker, label_pieces
+from lasagna.judges.picker import CUT, MAX_PIECES, InstancePicker, label_pieces
 from lasagna.tokens import token_ids
-from lasagna.train.answers import Answers
-from lasagna.train.picking import picker_report, pieces_of, train_picker
+from lasagna.judges.answers import Answers
+from lasagna.judges.picking import picker_report, pieces_of, train_picker
 
 
 def test_pieces_are_8_connected_and_numbered_from_the_largest_and_those_beyond_the_cap_are_left_alone():
@@ -98,14 +98,14 @@ def test_a_query_mask_goes_through_the_picker_and_a_class_list_mask_does_not(tin
     image = record.load_image()
     plain = [lasagna.segment(image, query=e.text) for e in record.expressions]
     assert any(p.masks for p in plain)
-    lasagna.engine.model.add_instance_picker(seed=0)
+    add_judges(lasagna, instance_picker=True)
     seen = []
 
     def cut_everything(embeds, low_res, words, valid):
         seen.append(len(low_res))
         return torch.full_like(low_res, CUT)
 
-    monkeypatch.setattr(lasagna.engine.model.instance_picker, "pick", cut_everything)
+    monkeypatch.setattr(lasagna.judges.instance_picker, "pick", cut_everything)
     picked = [lasagna.segment(image, query=e.text) for e in record.expressions]
     assert seen and sum(seen) == sum(len(p.masks) for p in plain)
     assert [p.scores for p in picked] == [p.scores for p in plain]  # it decides nothing, it only cuts
@@ -119,7 +119,7 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
     tiny_tokenizer, tmp_path, capsys, monkeypatch
 ):
     from lasagna.cli import main
-    from lasagna.train import answers as answers_module
+    from lasagna.judges import answers as answers_module
 
     model = _lasagna(tiny_tokenizer).engine.model
     base = save_pretrained(model, tiny_tokenizer, tmp_path / "base")
@@ -161,7 +161,7 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
 def test_reasoning_queries_are_asked_as_evaluation_asks_them_with_the_record_target():
     from lasagna.data.shapeworld import ShapeWorldReasoning
     from lasagna.eval.evaluate import reasoning_question
-    from lasagna.train.answers import ReasoningQueries
+    from lasagna.judges.answers import ReasoningQueries
 
     source = ShapeWorldReasoning("val", length=2)
     queries = ReasoningQueries(source)
@@ -173,7 +173,7 @@ def test_reasoning_queries_are_asked_as_evaluation_asks_them_with_the_record_tar
 
 
 def test_a_weak_piece_the_picker_keeps_shows_in_the_mask_and_a_cut_one_does_not(monkeypatch):
-    from lasagna.model.picker import CANDIDATE
+    from lasagna.judges.picker import CANDIDATE
 
     low = torch.full((1, 12, 12), -8.0)
     low[0, 1:4, 1:4] = 3.0  # drawn

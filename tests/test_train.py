@@ -287,7 +287,7 @@ def test_lr_scale_gives_named_parameters_their_own_lr(tiny_model):
 @pytest.mark.parametrize("verifier", [False, True])
 def test_two_processes_keep_identical_weights(tmp_path, verifier):
     out = tmp_path / "ddp"
-    extra = ["model_overrides={presence_verifier: true}", "calibrate_scenes=2"] if verifier else []
+    extra = ["judges.add.presence_verifier=true", "calibrate_scenes=2"] if verifier else []
     done = run_two_processes(["train", f"out_dir={out}", *TINY, "optim.steps=2", *extra])
     assert done.returncode == 0, failed_run(done)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -353,12 +353,12 @@ def test_launch_configs_that_would_override_the_training_config_are_refused(tmp_
     assert not (tmp_path / "refused").exists()
 
 
-def test_model_overrides_apply_to_init_from_and_a_verifier_added_so_trains_then_is_calibrated(tmp_path):
+def test_model_overrides_apply_to_init_from_and_a_verifier_added_by_the_run_trains_then_is_calibrated(tmp_path):
     base = _base_model(tmp_path)
     run = tmp_path / "run"
-    args = ["model_overrides={presence_verifier: true}", "optim.steps=2", "log_every=1", "calibrate_scenes=3"]
+    args = ["judges.add.presence_verifier=true", "optim.steps=2", "log_every=1", "calibrate_scenes=3"]
     fit(_cfg(run, f"init_from={base}", *args))
-    assert json.loads((run / "final" / "config.json").read_text())["model"]["presence_verifier"] is True
+    assert json.loads((run / "final" / "config.json").read_text())["judges"]["presence_verifier"] is True
     weights = read_weights(run / "final")
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["presence"] > 0 for r in logged if "loss" in r)
@@ -372,10 +372,10 @@ def test_model_overrides_apply_to_init_from_and_a_verifier_added_so_trains_then_
         )
 
 
-def test_a_query_verifier_added_by_overrides_trains_alone(tmp_path):
+def test_a_query_verifier_added_by_the_run_trains_alone(tmp_path):
     base = _base_model(tmp_path)
     run = tmp_path / "run"
-    args = ["model_overrides={query_verifier: true}", "optim.steps=2", "log_every=1"]
+    args = ["judges.add.query_verifier=true", "optim.steps=2", "log_every=1"]
     frozen = ["trainable.lora_r=0", "trainable.embeddings=false", "trainable.mask_decoder=false"]
     fit(_cfg(run, f"init_from={base}", *args, *frozen, "trainable.text_projector=false"))
     weights, before = read_weights(run / "final"), read_weights(base)
@@ -391,9 +391,12 @@ def test_calibrate_refits_the_fusion_into_a_new_folder_and_refuses_a_model_witho
     base = _base_model(tmp_path)
     assert main(["calibrate", "--model", str(base), "--out", str(tmp_path / "x"), "--limit", "2"]) == 2
     assert "no presence verifier and no query verifier" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    from lasagna.config import JudgesConfig
+    from lasagna.judges import Judges
+
     model, tokenizer = load_pretrained(base)
-    model.add_verifier(seed=0)
-    with_verifier = save_pretrained(model, tokenizer, tmp_path / "verified")
+    judges = Judges.for_model(model, JudgesConfig(presence_verifier=True), seed=0)
+    with_verifier = save_pretrained(model, tokenizer, tmp_path / "verified", judges=judges)
     out = tmp_path / "calibrated"
     assert main(["calibrate", "--model", str(with_verifier), "--out", str(out), "--limit", "2"]) == 0
     report = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])["presence"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .checkpoint import load_pretrained
+from .checkpoint import CheckpointError, load_checkpoint
 from .data.sources.imageio import read_image
 from .infer.engine import Decoder, Engine, Prediction
 
@@ -66,12 +66,14 @@ def to_rgb(image) -> np.ndarray:
 
 
 class Lasagna:
-    """A loaded model with its tokenizer: segment class lists and queries, or chat."""
+    """A loaded model with its tokenizer (and its judges, where it has them): segment class lists and queries, or
+    chat."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, judges=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.engine = Engine(model, tokenizer)
+        self.judges = None if judges is None else judges.eval()
+        self.engine = Engine(model, tokenizer, self.judges)
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Lasagna:
@@ -79,8 +81,19 @@ class Lasagna:
         folder = Path(path) if path is not None else default_model_dir()
         if path is None and not (folder / "config.json").exists():
             raise FileNotFoundError(f"the embedded model is missing from this installation (looked in {folder})")
-        model, tokenizer = load_pretrained(folder, dtype=dtype)
-        return cls(model, tokenizer)
+        loaded = load_checkpoint(folder, dtype=dtype)
+        judges = None
+        if loaded.judges.any:
+            try:
+                from .judges import Judges
+            except ModuleNotFoundError as err:
+                if err.name != "lasagna.judges":
+                    raise
+                raise CheckpointError(
+                    f"{folder} has judges beside its model ({loaded.judges}), which need the lasagna.judges package"
+                ) from err
+            judges = Judges.from_state(loaded.model, loaded.judges, loaded.judges_state, str(folder))
+        return cls(loaded.model, loaded.tokenizer, judges)
 
     @property
     def config(self):

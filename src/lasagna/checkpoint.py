@@ -1,16 +1,21 @@
 """Our checkpoint format: a folder that describes itself.
 
-    config.json                       {"format": "lasagna", "format_version": 1, "model": ModelConfig}
+    config.json                       {"format": "lasagna", "format_version": 2, "model": ModelConfig,
+                                       "judges": JudgesConfig (only where the model has judges beside it)}
     model.safetensors                 or model-0000k-of-0000n.safetensors + model.safetensors.index.json
     tokenizer files                   whatever the tokenizer's save_pretrained writes
 
 Writes go to a temporary sibling folder that is renamed into place, so a failed save never leaves a half-written
 checkpoint. Loading is strict: missing and unexpected keys are listed in the error.
+
+The weights file holds the paper's model and, beside it under their own names, the judges (`lasagna.judges`), which
+this module reads but does not build. Version 1 listed the judges among the model's fields; it is read as version 2.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,11 +23,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .atomic import write_atomic_dir, write_atomic_file
-from .config import ModelConfig, from_dict, to_dict
+from .config import JudgesConfig, ModelConfig, from_dict, to_dict
 from .model.lasagna import LasagnaModel
 
 FORMAT = "lasagna"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+JUDGE_FLAGS = ("presence_verifier", "query_verifier", "instance_picker")
+"""Fields of a version-1 model config that name the judges (`JudgesConfig` since version 2)."""
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 4 * 1024**3
@@ -127,20 +134,39 @@ def load_part(model: torch.nn.Module, path: Path, prefixes: tuple[str, ...], wha
     model.load_state_dict(state, strict=False)
 
 
-def read_config(folder: Path) -> ModelConfig:
+def read_header(folder: Path) -> tuple[ModelConfig, JudgesConfig]:
+    """The model's config and which judges sit beside it, from `config.json` (either format version)."""
     path = Path(folder) / "config.json"
     if not path.exists():
         raise CheckpointError(f"{folder} is not a lasagna checkpoint: {path} is missing")
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {data.get('format')!r} is not {FORMAT!r}")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {data.get('format_version')} is not {FORMAT_VERSION}")
-    return from_dict(ModelConfig, data["model"], ".model")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, dict) else data
+        raise CheckpointError(f"{path}: format {got!r} is not {FORMAT!r}")
+    version = data.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise CheckpointError(f"{path}: format_version {version!r} is not 1 or {FORMAT_VERSION}")
+    model = dict(data.get("model") or {})
+    judges = data.get("judges", {})
+    if version == 1:  # the judges were model fields
+        judges = {k: model.pop(k) for k in JUDGE_FLAGS if k in model}
+    try:
+        return from_dict(ModelConfig, model, ".model"), from_dict(JudgesConfig, judges, ".judges")
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from err
 
 
-def write_config(folder: Path, cfg: ModelConfig) -> None:
+def read_config(folder: Path) -> ModelConfig:
+    return read_header(folder)[0]
+
+
+def write_config(folder: Path, cfg: ModelConfig, judges: JudgesConfig | None = None) -> None:
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(cfg)}
+    if judges is not None and judges.any:
+        header["judges"] = to_dict(judges)
     (Path(folder) / "config.json").write_text(json.dumps(header, indent=2) + "\n")
 
 
@@ -151,15 +177,19 @@ def save_pretrained(
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    judges: torch.nn.Module | None = None,
 ) -> Path:
-    """Save from the unwrapped module: weights (optionally cast to `dtype`), config and tokenizer."""
-    state = model.state_dict()
+    """Save from the unwrapped module: weights (optionally cast to `dtype`), config and tokenizer; `judges` (a
+    `lasagna.judges.Judges`, with its `cfg`) are saved beside the model."""
+    state = dict(model.state_dict())
+    if judges is not None:
+        state.update(judges.state_dict())
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
 
     def fill(tmp: Path) -> None:
         save_weights(state, tmp, max_shard_bytes)
-        write_config(tmp, model.cfg)
+        write_config(tmp, model.cfg, None if judges is None else judges.cfg)
         tokenizer.save_pretrained(str(tmp))
 
     return write_atomic_dir(Path(out), fill, overwrite=overwrite)
@@ -174,22 +204,36 @@ def _rebuild_buffers(model: LasagnaModel, device: torch.device) -> None:
         backbone.rotary_emb = type(backbone.rotary_emb)(config=backbone.config).to(device)
 
 
-def build_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor], what: str) -> LasagnaModel:
-    """Build on the meta device (no memory, no random init) and adopt the given tensors strictly."""
-    with torch.device("meta"):
-        model = LasagnaModel(cfg)
+def _adopt(model: LasagnaModel, state: dict[str, torch.Tensor], what: str) -> LasagnaModel:
     check_keys(set(model.state_dict()), set(state), what)
     model.load_state_dict(state, strict=True, assign=True)
     _rebuild_buffers(model, torch.device("cpu"))
     return model
 
 
-def load_pretrained(
-    folder: str | Path, dtype: torch.dtype | None = None, cfg: ModelConfig | None = None
-) -> tuple[LasagnaModel, object]:
-    """Load (model, tokenizer) from one of our checkpoint folders; needs nothing else.
+def build_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor], what: str) -> LasagnaModel:
+    """Build on the meta device (no memory, no random init) and adopt the given tensors strictly."""
+    with torch.device("meta"):
+        model = LasagnaModel(cfg)
+    return _adopt(model, state, what)
 
-    cfg: the config to build instead of the folder's own (a training run's `model_overrides` on it)."""
+
+@dataclass
+class Loaded:
+    """A checkpoint folder read: the paper's model and its tokenizer; which judges sit beside it and their weights
+    (to be loaded strictly by `lasagna.judges`; empty when it has none)."""
+
+    model: LasagnaModel
+    tokenizer: object
+    judges: JudgesConfig
+    judges_state: dict[str, torch.Tensor]
+
+
+def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None, cfg: ModelConfig | None = None) -> Loaded:
+    """Read one of our checkpoint folders; needs nothing else.
+
+    cfg: the config to build instead of the folder's own (a training run's `model_overrides` on it). The model's
+    weights load strictly; every other tensor must belong to a judge the config lists (else the load fails)."""
     from transformers import AutoTokenizer
 
     from .tokens import token_ids
@@ -197,12 +241,27 @@ def load_pretrained(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {folder}")
-    cfg = cfg or read_config(folder)
-    model = build_from_state(cfg, read_weights(folder), str(folder))
+    saved, judges = read_header(folder)
+    state = read_weights(folder)
+    with torch.device("meta"):
+        model = LasagnaModel(cfg or saved)
+    expected = set(model.state_dict())
+    extra = {k: state.pop(k) for k in sorted(set(state) - expected)} if judges.any else {}
+    model = _adopt(model, state, str(folder))
     if dtype is not None:
         model.to(dtype)
+        extra = {k: v.to(dtype) if v.is_floating_point() else v for k, v in extra.items()}
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     ids = token_ids(tokenizer)
     model.set_token_ids(ids.ins, ids.pad, ids.no_ins)
     model.eval()
-    return model, tokenizer
+    return Loaded(model, tokenizer, judges, extra)
+
+
+def load_pretrained(
+    folder: str | Path, dtype: torch.dtype | None = None, cfg: ModelConfig | None = None
+) -> tuple[LasagnaModel, object]:
+    """(model, tokenizer) of one of our checkpoint folders: the paper's model alone (`load_checkpoint` keeps the
+    judges' weights too)."""
+    loaded = load_checkpoint(folder, dtype, cfg)
+    return loaded.model, loaded.tokenizer

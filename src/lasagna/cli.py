@@ -9,6 +9,7 @@ import sys
 from . import __version__
 
 # Each module has `register(subparsers)`, which adds its subcommand and sets `func` to a callable(args) -> int.
+# A package left out of an installation (the judges, say) takes its commands with it.
 COMMAND_MODULES = (
     "lasagna.convert.cli",
     "lasagna.data.cli",
@@ -17,6 +18,7 @@ COMMAND_MODULES = (
     "lasagna.eval.cli",
     "lasagna.infer.cli",
     "lasagna.train.cli",
+    "lasagna.judges.cli",
 )
 
 
@@ -25,7 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lasagna {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if not name.startswith(f"{err.name}."):
+                raise
+            continue
+        module.register(sub)
     return parser
 
 

@@ -143,8 +143,7 @@ class ModelConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     projector: Literal["linear", "mlp2x_gelu"] = "linear"
     # A learned vector per image token, added after the projector. The released model has none: CLIP's features
-    # carry where each patch is. A tower pretrained from scratch on patch labels keeps little of it (model doc,
-    # step 24), and the LLM's 1-D rotary positions do not say which column a token is in.
+    # carry where each patch is. A tower pretrained from scratch on patch labels keeps little of it (docs/history.md), and the LLM's 1-D rotary positions do not say which column a token is in.
     image_positions: bool = False
     # Where each image token is: a fixed 2-D sine-cosine code of its column and row (`model.lasagna.grid_code`, this
     # wide, a multiple of 4) through a learned linear map started at zero, added after the projector; 0: none (the
@@ -157,21 +156,27 @@ class ModelConfig:
     default_decoder: Literal["free", "template"] = "free"
     # Pixels whose best present-class logit is below this stay unlabelled in the semantic map.
     mask_threshold: float = 0.0
-    # A second opinion on each `<ins>`/`<no_ins>` (`model/verifier.py`): SAM's features under the slot's mask against
-    # the name it answers, fused with the LLM's log-odds. Not the paper's (its LLM alone decides): a from-scratch CLIP
-    # stand-in tells near misses apart less well than SAM's encoder (docs/shapeworld-model.md, step 33).
-    presence_verifier: bool = False
-    # A second opinion on each decision of a query (`model/query_verifier.py`): each word of the phrase finds itself
-    # among SAM's cells, and a small transformer judges the slot's region against where each word found itself. Not
-    # the paper's: a from-scratch LLM does not judge relations (docs/shapeworld-model.md, step 35).
-    query_verifier: bool = False
-    # Which of the separate pieces of a query slot's mask its phrase means (`model/picker.py`): "the leftmost star"
-    # drew every star. Not the paper's (docs/shapeworld-model.md, step 37).
-    instance_picker: bool = False
 
     def __post_init__(self) -> None:
         if self.image_grid_code < 0 or self.image_grid_code % 4:
             raise ValueError(f"image_grid_code must be 0 or a positive multiple of 4, got {self.image_grid_code}")
+
+
+@dataclass
+class JudgesConfig:
+    """Which of the modules that are not the paper's (`lasagna.judges`) a checkpoint has beside its model.
+
+    presence_verifier: a second opinion on each class slot's `<ins>`/`<no_ins>`; query_verifier: the same for the
+    decisions of referring and reasoning queries; instance_picker: which pieces of a query slot's mask its phrase
+    means."""
+
+    presence_verifier: bool = False
+    query_verifier: bool = False
+    instance_picker: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.presence_verifier or self.query_verifier or self.instance_picker
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

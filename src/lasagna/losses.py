@@ -11,11 +11,7 @@ decisions, a third of its answer tokens, outweigh the mask losses that otherwise
 Another, off by default: `place_weight` adds `place_ce`, where the state before each `<ins>` points among its image's
 tokens (`place_against: tokens`) or among the model's code of each token's place (`grid`), against the target mask
 pooled to the token grid. It asks the LLM to know where what it answers is, which a pretrained LLaVA brings and one
-trained from scratch never learned: the mask decoder finds the target without it (docs/shapeworld-model.md, step 29).
-
-A model with `presence_verifier` adds `presence_weight` times its verifier's loss (`model/verifier.py`), which the
-model's forward computes: it trains only the verifier. The same goes for `query_verifier` and `query_weight`
-(`model/query_verifier.py`).
+trained from scratch never learned: the mask decoder finds the target without it (docs/history.md).
 """
 
 from __future__ import annotations
@@ -42,18 +38,12 @@ class LossConfig:
     # what place_ce points at: "tokens", the image tokens' last-layer states, or "grid", the model's code of each
     # token's place (ModelConfig.image_grid_code), so the state itself must hold where its target is
     place_against: Literal["tokens", "grid"] = "tokens"
-    presence_weight: float = 1.0  # weight of the verifier's loss, for models with presence_verifier (else unused)
-    query_weight: float = 1.0  # weight of the query verifier's loss, for models with query_verifier (else unused)
 
     def __post_init__(self) -> None:
         if self.place_against not in ("tokens", "grid"):
             raise ValueError(f"loss.place_against must be 'tokens' or 'grid', got {self.place_against!r}")
         if self.place_weight < 0:
             raise ValueError(f"loss.place_weight must be >= 0, got {self.place_weight}")
-        if self.presence_weight < 0:
-            raise ValueError(f"loss.presence_weight must be >= 0, got {self.presence_weight}")
-        if self.query_weight < 0:
-            raise ValueError(f"loss.query_weight must be >= 0, got {self.query_weight}")
 
 
 @dataclass
@@ -64,8 +54,6 @@ class LossParts:
     dice: torch.Tensor
     num_masks: int
     place: torch.Tensor | None = None
-    presence: torch.Tensor | None = None
-    query: torch.Tensor | None = None
 
 
 def token_ce(
@@ -174,15 +162,11 @@ def lasagna_loss(
     cfg: LossConfig | None = None,
     decision_ids: tuple[int, ...] = (),
     place: torch.Tensor | None = None,
-    presence: torch.Tensor | None = None,
-    query: torch.Tensor | None = None,
 ) -> LossParts:
     """Combine the three parts; mask_logits[i] and gt_masks[i] are (N_i, H_i, W_i) for image i.
 
     decision_ids: the `<ins>` and `<no_ins>` ids, needed when cfg.decision_weight != 1.
     place: `place_ce`'s value, needed when cfg.place_weight != 0.
-    presence: the presence verifier's loss (`LasagnaOutput.presence_loss`), added at cfg.presence_weight.
-    query: the query verifier's loss (`LasagnaOutput.query_loss`), added at cfg.query_weight.
     """
     cfg = cfg or LossConfig()
     if len(mask_logits) != len(gt_masks):
@@ -212,10 +196,4 @@ def lasagna_loss(
         if place is None:
             raise ValueError("loss.place_weight != 0 needs place_ce's value (place)")
         total = total + cfg.place_weight * place
-    if presence is not None:
-        total = total + cfg.presence_weight * presence
-    if query is not None:
-        total = total + cfg.query_weight * query
-    return LossParts(
-        total=total, ce=ce, bce=bce, dice=dice, num_masks=num_masks, place=place, presence=presence, query=query
-    )
+    return LossParts(total=total, ce=ce, bce=bce, dice=dice, num_masks=num_masks, place=place)

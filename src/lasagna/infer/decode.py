@@ -40,7 +40,7 @@ class Decision:
 
     index: position of the decision token in `RowResult.ids`; score: P(<ins>) within {<ins>, <no_ins>};
     hidden: (hidden,) state that predicted the decision token: the mask embedding input, kept for `<no_ins>` too (a
-    presence verifier reads every slot's mask).
+    judge reads every slot's mask).
     """
 
     index: int

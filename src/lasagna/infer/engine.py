@@ -8,7 +8,7 @@ cache, and the chunks' suffixes together.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -17,7 +17,6 @@ from .. import prompts
 from ..data import templates
 from ..data.transforms import check_image, clip_pixels, sam_pixels
 from ..model.lasagna import ImageEncoding, LasagnaModel
-from ..model.query_verifier import word_embeddings
 from ..tokenization import encode
 from ..tokens import check_user_text, token_ids
 from .decode import RowResult, decode_free, decode_template, encode_prefix
@@ -25,6 +24,37 @@ from .parse import normalise, parse_row
 from .semantic import merge_semantic
 
 Decoder = Literal["free", "template"]
+Kind = Literal["classes", "query"]
+
+
+@dataclass
+class Slots:
+    """The decisions of one answer as a judge reads them.
+
+    embeds: (N, C, h, w) the image's SAM embedding for each slot; low_res: (N, kh, kw) the mask logits its hidden
+    state draws; names: per slot the ids of the name it answers (`name_ids`); llm: (N,) the LLM's log-odds of `<ins>`
+    (None for `Judge.refine`, which sees present slots only); embed_tokens: the LLM's input embedding."""
+
+    embeds: torch.Tensor
+    low_res: torch.Tensor
+    names: list[torch.Tensor]
+    llm: torch.Tensor | None
+    embed_tokens: torch.nn.Module
+
+
+class Judge(Protocol):
+    """A second opinion on the LLM's decisions, beside the paper's model (`lasagna.judges.Judges` is one).
+
+    judges(kind): whether it decides the decisions of class lists ("classes") or queries ("query"); if so, every slot's
+    mask is decoded and `decide` gives (N,) fused log-odds (present where >= 0) and (N, 2) evidence. refine: the
+    present slots' low-res masks as they should be drawn."""
+
+    def judges(self, kind: Kind) -> bool: ...
+
+    def decide(self, kind: Kind, slots: Slots) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def refine(self, kind: Kind, slots: Slots) -> torch.Tensor: ...
+
 
 QUERY_BATCH = 16
 """Queries decoded together (`Engine.answer_queries`): each row holds its own copy of the shared prefix's KV cache."""
@@ -32,7 +62,7 @@ QUERY_BATCH = 16
 
 @dataclass
 class ClassResult:
-    """One queried class: `present`, P(<ins>) `score` (with a presence verifier, the fused P, `Engine._decide`),
+    """One queried class: `present`, P(<ins>) `score` (with a judge, the fused P, `Engine._decide`),
     `mask` (H, W) bool at the original size when present.
 
     `answered` is False when free decoding never named the class (it is then reported absent).
@@ -54,11 +84,10 @@ class Prediction:
     unmatched: list[str] = field(default_factory=list)
     logits: torch.Tensor | None = field(default=None, repr=False)  # (K_present, H, W), order of present classes
     # query mode: P(<ins>) within {<ins>, <no_ins>} at each decision of the answer, in order, <no_ins> ones too
-    # (with a query verifier, the fused P that decides)
+    # (with a judge, the fused P that decides)
     scores: list[float] = field(default_factory=list)
-    # class lists with a presence verifier: (len(classes), 2) the LLM's and the verifier's log-odds of each queried
-    # class, NaN where free decoding never named it; queries with a query verifier: (decisions, 2) alike, in answer
-    # order (what `lasagna calibrate` fits the fusions on)
+    # with a judge, class lists: (len(classes), 2) the LLM's and the judge's log-odds of each queried class, NaN where
+    # free decoding never named it; queries: (decisions, 2) alike, in answer order (what a judge's fusion is fit on)
     evidence: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -107,9 +136,13 @@ def check_classes(classes: list[str]) -> list[str]:
 
 
 class Engine:
-    def __init__(self, model: LasagnaModel, tokenizer):
+    """Answers class lists, queries and chat about images with the paper's `model`; an optional `judge` gives a
+    second opinion on its decisions (`Judge`)."""
+
+    def __init__(self, model: LasagnaModel, tokenizer, judge: Judge | None = None):
         self.model = model
         self.tokenizer = tokenizer
+        self.judge = judge
         self.ids = token_ids(tokenizer)
         self.style = model.cfg.tokenization
 
@@ -143,36 +176,35 @@ class Engine:
             return torch.zeros((0, *original), device=low.device)
         return self.model.sam.postprocess(low, resized, original)
 
-    def _decide(self, enc, decisions: list, names: list[list[int]], resized, original, verifier=None, picker=None):
+    def _decide(self, enc, decisions: list, names: list[list[int]], resized, original, kind: Kind):
         """Decisions and the ids of the name each answers -> (present flags, scores, (K, H, W) mask logits of the
-        present ones in order, (N, 2) the LLM's and the verifier's log-odds or None without a verifier).
+        present ones in order, (N, 2) the LLM's and the judge's log-odds, or None where no judge decides).
 
-        Without a verifier the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). With one (the
-        model's presence verifier for class lists, its query verifier for queries), every slot is decoded and the
-        verifier's fusion of the LLM's log-odds with its own judgement decides (`model/verifier.py`,
-        `model/query_verifier.py`); the score is the fused probability. With an instance picker (queries), each
-        present mask keeps only the pieces its name means (`model/picker.py`). Only the present masks are brought
-        to the image's size, once."""
+        Without a judge the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). A judge that decides
+        this kind sees every slot's mask and its fused log-odds decide; the score is the fused probability. A judge
+        may also redraw the present masks (`Judge.refine`). Only the present masks are brought to the image's size,
+        once."""
         device = enc.sam_embeds.device
-        ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
-        if verifier is None:
-            flags, scores, evidence = [d.present for d in decisions], [d.score for d in decisions], None
-            low = self.slot_low_res(enc, [d.hidden for d in decisions if d.present])
-        elif not decisions:
+        judge = self.judge
+        judged = judge is not None and judge.judges(kind)
+        if judged and not decisions:
             return [], [], torch.zeros((0, *original), device=device), torch.zeros(0, 2)
-        else:
+        ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
+        evidence = None
+        if judged:
             low = self.slot_low_res(enc, [d.hidden for d in decisions])
-            embeds = enc.sam_embeds.expand(len(decisions), -1, -1, -1)
-            judged = verifier.judge(embeds, low, ids, self.model.embed_tokens)
             llm = llm_log_odds(torch.tensor([d.score for d in decisions], device=device))
-            evidence = torch.stack([llm, judged], -1).float()
-            fused = verifier.fuse(evidence[:, 0], evidence[:, 1])
+            slots = Slots(enc.sam_embeds.expand(len(low), -1, -1, -1), low, ids, llm, self.model.embed_tokens)
+            fused, evidence = judge.decide(kind, slots)
             flags, scores, evidence = (fused >= 0).tolist(), torch.sigmoid(fused).tolist(), evidence.cpu()
             low = low[fused >= 0]
-        if picker is not None and len(low):
+        else:
+            flags, scores = [d.present for d in decisions], [d.score for d in decisions]
+            low = self.slot_low_res(enc, [d.hidden for d in decisions if d.present])
+        if judge is not None and len(low):
             kept = [i for i, yes in zip(ids, flags, strict=True) if yes]
             embeds = enc.sam_embeds.expand(len(low), -1, -1, -1)
-            low = picker.pick(embeds, low, *word_embeddings(self.model.embed_tokens, kept, picker.max_words))
+            low = judge.refine(kind, Slots(embeds, low, kept, None, self.model.embed_tokens))
         return flags, scores, self._full_size(low, resized, original), evidence
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
@@ -226,8 +258,7 @@ class Engine:
             names += [name for name, _, _ in items]
             decisions += [d for _, d, _ in items]
             name_tokens += [n for _, _, n in items]
-        verifier = self.model.verifier
-        present, scores, logits, evidence = self._decide(enc, decisions, name_tokens, resized, original, verifier)
+        present, scores, logits, evidence = self._decide(enc, decisions, name_tokens, resized, original, "classes")
         for name, yes, score in zip(names, present, scores, strict=True):
             found[name] = ClassResult(name, yes, score)
         owners = [name for name, yes in zip(names, present, strict=True) if yes]
@@ -253,8 +284,8 @@ class Engine:
 
     @torch.no_grad()
     def segment_query(self, image: np.ndarray, query: str, max_new_tokens: int = 128) -> Prediction:
-        """A referring or reasoning query: free decoding, one mask per `<ins>` in the answer (with a query verifier,
-        per decision its fusion calls present; `Prediction.evidence` then holds the two log-odds of each)."""
+        """A referring or reasoning query: free decoding, one mask per `<ins>` in the answer (with a judge, per decision
+        its fusion calls present; `Prediction.evidence` then holds the two log-odds of each)."""
         return self.segment_queries(image, [query], max_new_tokens)[0]
 
     @torch.no_grad()
@@ -266,12 +297,9 @@ class Engine:
             if not query.strip():
                 raise ValueError("query is empty")
         enc, resized, original = self.encode_image(image)
-        # why not the presence verifier: a query's name is a phrase ("the star left of the red circle") whose truth it,
-        # matching a region against a bag of words, cannot judge; with it, referring scored lower (model doc, step 33)
-        verifier, picker = self.model.query_verifier, self.model.instance_picker
         predictions = []
         for row in self.answer_queries(enc, queries, max_new_tokens):
-            decided = self._decide(enc, row.decisions, name_ids(row), resized, original, verifier, picker)
+            decided = self._decide(enc, row.decisions, name_ids(row), resized, original, "query")
             _, scores, logits, evidence = decided
             predictions.append(
                 Prediction(
@@ -332,13 +360,13 @@ def query_question(query: str) -> str:
 
 
 def llm_log_odds(scores: torch.Tensor) -> torch.Tensor:
-    """P(`<ins>`) of decisions -> the log-odds a verifier's fusion weighs, clamped so a sure answer stays finite."""
+    """P(`<ins>`) of decisions -> the log-odds a judge's fusion weighs, clamped so a sure answer stays finite."""
     return torch.logit(scores.float(), eps=1e-6)
 
 
 def name_ids(row: RowResult) -> list[list[int]]:
     """Per decision of an answer, the ids since the previous decision (or the answer's start): the name it answers,
-    as the presence verifier reads it in training (`model.verifier.name_spans`)."""
+    as a judge reads it in training (`lasagna.judges.presence.name_spans`)."""
     out, start = [], 0
     for d in row.decisions:
         out.append(row.ids[start : d.index])

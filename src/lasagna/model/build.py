@@ -32,8 +32,6 @@ class TrainableConfig:
     image_projector: bool = False
     sam_image_encoder: bool = False
     sam_prompt_encoder: bool = False
-    verifier: bool = True  # the presence verifier, where the model has one (it trains on detached inputs)
-    query_verifier: bool = True  # the query verifier, where the model has one (detached inputs too)
 
 
 def _set(module: nn.Module, flag: bool) -> None:
@@ -106,14 +104,6 @@ def configure_trainable(model: LasagnaModel, cfg: TrainableConfig) -> dict[str, 
         _set(model.image_grid, cfg.image_projector)
     _set(model.sam.image_encoder, cfg.sam_image_encoder)
     _set(model.sam.prompt_encoder, cfg.sam_prompt_encoder)
-    if model.verifier is not None:
-        _set(model.verifier, cfg.verifier)
-        _set(model.verifier.fusion, False)  # fit on held-out scenes after training (train/calibrate.py)
-    if model.query_verifier is not None:
-        _set(model.query_verifier, cfg.query_verifier)
-        _set(model.query_verifier.fusion, False)
-    if model.instance_picker is not None:
-        _set(model.instance_picker, False)  # why: `lasagna train` has no loss for it; `lasagna train-picker` trains it
     counts = {
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),

@@ -14,13 +14,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..tokens import IGNORE_INDEX
 from .mllm import Expanded, build_llm, build_vision_tower, expand_images, pool_features, vision_features
-from .picker import InstancePicker
 from .projector import image_projector, text_projector
-from .query_verifier import QueryVerifier, word_embeddings
 from .sam import SamSegmenter, sincos_grid
-from .verifier import PresenceVerifier, name_embeddings, name_spans, pool_regions
 
 
 @dataclass
@@ -80,24 +76,16 @@ class LasagnaOutput:
     mask_logits: per image (N_i, H_i, W_i) float32 logits at the original size, in `<ins>` order.
     mask_embeddings: (M, C) prompts, M = number of `<ins>` in the batch, row-major order.
     hidden / input_ids: (B, L', hidden) last-layer states and (B, L') ids of the expanded sequence (`losses.place_ce`).
-    presence_loss: with `presence_verifier` and labels, the verifier's loss over every `<ins>` / `<no_ins>` slot of
-    the batch (`PresenceVerifier.loss`); else None.
-    query_loss: the same with `query_verifier` (`QueryVerifier.loss`).
+    images: the encoders' outputs the batch was answered from (what modules trained on top of the model read).
     """
 
     logits: torch.Tensor
     labels: torch.Tensor | None
     mask_logits: list[torch.Tensor]
     mask_embeddings: torch.Tensor
-    hidden: torch.Tensor | None = None
-    input_ids: torch.Tensor | None = None
-    presence_loss: torch.Tensor | None = None
-    query_loss: torch.Tensor | None = None
-
-
-def _zero_loss(module: nn.Module | None) -> torch.Tensor | None:
-    """0 with a gradient path to every weight of `module` (DDP needs one on every rank), None without a module."""
-    return None if module is None else sum(p.sum() for p in module.parameters()) * 0.0
+    hidden: torch.Tensor
+    input_ids: torch.Tensor
+    images: ImageEncoding
 
 
 def _maybe_no_grad(module: nn.Module):
@@ -153,36 +141,9 @@ class LasagnaModel(nn.Module):
             self.sam = SamSegmenter(cfg.sam)
         with _seeded(seed, "text_projector"):
             self.text_projector = text_projector(cfg.llm.hidden_size, cfg.sam.prompt_dim)
-        self.verifier: PresenceVerifier | None = None
-        if cfg.presence_verifier:
-            self.add_verifier(seed)
-        self.query_verifier: QueryVerifier | None = None
-        if cfg.query_verifier:
-            self.add_query_verifier(seed)
-        self.instance_picker: InstancePicker | None = None
-        if cfg.instance_picker:
-            self.add_instance_picker(seed)
         self.ins_id: int | None = None
         self.no_ins_id: int | None = None
         self.pad_id: int = 0
-
-    def add_verifier(self, seed: int | None = None) -> None:
-        """A fresh presence verifier (a trained model gains one; it decides nothing until trained)."""
-        with _seeded(seed, "verifier"):
-            self.verifier = PresenceVerifier(self.cfg.sam.prompt_dim, self.cfg.llm.hidden_size)
-        self.cfg.presence_verifier = True
-
-    def add_query_verifier(self, seed: int | None = None) -> None:
-        """A fresh query verifier (a trained model gains one; it decides nothing until trained)."""
-        with _seeded(seed, "query_verifier"):
-            self.query_verifier = QueryVerifier(self.cfg.sam.prompt_dim, self.cfg.llm.hidden_size)
-        self.cfg.query_verifier = True
-
-    def add_instance_picker(self, seed: int | None = None) -> None:
-        """A fresh instance picker (trained alone afterwards, `lasagna train-picker`)."""
-        with _seeded(seed, "instance_picker"):
-            self.instance_picker = InstancePicker(self.cfg.sam.prompt_dim, self.cfg.llm.hidden_size)
-        self.cfg.instance_picker = True
 
     def set_token_ids(self, ins_id: int, pad_id: int, no_ins_id: int | None = None) -> None:
         """Ids come from the tokenizer that travels with the checkpoint, never from constants."""
@@ -242,36 +203,6 @@ class LasagnaModel(nn.Module):
         rows = before_ins.nonzero()[:, 0]
         return self.text_projector(hidden[before_ins]), rows
 
-    def select_slot_embeddings(self, hidden: torch.Tensor, ids: torch.Tensor):
-        """Project the hidden state before every `<ins>` and `<no_ins>` -> ((D, C) prompts, (D,) row of each, (D,) bool
-        True for `<ins>`), row-major order: the slots `presence_verifier` is trained on."""
-        if self.ins_id is None or self.no_ins_id is None:
-            raise RuntimeError("token ids not set: call set_token_ids with no_ins_id (from_pretrained does this)")
-        following = ids[:, 1:]
-        before = torch.zeros_like(ids, dtype=torch.bool)
-        before[:, :-1] = (following == self.ins_id) | (following == self.no_ins_id)
-        is_ins = torch.zeros_like(before)
-        is_ins[:, :-1] = following == self.ins_id
-        return self.text_projector(hidden[before]), before.nonzero()[:, 0], is_ins[before]
-
-    def _verifier_losses(self, expanded, images, slot_image, low_res, present):
-        """(presence verifier's loss, query verifier's loss), None for a verifier the model lacks."""
-        if present.numel() == 0:  # a batch without decisions (VQA alone): 0, with a gradient path for DDP
-            return _zero_loss(self.verifier), _zero_loss(self.query_verifier)
-        ids = expanded.input_ids
-        answer = expanded.labels != IGNORE_INDEX
-        decision = (ids == self.ins_id) | (ids == self.no_ins_id)
-        spans = [ids[row, a:b] for row in range(len(ids)) for a, b in name_spans(answer[row], decision[row])]
-        embeds, low_res = images.sam_embeds[slot_image].detach(), low_res.detach()
-        presence = query = None
-        if self.verifier is not None:
-            names = name_embeddings(self.embed_tokens, spans)
-            presence = self.verifier.loss(pool_regions(embeds, low_res), names, present)
-        if self.query_verifier is not None:
-            words, valid = word_embeddings(self.embed_tokens, spans, self.query_verifier.max_words)
-            query = self.query_verifier.loss(embeds, low_res, words, valid, present)
-        return presence, query
-
     def decode_masks(
         self,
         images: ImageEncoding,
@@ -291,28 +222,10 @@ class LasagnaModel(nn.Module):
         expanded = self.expand(inputs, images)
         hidden = self.hidden_states(expanded)
         logits = self.llm.get_output_embeddings()(hidden)
-        presence = query = None
-        if self.verifier is not None or self.query_verifier is not None:
-            # why one decoder call: the masks of `<ins>` slots and the regions of every slot come from it
-            slots, rows, present = self.select_slot_embeddings(hidden, expanded.input_ids)
-            slot_image = inputs.image_index[rows]
-            mask_logits, low_res = self.sam.decode_each(
-                images.sam_embeds,
-                images.sam_skips,
-                slots,
-                slot_image,
-                inputs.resize_sizes,
-                inputs.original_sizes,
-                keep=present,
-            )
-            prompts = slots[present]
-            if expanded.labels is not None:
-                presence, query = self._verifier_losses(expanded, images, slot_image, low_res, present)
-        else:
-            prompts, rows = self.select_mask_embeddings(hidden, expanded.input_ids)
-            mask_logits = self.decode_masks(
-                images, prompts, inputs.image_index[rows], inputs.resize_sizes, inputs.original_sizes
-            )
+        prompts, rows = self.select_mask_embeddings(hidden, expanded.input_ids)
+        mask_logits = self.decode_masks(
+            images, prompts, inputs.image_index[rows], inputs.resize_sizes, inputs.original_sizes
+        )
         return LasagnaOutput(
             logits=logits,
             labels=expanded.labels,
@@ -320,6 +233,5 @@ class LasagnaModel(nn.Module):
             mask_embeddings=prompts,
             hidden=hidden,
             input_ids=expanded.input_ids,
-            presence_loss=presence,
-            query_loss=query,
+            images=images,
         )

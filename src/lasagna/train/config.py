@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ..config import from_dict, to_dict
+from ..config import JudgesConfig, from_dict, to_dict
 from ..data.mixture import MixtureConfig
 from ..data.shapeworld.referring import EXPRESSIONS_PER_SCENE
 from ..losses import LossConfig
@@ -60,13 +60,32 @@ class EvalConfig:
 
 
 @dataclass
+class JudgesTraining:
+    """The judges (`lasagna.judges`, not the paper's) in a run: init_from's are kept, `add` adds fresh ones.
+
+    The verifiers read detached inputs, so training them beside the model moves nothing else; their fusions are fit
+    after the last step (`calibrate_scenes`); the instance picker trains only on answers (`lasagna train-picker`)."""
+
+    add: JudgesConfig = field(default_factory=JudgesConfig)
+    trainable: bool = True  # the verifiers train on each batch
+    presence_weight: float = 1.0  # weight of the presence verifier's loss in the total
+    query_weight: float = 1.0  # weight of the query verifier's loss
+
+    def __post_init__(self) -> None:
+        for name in ("presence_weight", "query_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"judges.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
 class TrainConfig:
     out_dir: str = "runs/shapeworld-small"
     seed: int = 0
     model_preset: str = "shapeworld-small"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # dotted ModelConfig fields, e.g. vision.patch_size
     init_from: str | None = None  # a checkpoint folder of ours (its tokenizer is used); else a fresh preset
-    # scenes of eval.split a presence verifier's fusion is fit on after the last step (train/calibrate.py); 0 = none
+    judges: JudgesTraining = field(default_factory=JudgesTraining)
+    # scenes of eval.split the judges' fusions are fit on after the last step (judges/calibrate.py); 0 = none
     calibrate_scenes: int = 200
     tokenizer_vocab: int = 1024  # plain tokenizer size when training from scratch
     tokenizer_corpus: int = 3000  # formatted training samples the plain tokenizer is fitted on
@@ -89,7 +108,7 @@ class TrainConfig:
     # an empty inductor cache).
     compile: bool = False
     # trainable: checkpoints hold only what trains, and the frozen weights come back from init_from (a 7B
-    # checkpoint: 1.15 GB instead of ~30 GB, scripts/count_params.py); full: everything (needed from scratch)
+    # checkpoint: 1.15 GB instead of ~30 GB, tools/count_params.py); full: everything (needed from scratch)
     checkpoint_weights: Literal["full", "trainable"] = "full"
     save_every: int = 500
     keep_last: int = 2

@@ -2,7 +2,7 @@
 
 The released LaSagnA starts from a pretrained CLIP tower and a pretrained SAM encoder and keeps both frozen. A model
 trained from scratch on ShapeWorld has neither, and learning them only through the LLM's few `<ins>`/`<no_ins>`
-decisions fails: the tower keeps the large stuff regions and loses the small shapes (docs/shapeworld-model.md). So
+decisions fails: the tower keeps the large stuff regions and loses the small shapes (docs/history.md). So
 this stage gives both encoders what pretraining gives the real ones: features that name what is in each patch.
 
 Objective, all BCE: a linear head per encoder predicts, for every patch, which *words* of the class names cover it

@@ -27,7 +27,7 @@ from ..tokens import token_ids
 from .config import TrainConfig, check_train_config, dump_train_config
 from .decoder import DECODER_FILE, load_decoder, pretrain_decoder
 from .encoders import ENCODERS_FILE, load_encoders, pretrain_encoders, warmup_linear_decay
-from .setup import build_model_and_tokenizer, build_training_set, compile_for_training, model_config_of
+from .setup import RunWeights, build_run, build_training_set, compile_for_training, model_config_of
 from .zero import PARTITION_GLOB, deepspeed_requested, load_partitions, save_partition, uses_zero
 
 log = logging.getLogger(__name__)
@@ -211,14 +211,14 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(cfg.seed)
 
     if cfg.loss.place_weight and cfg.loss.place_against == "grid" and not model_config_of(cfg).image_grid_code:
-        raise ValueError("loss.place_against: grid needs a model with image_grid_code (scripts/add_grid_code.py)")
+        raise ValueError("loss.place_against: grid needs a model with image_grid_code (tools/add_grid_code.py)")
 
     # why: the tokenizer decides the vocabulary, so it comes before the model (the main process saves it first)
     if accelerator.is_main_process:
-        model, tokenizer = build_model_and_tokenizer(cfg, out)
+        model, tokenizer, judges = build_run(cfg, out)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
-        model, tokenizer = build_model_and_tokenizer(cfg, out)
+        model, tokenizer, judges = build_run(cfg, out)
     if cfg.encoders.from_file:
         load_encoders(model, Path(cfg.encoders.from_file))
     elif cfg.encoders.steps > 0:
@@ -228,6 +228,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     elif cfg.decoder.steps > 0:
         _stage0_decoder(cfg, accelerator, model, out)
     counts = configure_trainable(model, cfg.trainable)
+    if judges is not None:
+        judges.configure_training(cfg.judges.trainable)
     if cfg.frozen_dtype == "bf16":
         cast_frozen(model, torch.bfloat16)  # why: a 7B model's frozen weights are most of its memory
     if cfg.gradient_checkpointing:
@@ -244,7 +246,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     decision_ids = (ids.ins, ids.no_ins)
     vision = model.cfg.vision
     place_grid = (vision.feature_grid, vision.cls_tokens)  # place_ce's grid, and the CLS before it
-    groups = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
+    weights = RunWeights(model, judges)
+    groups = param_groups(weights, cfg.optim.lr, cfg.optim.lr_scale)
     params = [p for group in groups for p in group["params"]]  # every trainable parameter, clipped together
     optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -254,10 +257,14 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     found = _checkpoints(out) if resume else []
     zero = uses_zero(accelerator)
     if found:
-        state = load_training_state(found[-1], model, optimizer, scheduler, cfg, zero)
+        state = load_training_state(found[-1], weights, optimizer, scheduler, cfg, zero)
         log.info("resumed from %s", found[-1])
 
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if judges is not None and any(p.requires_grad for p in judges.parameters()):
+        model, judges, optimizer = accelerator.prepare(model, judges, optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        judges = None if judges is None else judges.to(accelerator.device)
     if found and zero:
         load_partitions(found[-1], optimizer, accelerator.num_processes)
     accum, world = cfg.optim.grad_accum, accelerator.num_processes
@@ -297,13 +304,19 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                     cfg.loss,
                     decision_ids,
                     place,
-                    output.presence_loss,
-                    output.query_loss,
                 )
-                accelerator.backward(parts.total)  # divided by accum there (by DeepSpeed itself under DeepSpeed)
-            for name, value in (("loss", parts.total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):
+                total = parts.total
+                presence = query = None
+                if judges is not None:
+                    presence, query = judges(accelerator.unwrap_model(model), output, inputs)
+                    if presence is not None:
+                        total = total + cfg.judges.presence_weight * presence
+                    if query is not None:
+                        total = total + cfg.judges.query_weight * query
+                accelerator.backward(total)  # divided by accum there (by DeepSpeed itself under DeepSpeed)
+            for name, value in (("loss", total), ("ce", parts.ce), ("bce", parts.bce), ("dice", parts.dice)):
                 sums[name] += float(value.detach()) / accum
-            for name, value in (("place", parts.place), ("presence", parts.presence), ("query", parts.query)):
+            for name, value in (("place", parts.place), ("presence", presence), ("query", query)):
                 if value is not None:
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum
             # text tokens per conversation, before image expansion (the ablation's sequence length)
@@ -342,21 +355,22 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                             board.add_scalar(f"train/{key}", value, state.step)
         # why: periodic validation uses the same evaluation code as `lasagna eval`
         if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < cfg.optim.steps:
-            _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
+            _evaluate(cfg, accelerator, model, judges, tokenizer, state, metrics_log)
         if state.step % cfg.save_every == 0 or state.step == cfg.optim.steps:
-            _save_checkpoint(out, accelerator, model, optimizer, scheduler, state, cfg)
+            _save_checkpoint(out, accelerator, model, judges, optimizer, scheduler, state, cfg)
     bar.close()
     # why: the training peak, read before the export's copy of the model adds its own
     peak = torch.cuda.max_memory_allocated(accelerator.device) if accelerator.device.type == "cuda" else None
-    _calibrate(cfg, accelerator, model, tokenizer, state, metrics_log)
-    _evaluate(cfg, accelerator, model, tokenizer, state, metrics_log)
+    _calibrate(cfg, accelerator, model, judges, tokenizer, state, metrics_log)
+    _evaluate(cfg, accelerator, model, judges, tokenizer, state, metrics_log)
     final = out / "final"
     # why: a cheap cross-rank check that DDP kept every replica identical
-    inner = accelerator.unwrap_model(model)
-    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in inner.parameters())], dtype=torch.float64)
+    inner, inner_judges = accelerator.unwrap_model(model), _unwrapped(accelerator, judges)
+    weights = RunWeights(inner, inner_judges)
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in weights.parameters())], dtype=torch.float64)
     checksums = accelerator.gather(checksum.to(accelerator.device)).tolist()
     if accelerator.is_main_process:
-        export_model(inner, tokenizer, final, cfg.export_dtype)
+        export_model(inner, tokenizer, final, cfg.export_dtype, judges=inner_judges)
         record = {"step": state.step, "rank_checksums": checksums}
         if peak is not None:
             record["peak_gpu_gib"] = round(peak / 2**30, 2)
@@ -366,7 +380,13 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     return final
 
 
-def _save_checkpoint(out: Path, accelerator, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig) -> None:
+def _unwrapped(accelerator, judges):
+    return None if judges is None else accelerator.unwrap_model(judges)
+
+
+def _save_checkpoint(
+    out: Path, accelerator, model, judges, optimizer, scheduler, state: TrainState, cfg: TrainConfig
+) -> None:
     """Every rank's part of a checkpoint: under ZeRO each first writes its share of the optimizer state, which the
     main process then moves into the checkpoint folder with the rest."""
     zero = uses_zero(accelerator)
@@ -376,7 +396,8 @@ def _save_checkpoint(out: Path, accelerator, model, optimizer, scheduler, state:
         accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         partitions = sorted(staging.glob(PARTITION_GLOB)) if zero else []
-        save_training_state(out, accelerator.unwrap_model(model), optimizer, scheduler, state, cfg, partitions)
+        weights = RunWeights(accelerator.unwrap_model(model), _unwrapped(accelerator, judges))
+        save_training_state(out, weights, optimizer, scheduler, state, cfg, partitions)
         if zero:
             staging.rmdir()
     accelerator.wait_for_everyone()
@@ -417,28 +438,30 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _calibrate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState, metrics_log) -> None:
-    """Fit the verifiers' fusions on the first `calibrate_scenes` of the eval split (`train/calibrate.py`).
+def _calibrate(cfg: TrainConfig, accelerator, model, judges, tokenizer, state: TrainState, metrics_log) -> None:
+    """Fit the judges' fusions on the first `calibrate_scenes` of the eval split (`judges/calibrate.py`).
 
     Every rank fits them on the same scenes, so the replicas stay identical."""
     from ..api import Lasagna
     from ..eval.evaluate import open_eval_sources
-    from .calibrate import calibrate_model
 
-    inner = accelerator.unwrap_model(model)
-    if (inner.verifier is None and inner.query_verifier is None) or cfg.calibrate_scenes <= 0:
+    inner, judges = accelerator.unwrap_model(model), _unwrapped(accelerator, judges)
+    if judges is None or (judges.verifier is None and judges.query_verifier is None) or cfg.calibrate_scenes <= 0:
         return
+    from ..judges.calibrate import calibrate_model
+
     sources = open_eval_sources(cfg.data.dataset, cfg.eval.split, cfg.data.root)
     inner.eval()
     mixed = accelerator.autocast() if cfg.frozen_dtype == "bf16" else contextlib.nullcontext()
     try:
         with mixed, torch.compiler.set_stance("force_eager"):
             reports = calibrate_model(
-                Lasagna(inner, tokenizer), sources, cfg.calibrate_scenes, cfg.eval.chunk_size, False
+                Lasagna(inner, tokenizer, judges), sources, cfg.calibrate_scenes, cfg.eval.chunk_size, False
             )
     except ValueError as e:
         raise ValueError(f"calibrate_scenes: {cfg.data.dataset} {cfg.eval.split}: {e}") from e
     inner.train()
+    judges.train()
     for name, report in reports.items():
         key = "calibration" if name == "presence" else f"{name}_calibration"
         if metrics_log is not None:
@@ -447,20 +470,20 @@ def _calibrate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainStat
             log.info("step %d %s %s", state.step, key.replace("_", " "), report)
 
 
-def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState, metrics_log) -> None:
+def _evaluate(cfg: TrainConfig, accelerator, model, judges, tokenizer, state: TrainState, metrics_log) -> None:
     from ..api import Lasagna
     from ..eval.evaluate import evaluate_model
 
     if cfg.data.dataset != "shapeworld" or cfg.eval.limit <= 0:
         return
-    inner = accelerator.unwrap_model(model)
+    inner, judges = accelerator.unwrap_model(model), _unwrapped(accelerator, judges)
     inner.eval()
     # why: bf16 frozen weights beside fp32 trainable ones run only under autocast, as in training
     mixed = accelerator.autocast() if cfg.frozen_dtype == "bf16" else contextlib.nullcontext()
     # why: generation's cached steps would each compile anew (`compile`); evaluation is short, eager is enough
     with mixed, torch.compiler.set_stance("force_eager"):
         report = evaluate_model(
-            Lasagna(inner, tokenizer),
+            Lasagna(inner, tokenizer, judges),
             "shapeworld",
             cfg.eval.split,
             limit=cfg.eval.limit,
@@ -472,14 +495,17 @@ def _evaluate(cfg: TrainConfig, accelerator, model, tokenizer, state: TrainState
             tasks=("semantic", "referring"),  # why not reasoning: the periodic check stays as cheap as it was
         )
     inner.train()
+    if judges is not None:
+        judges.train()
     if metrics_log is not None:
         metrics_log.write(json.dumps({"step": state.step, "eval": report}) + "\n")
         metrics_log.flush()
         log.info("step %d eval %s", state.step, report)
 
 
-def export_model(model, tokenizer, out: Path, dtype: str = "bf16", overwrite: bool = True) -> Path:
-    """Merge LoRA and write our checkpoint format (a copy: the training model keeps its adapters)."""
+def export_model(model, tokenizer, out: Path, dtype: str = "bf16", overwrite: bool = True, judges=None) -> Path:
+    """Merge LoRA and write our checkpoint format, with the judges beside the model (a copy: the training model
+    keeps its adapters)."""
     import copy
 
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -487,13 +513,12 @@ def export_model(model, tokenizer, out: Path, dtype: str = "bf16", overwrite: bo
         raise ValueError(f"export dtype must be one of {sorted(dtypes)}, got {dtype!r}")
     plain = copy.deepcopy(model)
     merge_lora(plain)
-    return save_pretrained(plain, tokenizer, out, dtype=dtypes[dtype], overwrite=overwrite)
+    return save_pretrained(plain, tokenizer, out, dtype=dtypes[dtype], overwrite=overwrite, judges=judges)
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path, dtype: str = "bf16", overwrite: bool = False) -> Path:
     """A run folder (its newest checkpoint) or one checkpoints/step-N folder -> our checkpoint format."""
     from .config import load_train_config
-    from .setup import build_model_and_tokenizer
 
     ckpt = Path(ckpt)
     run = ckpt if (ckpt / "config.yaml").exists() else ckpt.parent.parent
@@ -503,7 +528,9 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, dtype: str = "bf16", ov
     if step is None:
         raise FileNotFoundError(f"{run} has no checkpoints/step-* folder")
     cfg = load_train_config(run / "config.yaml")
-    model, tokenizer = build_model_and_tokenizer(cfg, run)
+    model, tokenizer, judges = build_run(cfg, run)
     configure_trainable(model, cfg.trainable)
-    _load_checkpoint_weights(step, model, cfg.init_from)
-    return export_model(model, tokenizer, Path(out), dtype, overwrite=overwrite)
+    if judges is not None:
+        judges.configure_training(cfg.judges.trainable)
+    _load_checkpoint_weights(step, RunWeights(model, judges), cfg.init_from)
+    return export_model(model, tokenizer, Path(out), dtype, overwrite=overwrite, judges=judges)

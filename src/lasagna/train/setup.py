@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import load_pretrained
+from ..checkpoint import load_checkpoint
 from ..config import ModelConfig, from_dict, preset, to_dict
 from ..data.collate import Collator
 from ..data.mixture import Mixture
@@ -83,29 +83,31 @@ def model_config_of(cfg: TrainConfig) -> ModelConfig:
 
 
 def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
-    """From `init_from`, or a fresh preset with a plain tokenizer fitted on the training text.
+    """(model, tokenizer) of `build_run`: the paper's model alone."""
+    model, tokenizer, _ = build_run(cfg, run_dir)
+    return model, tokenizer
+
+
+def build_run(cfg: TrainConfig, run_dir: Path | None = None):
+    """(model, tokenizer, judges or None) from `init_from`, or a fresh preset with a plain tokenizer fitted on the
+    training text. The judges are init_from's with those `cfg.judges.add` asks for added fresh; the package
+    `lasagna.judges` is imported only when a run has some.
 
     The tokenizer is kept in run_dir/tokenizer so a resumed run or an export reuses it instead of refitting.
     """
     saved = Path(run_dir) / "tokenizer" if run_dir is not None else None
     if cfg.init_from:
-        from ..checkpoint import read_config
+        loaded = load_checkpoint(cfg.init_from, cfg=model_config_of(cfg))
+        model, tokenizer = loaded.model, loaded.tokenizer
+        judges = None
+        if loaded.judges.any or cfg.judges.add.any:
+            from ..judges import Judges
 
-        model_cfg = model_config_of(cfg)
-        # why: a verifier added by model_overrides has no weights in init_from; it starts fresh
-        saved_cfg = read_config(Path(cfg.init_from))
-        fresh = model_cfg.presence_verifier and not saved_cfg.presence_verifier
-        fresh_query = model_cfg.query_verifier and not saved_cfg.query_verifier
-        model_cfg.presence_verifier = model_cfg.presence_verifier and not fresh
-        model_cfg.query_verifier = model_cfg.query_verifier and not fresh_query
-        model, tokenizer = load_pretrained(cfg.init_from, cfg=model_cfg)
-        if fresh:
-            model.add_verifier(seed=cfg.seed)
-        if fresh_query:
-            model.add_query_verifier(seed=cfg.seed)
+            judges = Judges.from_state(model, loaded.judges, loaded.judges_state, cfg.init_from)
+            judges.add(cfg.judges.add, seed=cfg.seed)  # why: a judge init_from lacks starts fresh
         if saved is not None and not saved.exists():
             tokenizer.save_pretrained(str(saved))
-        return model, tokenizer
+        return model, tokenizer, judges
     if cfg.data.dataset != "shapeworld":
         raise ValueError("training from scratch builds a ShapeWorld tokenizer; set init_from for other data")
     if saved is not None and saved.exists():
@@ -125,7 +127,36 @@ def build_model_and_tokenizer(cfg: TrainConfig, run_dir: Path | None = None):
     model.set_token_ids(ids.ins, ids.pad, ids.no_ins)
     if saved is not None and not saved.exists():
         tokenizer.save_pretrained(str(saved))
-    return model, tokenizer
+    judges = None
+    if cfg.judges.add.any:
+        from ..judges import Judges
+
+        judges = Judges.for_model(model, cfg.judges.add, seed=cfg.seed)
+    return model, tokenizer, judges
+
+
+class RunWeights:
+    """The weights a run trains and saves as one state dict: the model's and, beside them under their own names,
+    its judges' (the names a checkpoint folder holds them under)."""
+
+    def __init__(self, model, judges=None):
+        self.parts = [model] if judges is None else [model, judges]
+
+    def named_parameters(self):
+        for part in self.parts:
+            yield from part.named_parameters()
+
+    def parameters(self):
+        for _, p in self.named_parameters():
+            yield p
+
+    def state_dict(self) -> dict:
+        return {k: v for part in self.parts for k, v in part.state_dict().items()}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        for part in self.parts:
+            names = set(part.state_dict())
+            part.load_state_dict({k: v for k, v in state.items() if k in names}, strict=strict)
 
 
 def build_training_set(cfg: TrainConfig, tokenizer, model_cfg: ModelConfig):

@@ -3,8 +3,8 @@
 The query verifier (`model/query_verifier.py`) reads only detached inputs: each scene's SAM embedding, each slot's
 mask and the ids of the phrase the slot answers. With the rest of the model frozen, those inputs can be computed once
 and read many times. Trained inside `lasagna train` it sees each one once, at the cost of the model's whole forward,
-and in 4000 steps it never learned relations (model doc, step 35); trained here, on the answers to 6000 scenes read
-30 times over, it does (step 36). Its inputs are also the ones it meets at inference: the answers are decoded freely, as
+and in 4000 steps it never learned relations (docs/history.md); trained here, on the answers to 6000 scenes read
+30 times over, it does. Its inputs are also the ones it meets at inference: the answers are decoded freely, as
 `Lasagna.segment(image, query=...)` decodes them, so a relation the LLM wrongly answers `<ins>` comes with the mask the
 LLM draws for it, not with the teacher-forced answer.
 """
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..atomic import write_atomic_file
 from ..data.records import Expression, ReferRecord
 from ..infer.engine import llm_log_odds, name_ids
-from ..model.query_verifier import word_embeddings
+from .query import word_embeddings
 
 
 @dataclass
@@ -141,19 +141,13 @@ class ReasoningQueries:
         return ReferRecord(record.image_id, record.load_image, tuple(Expression(t, masks) for t in texts))
 
 
-ON_TOP = ("verifier.", "query_verifier.", "instance_picker.")
-"""The modules trained on a model's answers, which the answers do not depend on (`answering_digest`)."""
-
-
 def answering_digest(model) -> str:
-    """A digest of the weights a model's answers come from: every tensor but those of the modules trained on top of
-    them (`ON_TOP`), so a model and the same model with a verifier or a picker added share their answers files."""
+    """A digest of the weights a model's answers come from: the paper's model's, not its judges' (which are trained on
+    the answers), so a model and the same model with a verifier or a picker added share their answers files."""
     import hashlib
 
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        if name.startswith(ON_TOP):
-            continue
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes())
@@ -226,7 +220,7 @@ def train_on_answers(
     """Train `verifier` in place (in float32) on `answers` (`fit_passes`); its loss is `QueryVerifier.loss` (BCE and
     the look loss). -> each pass's mean loss.
 
-    Many passes, not one: on ShapeWorld's 6000 scenes the loss still fell from pass 10 to 30 (model doc, step 36)."""
+    Many passes, not one: on ShapeWorld's 6000 scenes the loss still fell from pass 10 to 30 (docs/history.md)."""
     if not bool(answers.present.any()) or bool(answers.present.all()):
         raise ValueError("training a query verifier needs decisions both with and without a target; give more scenes")
     device = embed.weight.device

@@ -2,7 +2,7 @@
 
 Not the paper's: LaSagnA's LLM alone decides `<ins>` or `<no_ins>`. A model whose CLIP is a stand-in trained from
 scratch reads shapes less well than its SAM encoder, so its LLM answers an absent "red circle" present beside a red
-square; SAM's features under the mask that slot draws say "red square" (docs/shapeworld-model.md, step 33).
+square; SAM's features under the mask that slot draws say "red square" (docs/history.md).
 
 Each `<ins>` / `<no_ins>` slot gets a second opinion from two things the LLM's belief is not in: SAM's image embedding
 averaged under the slot's own mask (its region), and the mean input embedding of the tokens that name it (the answer's

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.picker import InstancePicker, piece_masks, piece_shares
 from .answers import Answers, fit_passes
+from .picker import InstancePicker, piece_masks, piece_shares
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Not the paper's. The presence verifier (`verifier.py`) matches a region against a bag of words, so it can say a
 region is a star but not that it lies left of the blue square. A from-scratch LLM answers such a relation `<ins>`
-whether it holds or not (docs/shapeworld-model.md, steps 27-31): it reads where things are too poorly to compare two
+whether it holds or not (docs/history.md): it reads where things are too poorly to compare two
 places. This module is given places outright. Each word of the phrase looks for itself among SAM's image cells
 (attention of its embedding over the cells' features); what it found, where that is, and how far that lies from
 the centroid of the slot's mask become the word's token. A small transformer reads the words' tokens beside a token
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .verifier import mask_weights, pool_regions
+from .presence import mask_weights, pool_regions
 
 
 class QueryVerifier(nn.Module):
@@ -35,12 +35,12 @@ class QueryVerifier(nn.Module):
         self.word = nn.Linear(word_dim, width)
         self.order = nn.Embedding(max_words, width)  # how many words before the slot it stands
         # what the word found (its cells' mean features, normalised) and, apart, where: places enter through their own
-        # path, coded at several frequencies; beside features 50 times their size they were never learned (step 35)
+        # path, coded at several frequencies; beside features 50 times their size they were never learned (docs/history.md)
         self.found = nn.Sequential(nn.Linear(cell_dim, width), nn.GELU(), nn.Linear(width, width))
         self.found_place = nn.Sequential(nn.Linear(2 * PLACE_CODE + 1, width), nn.GELU(), nn.Linear(width, width))
         # why built in: a relation is the region's offset from its anchor's place, read along the relation word's
         # direction. Given offsets and words apart, the transformer had not found that product after 30 passes over
-        # the answers to 6000 scenes (relations judged at AUC 0.80); given it, it did (AUC 0.98; model doc, step 36)
+        # the answers to 6000 scenes (relations judged at AUC 0.80); given it, it did (AUC 0.98; docs/history.md)
         self.direction = nn.Linear(word_dim, 2 * DIRECTIONS)  # each word's directions ("left" could say (-1, 0))
         self.pick_query = nn.Linear(word_dim, width)  # which word's offset a word measures along them: its anchor
         self.pick_key = nn.Linear(word_dim, width)
@@ -86,7 +86,7 @@ class QueryVerifier(nn.Module):
         offsets = centroid[:, None] - where  # (N, L, 2) the region seen from each word's place
         geometry = torch.cat([place_code(where), place_code(-offsets), strength], -1)
         # why counted back from the slot: the word the phrase ends on (an anchor, "the blue square") then always has
-        # the same order, wherever the phrase began; counted from the start, a relation was never learned (step 35)
+        # the same order, wherever the phrase began; counted from the start, a relation was never learned (docs/history.md)
         order = (valid.sum(1, keepdim=True) - 1 - torch.arange(words.shape[1], device=words.device)).clamp(min=0)
         tokens = self.word(words.to(dtype)) + self.order(order)
         tokens = tokens + self.found(seen.to(dtype)) + self.found_place(geometry.to(dtype))
@@ -117,7 +117,7 @@ class QueryVerifier(nn.Module):
         The look loss teaches a word where it is before any relation can use that: on present slots whose phrase is
         one token (a class of a list, under a whole-names tokenizer), the cross-entropy between that word's scores
         over the cells and the slot's own mask there. Learnt through the relations alone, the looks stay uniform
-        and the verifier learns only how often relations hold (model doc, step 35)."""
+        and the verifier learns only how often relations hold (docs/history.md)."""
         if present.numel() == 0:
             return sum(p.sum() for p in self.parameters()) * 0.0
         judged, scores, weights = self._judge(embeds, low_res, words, valid)

@@ -1,7 +1,7 @@
 """The instance picker: which of the separate pieces of a slot's mask does the phrase mean?
 
 Not the paper's. Asked for "the leftmost star", the model draws the leftmost star and the other stars alike
-(docs/shapeworld-model.md, step 37): one prompt token tells SAM's decoder what to look for, not which of several look-
+(docs/history.md): one prompt token tells SAM's decoder what to look for, not which of several look-
 alikes. The mask's connected pieces are the candidates, and this module scores each from the phrase's words and the
 pieces themselves: each piece's pooled SAM features, its place and size and, given outright, its rank among the pieces
 from left to right, from top to bottom and by size, the comparisons an extreme ("the leftmost", "the biggest") asks for;
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .query_verifier import PLACE_CODE, cell_places, place_code
+from .query import PLACE_CODE, cell_places, place_code
 
 MAX_PIECES = 8
 """Pieces judged per mask, the largest; smaller ones beyond these are left as they are."""
@@ -33,7 +33,7 @@ CUT = -20.0
 CANDIDATE = -2.0
 """Mask logit at which a new picker cuts a mask into pieces, below the mask's own 0: a look-alike the decoder drew
 weakly, all of it under 0, is a candidate too (of the extremes whose mask missed their target, most had it above -2;
-model doc, step 37). A weak piece that is kept is raised by as much, so that it shows in the mask. A picker learns its
+docs/history.md). A weak piece that is kept is raised by as much, so that it shows in the mask. A picker learns its
 pieces at its level, so the level is one of its weights (`InstancePicker.candidate`) and travels with them."""
 
 RANKS = 5
@@ -67,7 +67,7 @@ class InstancePicker(nn.Module):
         self.rank = nn.Sequential(nn.Linear(RANKS, width), nn.GELU(), nn.Linear(width, width))
         self.kind = nn.Embedding(2, width)  # word or piece
         # why built in: an extreme is a piece's rank read in the word's direction ("topmost": lowest y). Given ranks and
-        # words apart, the transformer learnt "large" and "small" but not the places (model doc, step 37)
+        # words apart, the transformer learnt "large" and "small" but not the places (docs/history.md)
         self.direction = nn.Linear(word_dim, DIRECTIONS * AXES)
         self.compare = nn.Sequential(nn.Linear(DIRECTIONS, width), nn.GELU(), nn.Linear(width, width))
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)

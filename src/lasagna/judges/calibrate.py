@@ -1,13 +1,12 @@
 """Fit a verifier's fusion on held-out scenes: `lasagna calibrate`, and the end of `lasagna train`.
 
-The fusion weighs the LLM's log-odds of `<ins>` against the verifier's (`model/verifier.py`,
-`model/query_verifier.py`). Fit on the training data it would trust the LLM most, whose answers there are surer than
-on new images; so it is fit on scenes the model never trained on, asked as `lasagna eval` asks: each scene's full
-class list in chunks for the presence verifier, each referring expression for the query verifier. Present and absent
-count by their kind's share (balanced BCE): a full list is mostly absent classes, and misses and false alarms weigh
-alike unless `absent_weight` says a false alarm costs more (or less) than a miss: the operating point of a model whose
-targets ask more of rejection than of recall, chosen on held-out scenes (`scripts/operating_points.py` shows the
-trade).
+The fusion weighs the LLM's log-odds of `<ins>` against the verifier's (`presence.py`, `query.py`). Fit on the
+training data it would trust the LLM most, whose answers there are surer than on new images; so it is fit on scenes
+the model never trained on, asked as `lasagna eval` asks: each scene's full class list in chunks for the presence
+verifier, each referring expression for the query verifier. Present and absent count by their kind's share (balanced
+BCE): a full list is mostly absent classes, and misses and false alarms weigh alike unless `absent_weight` says a false
+alarm costs more (or less) than a miss: the operating point of a model whose targets ask more of rejection than of
+recall, chosen on held-out scenes (`tools/operating_points.py` shows the trade).
 """
 
 from __future__ import annotations
@@ -17,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..config import JudgesConfig
 from ..data.records import IGNORE_LABEL
 
 
 def collect_evidence(lasagna, source, count: int, chunk_size: int = 16, progress: bool = True):
     """The first `count` scenes of a semantic source -> ((N, 2) LLM and verifier log-odds, (N,) bool present)."""
-    _check(lasagna.engine.model.verifier, "presence", count)
+    _check(_judges(lasagna).verifier, "presence", count)
     evidence, present = [], []
     for index in tqdm(range(min(count, len(source))), desc=f"calibrate {source.name}", disable=not progress):
         record = source[index]
@@ -35,9 +35,16 @@ def collect_evidence(lasagna, source, count: int, chunk_size: int = 16, progress
     return torch.cat(evidence), torch.cat(present)
 
 
+def _judges(lasagna):
+    """The judges of a loaded model (`Lasagna.judges`), or an empty set of them."""
+    from . import Judges
+
+    return lasagna.judges if lasagna.judges is not None else Judges.for_model(lasagna.model, JudgesConfig())
+
+
 def _check(verifier, kind: str, count: int) -> None:
     if verifier is None:
-        raise ValueError(f"this model has no {kind} verifier to calibrate (model.{kind}_verifier is false)")
+        raise ValueError(f"this model has no {kind} verifier to calibrate (judges.{kind}_verifier is false)")
     if count < 1:
         raise ValueError(f"calibration needs at least one scene, got {count}")
 
@@ -78,7 +85,7 @@ def calibrate(
     """Fit the presence verifier's fusion of `lasagna`'s model in place on `count` scenes of a semantic `source`;
     returns a report."""
     evidence, present = collect_evidence(lasagna, source, count, chunk_size, progress)
-    report = _fit_into(lasagna.engine.model.verifier.fusion, evidence, present, absent_weight)
+    report = _fit_into(lasagna.judges.verifier.fusion, evidence, present, absent_weight)
     return {"scenes": min(count, len(source)), "classes": len(present), **report}
 
 
@@ -87,20 +94,20 @@ def calibrate_queries(lasagna, source, count: int, progress: bool = True, absent
     `count` scenes of a referring `source`, each decision against whether its expression has a target."""
     from .answers import auc, collect_answers
 
-    model = lasagna.engine.model
-    _check(model.query_verifier, "query", count)
+    _check(_judges(lasagna).query_verifier, "query", count)
     answers = collect_answers(lasagna, source, count, progress=progress)
-    evidence = query_evidence(model, answers)
-    report = _fit_into(model.query_verifier.fusion, evidence, answers.present, absent_weight)
+    evidence = query_evidence(lasagna, answers)
+    report = _fit_into(lasagna.judges.query_verifier.fusion, evidence, answers.present, absent_weight)
     aucs = {"auc_llm": auc(evidence[:, 0], answers.present), "auc_verifier": auc(evidence[:, 1], answers.present)}
     return {"scenes": min(count, len(source)), "decisions": len(answers), **report, **aucs}
 
 
-def query_evidence(model, answers) -> torch.Tensor:
-    """The (N, 2) LLM and query-verifier log-odds of each decision of `answers` (`train/answers.py`)."""
+def query_evidence(lasagna, answers) -> torch.Tensor:
+    """The (N, 2) LLM and query-verifier log-odds of each decision of `answers` (`answers.py`)."""
     from .answers import judge_answers
 
-    return torch.stack([answers.llm, judge_answers(model.query_verifier, answers, model.embed_tokens)], -1)
+    judged = judge_answers(lasagna.judges.query_verifier, answers, lasagna.model.embed_tokens)
+    return torch.stack([answers.llm, judged], -1)
 
 
 def calibrate_model(
@@ -115,8 +122,8 @@ def calibrate_model(
     its `absent_weights` entry ("presence", "query"; 1 where none) -> {"presence": report, "query": report}, for
     those it has."""
     weights = absent_weights or {}
-    model = lasagna.engine.model
-    jobs = {"presence": ("semantic", model.verifier), "query": ("referring", model.query_verifier)}
+    judges = _judges(lasagna)
+    jobs = {"presence": ("semantic", judges.verifier), "query": ("referring", judges.query_verifier)}
     jobs = {name: task for name, (task, verifier) in jobs.items() if verifier is not None}
     if not jobs:
         raise ValueError("this model has no presence verifier and no query verifier to calibrate")

@@ -1,0 +1,201 @@
+"""The judges beside the paper's model: how they decide in the engine, train on a batch and travel in checkpoints."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import decisive_model, make_inputs
+from lasagna.api import Lasagna
+from lasagna.checkpoint import CheckpointError, read_weights, save_pretrained
+from lasagna.config import JudgesConfig, preset
+from lasagna.judges import Judges
+from lasagna.model.lasagna import LasagnaModel
+from lasagna.tokens import IGNORE_INDEX, IMAGE_TOKEN_ID, token_ids
+
+CLASSES = ["wall", "bed", "sky", "red circle", "blue square"]
+IMG, INS, NO_INS = IMAGE_TOKEN_ID, 10, 11
+
+
+def _image(seed=3, h=33, w=47):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _judged(tokenizer, **flags):
+    model = decisive_model(tokenizer, 3)
+    ids = token_ids(tokenizer)
+    model.set_token_ids(ids.ins, ids.pad, ids.no_ins)
+    return model, Judges.for_model(model, JudgesConfig(**flags), seed=0)
+
+
+@pytest.mark.parametrize("vote", [-30.0, 30.0])
+def test_a_presence_verifier_decides_with_the_llm_by_its_fusion(tiny_tokenizer, vote):
+    plain = decisive_model(tiny_tokenizer, 3)
+    verified, judges = _judged(tiny_tokenizer, presence_verifier=True)
+    segment = dict(classes=CLASSES, chunk_size=2, decoder="template")
+    a = Lasagna(plain, tiny_tokenizer).segment(_image(), **segment)
+    b = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), **segment)
+    assert [(x.present, x.score) for x in a.classes] == [(y.present, pytest.approx(y.score)) for y in b.classes]
+    with torch.no_grad():  # now the fusion listens to the verifier alone, which says `vote` whatever it sees
+        judges.verifier.fusion.weight.copy_(torch.tensor([[0.0, 1.0]]))
+        judges.verifier.name.weight.zero_()
+        judges.verifier.bias.fill_(vote)
+    c = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), **segment)
+    assert c.text == a.text  # the LLM's answer is the same; only the decision reads the verifier too
+    for x, y in zip(a.classes, c.classes, strict=True):
+        assert y.present == (vote > 0) and (y.mask is not None) == y.present
+        if x.present and y.present:  # a class the LLM answered present keeps the mask it had
+            assert (x.mask == y.mask).all()
+    # a query's decisions stay the LLM's
+    query = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), query="the red circle")
+    alone = Lasagna(plain, tiny_tokenizer).segment(_image(), query="the red circle")
+    assert query.scores == pytest.approx(alone.scores) and len(query.masks) == len(alone.masks)
+
+
+@pytest.mark.parametrize("vote", [-30.0, 30.0])
+def test_a_query_verifier_decides_a_query_by_its_fusion_and_leaves_class_lists_alone(tiny_tokenizer, vote):
+    plain = decisive_model(tiny_tokenizer, 3)
+    verified, judges = _judged(tiny_tokenizer, query_verifier=True)
+    text = "the red circle left of the blue square"
+    alone = Lasagna(plain, tiny_tokenizer).segment(_image(), query=text)
+    query = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), query=text)
+    assert len(alone.scores) >= 2  # the answer holds decisions to judge
+    assert query.scores == pytest.approx(alone.scores) and len(query.masks) == len(alone.masks)
+    assert query.evidence.shape == (len(alone.scores), 2)
+    with torch.no_grad():  # now the fusion listens to the verifier alone, which says `vote` whatever it sees
+        judges.query_verifier.fusion.weight.copy_(torch.tensor([[0.0, 1.0]]))
+        judges.query_verifier.head[1].weight.zero_()
+        judges.query_verifier.head[1].bias.fill_(vote)
+    voted = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), query=text)
+    assert voted.text == alone.text and len(voted.masks) == (len(alone.scores) if vote > 0 else 0)
+    assert voted.evidence[:, 1].tolist() == [vote] * len(alone.scores)
+    segment = dict(classes=CLASSES, chunk_size=2, decoder="template")
+    a = Lasagna(plain, tiny_tokenizer).segment(_image(), **segment)
+    b = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), **segment)  # class lists are not its to judge
+    assert [(x.present, x.score) for x in a.classes] == [(y.present, pytest.approx(y.score)) for y in b.classes]
+    assert b.evidence is None
+
+
+@pytest.mark.parametrize(
+    ("skips", "kind"), [(False, "presence"), (True, "presence"), (False, "query"), (True, "query")]
+)
+def test_a_verifier_trains_alone_on_every_slot_and_leaves_the_model_as_it_was(skips, kind):
+    cfg = preset("tiny")
+    if skips:
+        cfg.sam.conv_stem, cfg.sam.stem_skips = [4, 8, 8], True
+    model = LasagnaModel(cfg, seed=0).eval()
+    model.set_token_ids(ins_id=INS, pad_id=0, no_ins_id=NO_INS)
+    judges = Judges.for_model(model, JudgesConfig(**{f"{kind}_verifier": True}), seed=0)
+    judges.configure_training(True)
+    module = "verifier" if kind == "presence" else "query_verifier"
+    # slots: <ins>, <no_ins>, <ins> (row 0); <no_ins> (row 1); <ins> (row 2, image 1)
+    rows = [[1, IMG, 5, INS, 6, NO_INS, 7, INS, 2], [1, IMG, 7, NO_INS, 2], [1, IMG, 8, INS, 2]]
+    inputs = make_inputs(rows, [0, 0, 1], [(12, 12), (9, 7)])
+    inputs.labels[:, :2] = IGNORE_INDEX  # the answer starts after the image
+    out = model(inputs)
+    presence, query = judges(model, out, inputs)
+    loss, other = (presence, query) if kind == "presence" else (query, presence)
+    assert other is None and loss.item() > 0
+    loss.backward()
+    assert not any(p.grad is not None for p in model.parameters())  # detached inputs: the model does not move
+    grads = {n for n, p in judges.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all(n.startswith(f"{module}.") for n in grads)
+    if kind == "presence":
+        assert {"verifier.region.0.weight", "verifier.name.weight", "verifier.bias"} <= grads
+    else:  # each part of its judgement gets a gradient: the words' looks, what they found, the region, the reader
+        assert {
+            "query_verifier.look.weight",
+            "query_verifier.cell_key.weight",
+            "query_verifier.found.0.weight",
+            "query_verifier.region.0.weight",
+            "query_verifier.head.1.weight",
+        } <= grads
+    assert not {f"{module}.fusion.weight", f"{module}.fusion.bias"} & grads  # fit on held-out data, not by gradient
+
+
+def test_a_verifier_on_a_batch_without_decisions_adds_nothing():
+    model = LasagnaModel(preset("tiny"), seed=0)
+    model.set_token_ids(ins_id=INS, pad_id=0, no_ins_id=NO_INS)
+    judges = Judges.for_model(model, JudgesConfig(presence_verifier=True, query_verifier=True), seed=0)
+    judges.configure_training(True)
+    inputs = make_inputs([[1, IMG, 5, 6, 2]], [0], [(12, 12)])
+    presence, query = judges(model, model(inputs), inputs)
+    assert presence.item() == 0.0 and query.item() == 0.0
+    (presence + query).backward()  # a gradient path exists, as DDP needs on every rank
+    assert judges.query_verifier.head[1].weight.grad is not None
+
+
+def test_judges_travel_beside_the_model_and_a_checkpoint_of_the_old_form_still_loads(tiny_tokenizer, tmp_path):
+    model, judges = _judged(tiny_tokenizer, presence_verifier=True, instance_picker=True)
+    folder = save_pretrained(model, tiny_tokenizer, tmp_path / "new", judges=judges)
+    header = json.loads((folder / "config.json").read_text())
+    assert header["format_version"] == 2 and header["judges"]["presence_verifier"]
+    assert "presence_verifier" not in header["model"]
+    assert {k.split(".")[0] for k in read_weights(folder)} >= {"verifier", "instance_picker", "llm", "sam"}
+    loaded = Lasagna.from_pretrained(folder)
+    assert loaded.judges.cfg == JudgesConfig(presence_verifier=True, instance_picker=True)
+    assert all(torch.equal(v, loaded.judges.state_dict()[k]) for k, v in judges.state_dict().items())
+    # version 1 listed the judges among the model's fields
+    header["format_version"] = 1
+    header["model"].update(header.pop("judges"))
+    (folder / "config.json").write_text(json.dumps(header))
+    old = Lasagna.from_pretrained(folder)
+    assert old.judges.cfg == loaded.judges.cfg
+    a = old.segment(_image(), classes=CLASSES, decoder="template")
+    b = loaded.segment(_image(), classes=CLASSES, decoder="template")
+    assert [(c.present, c.score) for c in a.classes] == [(c.present, c.score) for c in b.classes]
+    # weights of a judge the config does not list are refused by name
+    header["model"]["presence_verifier"] = False
+    (folder / "config.json").write_text(json.dumps(header))
+    with pytest.raises(CheckpointError, match=r"unexpected \(\d+\): verifier\."):
+        Lasagna.from_pretrained(folder)
+
+
+def test_the_embedded_model_loads_with_its_three_judges():
+    lasagna = Lasagna.from_pretrained()
+    assert lasagna.judges.cfg == JudgesConfig(True, True, True)
+    assert not any(name.startswith(("verifier", "query_verifier", "instance_picker")) for name in lasagna.model.state_dict())
+
+
+REMOVED = """
+import sys
+sys.modules["lasagna.judges"] = None  # as if the package were deleted: importing it fails
+{body}
+"""
+
+
+def _without_judges(body: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", REMOVED.format(body=body)], cwd=cwd, capture_output=True, text=True, timeout=240
+    )
+
+
+def test_without_the_judges_package_the_paper_model_segments_and_a_judged_checkpoint_says_what_it_needs(
+    tiny_tokenizer, tmp_path
+):
+    plain = save_pretrained(decisive_model(tiny_tokenizer, 3), tiny_tokenizer, tmp_path / "plain")
+    model, judges = _judged(tiny_tokenizer, presence_verifier=True)
+    judged = save_pretrained(model, tiny_tokenizer, tmp_path / "judged", judges=judges)
+    body = f"""
+import numpy as np
+from lasagna.api import Lasagna
+from lasagna.cli import build_parser
+image = np.full((20, 30, 3), 90, np.uint8)
+pred = Lasagna.from_pretrained({str(plain)!r}).segment(image, classes=["sky", "wall"], decoder="template")
+print("segmented", len(pred.classes))
+print("commands", sorted(build_parser()._subparsers._group_actions[0].choices))
+try:
+    Lasagna.from_pretrained({str(judged)!r})
+except Exception as e:
+    print("refused", type(e).__name__, e)
+"""
+    run = _without_judges(body, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "segmented 2" in run.stdout
+    commands = run.stdout.split("commands", 1)[1]
+    assert "'segment'" in commands and "'train'" in commands and "'eval'" in commands
+    assert "calibrate" not in commands and "train-picker" not in commands
+    assert "refused CheckpointError" in run.stdout and "lasagna.judges" in run.stdout
