@@ -8,9 +8,9 @@ from lasagna.api import Lasagna
 from lasagna.checkpoint import read_weights, save_pretrained
 from lasagna.data.shapeworld import ShapeWorldReferring
 from lasagna.infer.engine import name_ids
+from lasagna.judges.answers import Answers, auc, collect_answers, judge_answers, train_on_answers
 from lasagna.judges.query import QueryVerifier
 from lasagna.tokens import token_ids
-from lasagna.judges.answers import Answers, auc, collect_answers, judge_answers, train_on_answers
 
 
 def _lasagna(tokenizer, seed=3):

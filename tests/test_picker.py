@@ -7,10 +7,10 @@ from helpers import add_judges, decisive_model
 from lasagna.api import Lasagna
 from lasagna.checkpoint import load_pretrained, read_weights, save_pretrained
 from lasagna.data.shapeworld import ShapeWorldReferring
-from lasagna.judges.picker import CUT, MAX_PIECES, InstancePicker, label_pieces
-from lasagna.tokens import token_ids
 from lasagna.judges.answers import Answers
+from lasagna.judges.picker import CUT, MAX_PIECES, InstancePicker, label_pieces
 from lasagna.judges.picking import picker_report, pieces_of, train_picker
+from lasagna.tokens import token_ids
 
 
 def test_pieces_are_8_connected_and_numbered_from_the_largest_and_those_beyond_the_cap_are_left_alone():

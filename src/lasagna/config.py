@@ -143,7 +143,8 @@ class ModelConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     projector: Literal["linear", "mlp2x_gelu"] = "linear"
     # A learned vector per image token, added after the projector. The released model has none: CLIP's features
-    # carry where each patch is. A tower pretrained from scratch on patch labels keeps little of it (docs/history.md), and the LLM's 1-D rotary positions do not say which column a token is in.
+    # carry where each patch is. A tower pretrained from scratch on patch labels keeps little of it
+    # (docs/history.md), and the LLM's 1-D rotary positions do not say which column a token is in.
     image_positions: bool = False
     # Where each image token is: a fixed 2-D sine-cosine code of its column and row (`model.lasagna.grid_code`, this
     # wide, a multiple of 4) through a learned linear map started at zero, added after the projector; 0: none (the

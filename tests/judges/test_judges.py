@@ -157,7 +157,8 @@ def test_judges_travel_beside_the_model_and_a_checkpoint_of_the_old_form_still_l
 def test_the_embedded_model_loads_with_its_three_judges():
     lasagna = Lasagna.from_pretrained()
     assert lasagna.judges.cfg == JudgesConfig(True, True, True)
-    assert not any(name.startswith(("verifier", "query_verifier", "instance_picker")) for name in lasagna.model.state_dict())
+    names = lasagna.model.state_dict()
+    assert not any(name.startswith(("verifier", "query_verifier", "instance_picker")) for name in names)
 
 
 REMOVED = """

@@ -34,8 +34,8 @@ class QueryVerifier(nn.Module):
         self.cell_key = nn.Linear(cell_dim + 2, width)  # a cell's features and place
         self.word = nn.Linear(word_dim, width)
         self.order = nn.Embedding(max_words, width)  # how many words before the slot it stands
-        # what the word found (its cells' mean features, normalised) and, apart, where: places enter through their own
-        # path, coded at several frequencies; beside features 50 times their size they were never learned (docs/history.md)
+        # what the word found (its cells' mean features, normalised) and, apart, where: places enter through their
+        # own path, coded at several frequencies; beside features 50 times their size they were never learned
         self.found = nn.Sequential(nn.Linear(cell_dim, width), nn.GELU(), nn.Linear(width, width))
         self.found_place = nn.Sequential(nn.Linear(2 * PLACE_CODE + 1, width), nn.GELU(), nn.Linear(width, width))
         # why built in: a relation is the region's offset from its anchor's place, read along the relation word's
@@ -86,7 +86,7 @@ class QueryVerifier(nn.Module):
         offsets = centroid[:, None] - where  # (N, L, 2) the region seen from each word's place
         geometry = torch.cat([place_code(where), place_code(-offsets), strength], -1)
         # why counted back from the slot: the word the phrase ends on (an anchor, "the blue square") then always has
-        # the same order, wherever the phrase began; counted from the start, a relation was never learned (docs/history.md)
+        # the same order, wherever the phrase began; counted from the start, a relation was never learned
         order = (valid.sum(1, keepdim=True) - 1 - torch.arange(words.shape[1], device=words.device)).clamp(min=0)
         tokens = self.word(words.to(dtype)) + self.order(order)
         tokens = tokens + self.found(seen.to(dtype)) + self.found_place(geometry.to(dtype))
