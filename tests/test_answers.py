@@ -125,6 +125,7 @@ def test_train_verifier_writes_a_model_whose_only_new_tensors_are_its_trained_qu
     base = save_pretrained(_lasagna(tiny_tokenizer).model, tiny_tokenizer, tmp_path / "base")
     out = tmp_path / "verified"
     args = ["train-verifier", "--model", str(base), "--out", str(out), "--scenes", "3", "--epochs", "2"]
+    args += ["--max-new-tokens", str(TOKENS)]
     assert main([*args, "--no-target-rate", "0.5", "--calibrate-limit", "4"]) == 0
     printed = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])
     assert len(printed["train"]["losses"]) == 2 and printed["calibration"]["scenes"] == 4
@@ -174,7 +175,7 @@ def test_train_verifier_keeps_its_answers_and_trains_the_same_from_them(tiny_tok
     base = save_pretrained(_lasagna(tiny_tokenizer).model, tiny_tokenizer, tmp_path / "base")
     kept = tmp_path / "answers.safetensors"
     args = ["train-verifier", "--model", str(base), "--scenes", "3", "--epochs", "2", "--calibrate-limit", "4"]
-    args += ["--no-target-rate", "0.5", "--answers", str(kept)]
+    args += ["--no-target-rate", "0.5", "--answers", str(kept), "--max-new-tokens", str(TOKENS)]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0 and kept.exists()
     first = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])["train"]
 

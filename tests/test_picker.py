@@ -136,6 +136,7 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
     monkeypatch.setattr(answers_module, "collect_answers", synthetic)
     out = tmp_path / "picked"
     args = ["train-picker", "--model", str(base), "--out", str(out), "--scenes", "3", "--epochs", "2"]
+    args += ["--max-new-tokens", "24"]  # a random LLM's answers, cut short
     assert main([*args, "--check-limit", "4"]) == 0
     printed = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])
     assert collected == [("shapeworld/train/referring", 3), ("shapeworld/val/referring", 4)]

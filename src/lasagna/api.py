@@ -14,6 +14,7 @@ EXIF orientation of files and PIL images is applied.
 
 from __future__ import annotations
 
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -21,11 +22,20 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, Header, load_checkpoint
+from .config import to_dict
 from .data.sources.imageio import read_image
 from .infer.engine import Decoder, Engine, Prediction
+from .infer.parse import normalise
 
 DEFAULT_MODEL = "shapeworld-small"
+DEFAULT_CHUNK_SIZE = 16
+"""Classes asked per prompt: the list is split into chunks of this many, decoded together over one image encode."""
+
+
+def _count(modules) -> int:
+    modules = modules if isinstance(modules, list) else [modules]
+    return sum(p.numel() for m in modules for p in m.parameters())
 
 
 def default_model_dir() -> Path:
@@ -69,11 +79,15 @@ class Lasagna:
     """A loaded model with its tokenizer (and its judges, where it has them): segment class lists and queries, or
     chat."""
 
-    def __init__(self, model, tokenizer, judges=None):
+    def __init__(self, model, tokenizer, judges=None, header: Header | None = None, folder: Path | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.judges = None if judges is None else judges.eval()
         self.engine = Engine(model, tokenizer, self.judges)
+        self.header = header
+        self.folder = folder
+        vocabulary = None if header is None else header.vocabulary
+        self._known = None if vocabulary is None else {normalise(name) for name in vocabulary}
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Lasagna:
@@ -93,7 +107,46 @@ class Lasagna:
                     f"{folder} has judges beside its model ({loaded.judges}), which need the lasagna.judges package"
                 ) from err
             judges = Judges.from_state(loaded.model, loaded.judges, loaded.judges_state, str(folder))
-        return cls(loaded.model, loaded.tokenizer, judges)
+        return cls(loaded.model, loaded.tokenizer, judges, loaded.header, folder)
+
+    @property
+    def vocabulary(self) -> list[str] | None:
+        """The class names the model was trained on where it knows no others (the embedded model); None when open."""
+        return None if self.header is None else self.header.vocabulary
+
+    def unknown_names(self, classes: list[str]) -> list[str]:
+        """The names of `classes` outside the model's vocabulary (none for an open-vocabulary model)."""
+        if self._known is None:
+            return []
+        return [name for name in classes if normalise(name) not in self._known]
+
+    def info(self) -> dict:
+        """What the model is: its sizes, parts, vocabulary, defaults and where it came from (`lasagna info`)."""
+        cfg = self.model.cfg
+        parts = {
+            "vision_tower": self.model.vision_tower,
+            "llm": self.model.llm,
+            "sam": self.model.sam,
+            "projectors": [self.model.projector, self.model.text_projector],
+        }
+        sizes = {name: _count(part) for name, part in parts.items()}
+        if self.judges is not None:
+            sizes["judges"] = _count(self.judges)
+        header = self.header
+        return {
+            "folder": None if self.folder is None else str(self.folder),
+            "source": None if header is None else header.source,
+            "parameters": {**sizes, "total": sum(sizes.values())},
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "llm": {k: getattr(cfg.llm, k) for k in ("arch", "hidden_size", "num_hidden_layers", "vocab_size")},
+            "max_positions": cfg.llm.max_position_embeddings,
+            "image_sizes": {"clip": cfg.preprocess.clip_size, "sam": cfg.preprocess.sam_size},
+            "default_decoder": cfg.default_decoder,
+            "default_chunk_size": DEFAULT_CHUNK_SIZE,
+            "judges": [] if self.judges is None else [k for k, v in to_dict(self.judges.cfg).items() if v],
+            "vocabulary": self.vocabulary,
+            "palette": None if header is None else header.palette,
+        }
 
     @property
     def config(self):
@@ -104,16 +157,24 @@ class Lasagna:
         image,
         classes: list[str] | None = None,
         query: str | None = None,
-        chunk_size: int = 16,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         decoder: Decoder | None = None,
     ) -> Prediction:
-        """Either `classes` (complex query: every class answered present with a mask, or absent) or `query`."""
+        """Either `classes` (complex query: every class answered present with a mask, or absent) or `query`.
+
+        A class name outside the vocabulary of a model that has one (the embedded ShapeWorld model) is answered all
+        the same, but named in `Prediction.warnings` and in a `UserWarning`: its answer means little."""
         if (classes is None) == (query is None):
             raise ValueError("give exactly one of classes=[...] or query='...'")
         rgb = to_rgb(image)
-        if classes is not None:
-            return self.engine.segment_classes(rgb, list(classes), chunk_size=chunk_size, decoder=decoder)
-        return self.engine.segment_query(rgb, query)
+        if classes is None:
+            return self.engine.segment_query(rgb, query)
+        pred = self.engine.segment_classes(rgb, classes, chunk_size=chunk_size, decoder=decoder)
+        for name in self.unknown_names([c.name for c in pred.classes]):
+            message = f"{name!r} is not among the {len(self.vocabulary)} class names this model was trained on"
+            pred.warnings.append(message)
+            warnings.warn(message, UserWarning, stacklevel=2)
+        return pred
 
     def segment_queries(self, image, queries: list[str]) -> list[Prediction]:
         """One `Prediction` per query (as `segment(image, query=...)` gives), the image encoded once for all."""

@@ -9,12 +9,14 @@ from pathlib import Path
 
 
 def write_atomic_dir(out: Path, fill, overwrite: bool = False) -> Path:
-    """Create `out` by calling fill(tmp_dir) on a temporary sibling and renaming it into place."""
+    """Create `out` by calling fill(tmp_dir) on a temporary sibling and renaming it into place: everything in it
+    appears at once, and a replaced folder is swapped whole (so its files are never a mix of two writes)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    clean_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         fill(tmp)
         _as_created(tmp)
@@ -31,10 +33,33 @@ def write_atomic_dir(out: Path, fill, overwrite: bool = False) -> Path:
     return out
 
 
+def clean_stale(out: Path) -> None:
+    """Remove the temporary siblings of `out` that a killed process left behind (their names carry its pid)."""
+    parent = Path(out).parent
+    for stale in [*parent.glob(f".{out.name}.tmp-*"), *parent.glob(f".{out.name}.old-*")]:
+        pid = stale.name.rsplit(".", 1)[-1].split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def write_atomic_file(path: Path, fill) -> Path:
     """Create file `path` by calling fill(tmp_path) on a temporary sibling and renaming it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         fill(tmp)

@@ -80,16 +80,25 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Read model.safetensors or the shards listed by the index."""
     folder = Path(folder)
     if (folder / INDEX).exists():
-        files = sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))
+        try:
+            files = sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{folder / INDEX} is not a weights index (a 'weight_map' of names): {err}") from err
     elif (folder / WEIGHTS).exists():
         files = [WEIGHTS]
     else:
         raise CheckpointError(f"{folder} has neither {WEIGHTS} nor {INDEX}")
     state = {}
     for name in files:
-        with safe_open(str(folder / name), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                state[key] = f.get_tensor(key)
+        path = folder / name
+        if Path(name).name != name or not path.is_file():
+            raise CheckpointError(f"{folder / INDEX} names a weights file that is not in {folder}: {name!r}")
+        try:  # why broad: safetensors reports a truncated file or a header of absurd size by its own error type
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    state[key] = f.get_tensor(key)
+        except Exception as err:
+            raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from err
     return state
 
 
@@ -134,8 +143,23 @@ def load_part(model: torch.nn.Module, path: Path, prefixes: tuple[str, ...], wha
     model.load_state_dict(state, strict=False)
 
 
-def read_header(folder: Path) -> tuple[ModelConfig, JudgesConfig]:
-    """The model's config and which judges sit beside it, from `config.json` (either format version)."""
+@dataclass
+class Header:
+    """What `config.json` says of a checkpoint folder.
+
+    vocabulary: the class names the model was trained on, where it knows no others (the embedded ShapeWorld model);
+    None for an open-vocabulary model (released weights). palette: the RGB of each colour word its world uses, where
+    it has one. source: where the weights came from, in words."""
+
+    model: ModelConfig
+    judges: JudgesConfig
+    vocabulary: list[str] | None = None
+    palette: dict[str, list[int]] | None = None
+    source: str | None = None
+
+
+def read_header(folder: Path) -> Header:
+    """`config.json` of a checkpoint folder (either format version), checked field by field."""
     path = Path(folder) / "config.json"
     if not path.exists():
         raise CheckpointError(f"{folder} is not a lasagna checkpoint: {path} is missing")
@@ -149,24 +173,49 @@ def read_header(folder: Path) -> tuple[ModelConfig, JudgesConfig]:
     version = data.get("format_version")
     if version not in (1, FORMAT_VERSION):
         raise CheckpointError(f"{path}: format_version {version!r} is not 1 or {FORMAT_VERSION}")
-    model = dict(data.get("model") or {})
-    judges = data.get("judges", {})
+    unknown = sorted(set(data) - {"format", "format_version", "model", "judges", "vocabulary", "palette", "source"})
+    if unknown:
+        raise CheckpointError(f"{path}: unknown field(s) {unknown}")
+    model = data.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{path}: 'model' must be a mapping of the model's config, got {type(model).__name__}")
+    model, judges = dict(model), data.get("judges", {})
     if version == 1:  # the judges were model fields
         judges = {k: model.pop(k) for k in JUDGE_FLAGS if k in model}
+    vocabulary, source = data.get("vocabulary"), data.get("source")
+    if vocabulary is not None and not (
+        isinstance(vocabulary, list) and vocabulary and all(isinstance(n, str) and n.strip() for n in vocabulary)
+    ):
+        raise CheckpointError(f"{path}: 'vocabulary' must be a non-empty list of class names")
+    if source is not None and not isinstance(source, str):
+        raise CheckpointError(f"{path}: 'source' must be a string")
+    palette = data.get("palette")
+    if palette is not None and not (
+        isinstance(palette, dict)
+        and all(isinstance(v, list) and len(v) == 3 and all(isinstance(c, int) for c in v) for v in palette.values())
+    ):
+        raise CheckpointError(f"{path}: 'palette' must map colour names to [R, G, B] integers")
     try:
-        return from_dict(ModelConfig, model, ".model"), from_dict(JudgesConfig, judges, ".judges")
+        cfg, judges = from_dict(ModelConfig, model, ".model"), from_dict(JudgesConfig, judges, ".judges")
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: {err}") from err
+    return Header(cfg, judges, vocabulary, palette, source)
 
 
 def read_config(folder: Path) -> ModelConfig:
-    return read_header(folder)[0]
+    return read_header(folder).model
 
 
-def write_config(folder: Path, cfg: ModelConfig, judges: JudgesConfig | None = None) -> None:
+def write_config(
+    folder: Path, cfg: ModelConfig, judges: JudgesConfig | None = None, about: Header | None = None
+) -> None:
+    """config.json for `cfg` and `judges`, with the vocabulary, palette and source of `about` where it has them."""
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(cfg)}
     if judges is not None and judges.any:
         header["judges"] = to_dict(judges)
+    for name in ("vocabulary", "palette", "source"):
+        if about is not None and getattr(about, name) is not None:
+            header[name] = getattr(about, name)
     (Path(folder) / "config.json").write_text(json.dumps(header, indent=2) + "\n")
 
 
@@ -178,9 +227,11 @@ def save_pretrained(
     overwrite: bool = False,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
     judges: torch.nn.Module | None = None,
+    about: Header | None = None,
 ) -> Path:
     """Save from the unwrapped module: weights (optionally cast to `dtype`), config and tokenizer; `judges` (a
-    `lasagna.judges.Judges`, with its `cfg`) are saved beside the model."""
+    `lasagna.judges.Judges`, with its `cfg`) are saved beside the model; `about` gives the vocabulary, palette and
+    source to keep (those of the checkpoint the model came from)."""
     state = dict(model.state_dict())
     if judges is not None:
         state.update(judges.state_dict())
@@ -189,7 +240,7 @@ def save_pretrained(
 
     def fill(tmp: Path) -> None:
         save_weights(state, tmp, max_shard_bytes)
-        write_config(tmp, model.cfg, None if judges is None else judges.cfg)
+        write_config(tmp, model.cfg, None if judges is None else judges.cfg, about)
         tokenizer.save_pretrained(str(tmp))
 
     return write_atomic_dir(Path(out), fill, overwrite=overwrite)
@@ -220,13 +271,17 @@ def build_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor], what: str
 
 @dataclass
 class Loaded:
-    """A checkpoint folder read: the paper's model and its tokenizer; which judges sit beside it and their weights
-    (to be loaded strictly by `lasagna.judges`; empty when it has none)."""
+    """A checkpoint folder read: the paper's model and its tokenizer, its `Header`, and the judges' weights (to be
+    loaded strictly by `lasagna.judges`; empty when it has none)."""
 
     model: LasagnaModel
     tokenizer: object
-    judges: JudgesConfig
+    header: Header
     judges_state: dict[str, torch.Tensor]
+
+    @property
+    def judges(self) -> JudgesConfig:
+        return self.header.judges
 
 
 def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None, cfg: ModelConfig | None = None) -> Loaded:
@@ -241,21 +296,46 @@ def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None, cfg: M
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {folder}")
-    saved, judges = read_header(folder)
+    header = read_header(folder)
+    judges = header.judges
     state = read_weights(folder)
     with torch.device("meta"):
-        model = LasagnaModel(cfg or saved)
+        model = LasagnaModel(cfg or header.model)
     expected = set(model.state_dict())
     extra = {k: state.pop(k) for k in sorted(set(state) - expected)} if judges.any else {}
     model = _adopt(model, state, str(folder))
     if dtype is not None:
         model.to(dtype)
         extra = {k: v.to(dtype) if v.is_floating_point() else v for k, v in extra.items()}
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    ids = token_ids(tokenizer)
+    tokenizer = _read_tokenizer(folder, AutoTokenizer)
+    try:
+        ids = token_ids(tokenizer)
+    except ValueError as err:
+        raise CheckpointError(f"{folder}: {err}") from err
     model.set_token_ids(ids.ins, ids.pad, ids.no_ins)
     model.eval()
-    return Loaded(model, tokenizer, judges, extra)
+    return Loaded(model, tokenizer, header, extra)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+def _read_tokenizer(folder: Path, auto):
+    """The tokenizer saved beside the weights, with errors that name the file at fault."""
+    present = [name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    if not present:
+        raise CheckpointError(f"{folder} has no tokenizer: none of {list(TOKENIZER_FILES)} is there")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
+        path = folder / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+    try:
+        return auto.from_pretrained(str(folder))
+    except Exception as err:  # why broad: transformers raises many types, some naming a missing library instead
+        raise CheckpointError(f"cannot read the tokenizer in {folder} ({', '.join(present)}): {err}") from err
 
 
 def load_pretrained(

@@ -260,6 +260,11 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 }
 
 
+class ConfigError(ValueError, TypeError):
+    """A config value of the wrong type or shape, named by its dotted path (a ValueError like every bad input; a
+    TypeError too, for callers that catch that)."""
+
+
 def preset(name: str) -> ModelConfig:
     """A fresh copy of a named preset."""
     if name not in MODEL_PRESETS:
@@ -274,7 +279,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build dataclass `cls` from `data`, recursing into nested dataclasses; unknown keys are an error."""
     if not isinstance(data, dict):
-        raise TypeError(f"config{where or ' root'}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+        raise ConfigError(f"config{where or ' root'}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -304,18 +309,18 @@ def _check_value(kind: Any, value: Any, where: str) -> Any:
         return _check_value(kind, value, where)
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise TypeError(f"config{where}: expected a list, got {value!r}")
+            raise ConfigError(f"config{where}: expected a list, got {value!r}")
         return list(value) if origin is list else tuple(value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise TypeError(f"config{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"config{where}: expected a mapping, got {value!r}")
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind in (int, float, str, bool) and not isinstance(value, kind):
-        raise TypeError(f"config{where}: expected {kind.__name__}, got {value!r}")
+        raise ConfigError(f"config{where}: expected {kind.__name__}, got {value!r}")
     if kind is int and isinstance(value, bool):
-        raise TypeError(f"config{where}: expected int, got {value!r}")
+        raise ConfigError(f"config{where}: expected int, got {value!r}")
     return value
 
 

@@ -200,3 +200,20 @@ except Exception as e:
     assert "'segment'" in commands and "'train'" in commands and "'eval'" in commands
     assert "calibrate" not in commands and "train-picker" not in commands
     assert "refused CheckpointError" in run.stdout and "lasagna.judges" in run.stdout
+
+
+def test_without_the_judges_package_the_paper_model_trains_and_evaluates(tmp_path):
+    from test_train import TINY
+
+    run, report = tmp_path / "run", tmp_path / "eval.json"
+    body = f"""
+from lasagna.cli import main
+train = main(["train", "out_dir={run}", *{TINY!r}, "optim.steps=1", "save_every=1"])
+evaluate = main(["eval", "--model", "{run / "final"}", "--dataset", "shapeworld", "--split", "val", "--limit", "1",
+                 "--tasks", "semantic", "--out", "{report}"])
+print("exit", train, evaluate)
+"""
+    done = _without_judges(body, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exit 0 0" in done.stdout
+    assert "semantic" in json.loads(report.read_text())

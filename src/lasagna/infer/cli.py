@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import warnings
 from pathlib import Path
 
 
@@ -44,6 +46,7 @@ def result_json(pred, image_path: str) -> dict:
             "score": round(c.score, 4),
             "area": int(c.mask.sum()) if c.mask is not None else 0,
             "answered": c.answered,
+            "llm_present": c.llm_present,
             "mask": rle.encode(c.mask) if c.mask is not None else None,
         }
         for c in pred.classes
@@ -55,12 +58,35 @@ def result_json(pred, image_path: str) -> dict:
         "masks": [rle.encode(m) for m in pred.masks],
         "answer": pred.text,
         "unmatched_names": pred.unmatched,
+        "warnings": pred.warnings,
     }
 
 
+OUTPUT_FILES = frozenset({"result.json", "overlay.png", "label.png"})
+"""What an output folder of `lasagna segment` holds; it is replaced whole, so only these may be there."""
+
+
+def write_outputs(out: Path, fill) -> Path:
+    """Write an image's output files with `fill(folder)` and swap them into `out` together (a kill never leaves a
+    new result beside an old overlay). `out` must be new, empty, or an earlier output folder: never a folder of
+    the user's, whose other files the swap would remove."""
+    from ..atomic import write_atomic_dir
+
+    if out.exists():
+        if not out.is_dir():
+            raise NotADirectoryError(f"--out {out} is a file, not a folder")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_FILES)
+        if foreign:
+            raise FileExistsError(
+                f"--out {out} holds files lasagna did not write ({', '.join(foreign[:3])}); name a new or empty folder"
+            )
+    return write_atomic_dir(out, fill, overwrite=True)
+
+
 def run(args) -> int:
+    if not args.out.strip():
+        raise ValueError("--out must name a folder, got an empty string")
     from ..api import Lasagna, to_rgb
-    from ..atomic import write_atomic_file
     from ..viz import overlay
 
     image = to_rgb(args.image)
@@ -70,15 +96,21 @@ def run(args) -> int:
         masks = [(f"target {i + 1}", m) for i, m in enumerate(pred.masks)]
         absent = [] if masks else ["(no target)"]
     else:
-        pred = model.segment(image, classes=read_classes(args), chunk_size=args.chunk_size, decoder=args.decoder)
+        with warnings.catch_warnings():  # why: printed once below, one line per name, not as Python warnings
+            warnings.simplefilter("ignore", UserWarning)
+            pred = model.segment(image, classes=read_classes(args), chunk_size=args.chunk_size, decoder=args.decoder)
         masks = [(c.name, c.mask) for c in pred.classes if c.present]
         absent = pred.absent
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result_json(pred, str(args.image)), indent=1) + "\n"
-    write_atomic_file(out / "result.json", lambda tmp: tmp.write_text(text))
     picture = overlay(image, masks, absent)
-    write_atomic_file(out / "overlay.png", lambda tmp: picture.save(tmp, format="PNG"))
+
+    def fill(folder: Path) -> None:
+        (folder / "result.json").write_text(text)
+        picture.save(folder / "overlay.png", format="PNG")
+
+    out = write_outputs(Path(args.out), fill)
+    for warning in pred.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.query is not None:
         print(f"answer: {pred.text}")
         print(f"{len(pred.masks)} mask(s)")

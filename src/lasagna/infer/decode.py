@@ -121,15 +121,24 @@ def _presence_score(logits: torch.Tensor, ids: TokenIds) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_free(
-    model: LasagnaModel, prefix: Prefix, suffixes: list[list[int]], ids: TokenIds, max_new_tokens: int = 512
+    model: LasagnaModel,
+    prefix: Prefix,
+    suffixes: list[list[int]],
+    ids: TokenIds,
+    max_new_tokens: int = 512,
+    banned: tuple[int, ...] = (),
 ) -> list[RowResult]:
-    """Greedy generation after each suffix (its prompt ends in "ASSISTANT:"); stops at eos per row."""
+    """Greedy generation after each suffix (its prompt ends in "ASSISTANT:"); stops at eos per row. Tokens in `banned`
+    are never chosen."""
     rows = _Rows(model, prefix, len(suffixes))
     col_ids, col_mask = _left_pad(suffixes, ids.pad, rows.device)
     hidden, logits = rows.feed(col_ids, col_mask)
     results = [RowResult(ids=[], finished=False) for _ in suffixes]
     last_hidden, last_logits = hidden[:, -1], logits[:, -1]
     for _ in range(max_new_tokens):
+        if banned:
+            last_logits = last_logits.clone()
+            last_logits[:, list(banned)] = float("-inf")
         next_ids = last_logits.argmax(-1)
         scores = _presence_score(last_logits, ids)
         for r, res in enumerate(results):

@@ -65,7 +65,9 @@ class ClassResult:
     """One queried class: `present`, P(<ins>) `score` (with a judge, the fused P, `Engine._decide`),
     `mask` (H, W) bool at the original size when present.
 
-    `answered` is False when free decoding never named the class (it is then reported absent).
+    `answered` is False when free decoding never named the class (it is then reported absent). `llm_present` is the
+    LLM's own `<ins>`/`<no_ins>`: `present` differs from it where a judge overruled it, or where the mask came out
+    empty (then `Prediction.warnings` says so).
     """
 
     name: str
@@ -73,6 +75,7 @@ class ClassResult:
     score: float
     mask: np.ndarray | None = None
     answered: bool = True
+    llm_present: bool | None = None  # the LLM's own decision, where a judge or an empty mask may have overruled it
 
 
 @dataclass
@@ -86,6 +89,8 @@ class Prediction:
     # query mode: P(<ins>) within {<ins>, <no_ins>} at each decision of the answer, in order, <no_ins> ones too
     # (with a judge, the fused P that decides)
     scores: list[float] = field(default_factory=list)
+    # what the caller should know of this answer (class names outside the model's vocabulary, say)
+    warnings: list[str] = field(default_factory=list)
     # with a judge, class lists: (len(classes), 2) the LLM's and the judge's log-odds of each queried class, NaN where
     # free decoding never named it; queries: (decisions, 2) alike, in answer order (what a judge's fusion is fit on)
     evidence: torch.Tensor | None = field(default=None, repr=False)
@@ -244,10 +249,8 @@ class Engine:
         enc, resized, original = self.encode_image(image)
         chunks = [classes[i : i + chunk_size] for i in range(0, len(classes), chunk_size)]
         results = self._run_chunks(enc, chunks, decoder)
-        found: dict[str, ClassResult] = {}
-        names, decisions, name_tokens, unmatched, texts = [], [], [], [], []
+        names, decisions, name_tokens, unmatched = [], [], [], []
         for chunk, row in zip(chunks, results, strict=True):
-            texts.append(self.tokenizer.decode(row.ids, skip_special_tokens=False))
             spans = name_ids(row)
             if decoder == "template":
                 items = list(zip(chunk, row.decisions, spans, strict=True))
@@ -259,11 +262,19 @@ class Engine:
             decisions += [d for _, d, _ in items]
             name_tokens += [n for _, _, n in items]
         present, scores, logits, evidence = self._decide(enc, decisions, name_tokens, resized, original, "classes")
-        for name, yes, score in zip(names, present, scores, strict=True):
-            found[name] = ClassResult(name, yes, score)
+        found: dict[str, ClassResult] = {}
+        for name, decision, yes, score in zip(names, decisions, present, scores, strict=True):
+            found[name] = ClassResult(name, yes, score, llm_present=decision.present)
         owners = [name for name, yes in zip(names, present, strict=True) if yes]
+        warnings = []
         for name, lg in zip(owners, logits, strict=True):
-            found[name].mask = (lg > 0).cpu().numpy()
+            mask = (lg > 0).cpu().numpy()
+            if mask.any():
+                found[name].mask = mask
+            else:  # why: "present" with nothing to show would contradict itself; the text says so too
+                found[name].present = False
+                warnings.append(f"{name!r} was answered present but its mask is empty; it is reported absent")
+        final = {id(d): found[name].present for name, d in zip(names, decisions, strict=True)}
         out = [found.get(name, ClassResult(name, False, 0.0, answered=False)) for name in classes]
         keep = [owners.index(c.name) for c in out if c.present]
         per_class = None
@@ -276,11 +287,21 @@ class Engine:
         return Prediction(
             image_size=original,
             classes=out,
-            text="\n".join(texts),
+            text="\n".join(self._answer_text(row, final) for row in results),
             unmatched=unmatched,
             logits=logits[keep].cpu() if keep else None,
             evidence=per_class,
+            warnings=warnings,
         )
+
+    def _answer_text(self, row: RowResult, final: dict[int, bool]) -> str:
+        """A row's answer as text, each decision written as finally taken (`final`, by `id` of the decision, where
+        a judge or an empty mask overruled the LLM), so that the text never contradicts the flags."""
+        ids = list(row.ids)
+        for d in row.decisions:
+            if id(d) in final and final[id(d)] != d.present:
+                ids[d.index] = self.ids.ins if final[id(d)] else self.ids.no_ins
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     @torch.no_grad()
     def segment_query(self, image: np.ndarray, query: str, max_new_tokens: int = 128) -> Prediction:
@@ -300,15 +321,24 @@ class Engine:
         predictions = []
         for row in self.answer_queries(enc, queries, max_new_tokens):
             decided = self._decide(enc, row.decisions, name_ids(row), resized, original, "query")
-            _, scores, logits, evidence = decided
+            flags, scores, logits, evidence = decided
+            present = [d for d, yes in zip(row.decisions, flags, strict=True) if yes]
+            masks = [(lg > 0).cpu().numpy() for lg in logits]
+            drawn = [k for k, mask in enumerate(masks) if mask.any()]
+            final = {id(d): yes for d, yes in zip(row.decisions, flags, strict=True)}
+            warnings = []
+            for k in sorted(set(range(len(masks))) - set(drawn)):
+                final[id(present[k])] = False  # why: an `<ins>` with nothing to show would contradict itself
+                warnings.append(f"target {k + 1} of the answer has an empty mask; it is reported absent")
             predictions.append(
                 Prediction(
                     image_size=original,
-                    text=self.tokenizer.decode(row.ids, skip_special_tokens=False),
-                    masks=[(lg > 0).cpu().numpy() for lg in logits],
+                    text=self._answer_text(row, final),
+                    masks=[masks[k] for k in drawn],
                     scores=scores,
-                    logits=logits.cpu(),
+                    logits=logits[drawn].cpu(),
                     evidence=evidence,
+                    warnings=warnings,
                 )
             )
         return predictions
@@ -339,9 +369,11 @@ class Engine:
         return self.tokenizer.decode(row.ids, skip_special_tokens=True).strip()
 
     def _generate(self, enc, question: str, max_new_tokens: int) -> RowResult:
+        """A chat answer: the mask tokens are never chosen (a chat has no masks to give)."""
         ids = self._encode(self._render([(question, None)]))
         prefix = encode_prefix(self.model, enc, 0, ids[:-1])
-        return decode_free(self.model, prefix, [ids[-1:]], self.ids, max_new_tokens=max_new_tokens)[0]
+        banned = (self.ids.ins, self.ids.no_ins)
+        return decode_free(self.model, prefix, [ids[-1:]], self.ids, max_new_tokens=max_new_tokens, banned=banned)[0]
 
 
 def semantic_question(classes: list[str]) -> str:

@@ -89,13 +89,15 @@ def calibrate(
     return {"scenes": min(count, len(source)), "classes": len(present), **report}
 
 
-def calibrate_queries(lasagna, source, count: int, progress: bool = True, absent_weight: float = 1.0) -> dict:
+def calibrate_queries(
+    lasagna, source, count: int, progress: bool = True, absent_weight: float = 1.0, tokens: int = 128
+) -> dict:
     """Fit the query verifier's fusion in place on every decision of the model's answers to the expressions of
     `count` scenes of a referring `source`, each decision against whether its expression has a target."""
     from .answers import auc, collect_answers
 
     _check(_judges(lasagna).query_verifier, "query", count)
-    answers = collect_answers(lasagna, source, count, progress=progress)
+    answers = collect_answers(lasagna, source, count, max_new_tokens=tokens, progress=progress)
     evidence = query_evidence(lasagna, answers)
     report = _fit_into(lasagna.judges.query_verifier.fusion, evidence, answers.present, absent_weight)
     aucs = {"auc_llm": auc(evidence[:, 0], answers.present), "auc_verifier": auc(evidence[:, 1], answers.present)}

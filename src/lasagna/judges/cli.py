@@ -65,6 +65,7 @@ def _answer_args(p, part: str) -> None:
         "--answers", help="a file for the decoded answers: read if it exists (same model and data), else written"
     )
     p.add_argument("--reasoning-answers", help="the same for the answers to the reasoning queries (with --reasoning)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="longest answer decoded to a query")
     p.add_argument("--overwrite", action="store_true")
 
 
@@ -87,7 +88,7 @@ def run_calibrate(args) -> int:
         raise ValueError(f"{args.model} on {args.dataset} {args.split}: {e}") from e
     dtype = next(model.parameters()).dtype
     out = save_pretrained(
-        model, lasagna.tokenizer, Path(args.out), dtype=dtype, overwrite=args.overwrite, judges=lasagna.judges
+        model, lasagna.tokenizer, Path(args.out), dtype, args.overwrite, judges=lasagna.judges, about=lasagna.header
     )
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")
@@ -104,7 +105,7 @@ def run_train_verifier(args) -> int:
         return {"decisions": len(answers), "losses": losses}
 
     def check(lasagna, held_out) -> tuple[str, dict]:
-        return "calibration", calibrate_queries(lasagna, held_out, args.calibrate_limit)
+        return "calibration", calibrate_queries(lasagna, held_out, args.calibrate_limit, tokens=args.max_new_tokens)
 
     return _run_on_answers(args, "query_verifier", args.calibrate_split, train, check)
 
@@ -119,7 +120,7 @@ def run_train_picker(args) -> int:
         return {"decisions": used, "losses": losses}
 
     def check(lasagna, held_out) -> tuple[str, dict]:
-        answers = collect_answers(lasagna, held_out, args.check_limit)
+        answers = collect_answers(lasagna, held_out, args.check_limit, max_new_tokens=args.max_new_tokens)
         return "check", picker_report(lasagna.judges.instance_picker, answers, lasagna.model.embed_tokens)
 
     return _run_on_answers(args, "instance_picker", args.check_split, train, check)
@@ -150,14 +151,14 @@ def _run_on_answers(args, part: str, held_out_split: str, train, check) -> int:
     if args.fresh:
         setattr(judges, part, None)
     judges.add(JudgesConfig(**{part: True}), seed=args.seed)
-    lasagna = Lasagna(model, lasagna.tokenizer, judges)
+    lasagna = Lasagna(model, lasagna.tokenizer, judges, lasagna.header, lasagna.folder)
     start = time.perf_counter()
     summary = train(lasagna, _train_answers(lasagna, train_source, args))
     getattr(judges, part).to(dtype)  # why before checking: it is checked (and a fusion fit on it) as it will be saved
     name, report = check(lasagna, held_out)
     summary = {**summary, "losses": [round(x, 4) for x in summary["losses"]]}
     summary["seconds"] = round(time.perf_counter() - start, 1)
-    saved = save_pretrained(model, lasagna.tokenizer, out, dtype=dtype, overwrite=args.overwrite, judges=judges)
+    saved = save_pretrained(model, lasagna.tokenizer, out, dtype, args.overwrite, judges=judges, about=lasagna.header)
     print(json.dumps({"train": summary, name: report}, indent=1))
     print(f"wrote {saved}")
     return 0
@@ -175,22 +176,23 @@ def _train_answers(lasagna, source, args):
     weights = answering_digest(lasagna.model)
     keys = ("dataset", "split", "scenes", "no_target_rate", "twins")
     about = {"weights": weights, **{k: getattr(args, k) for k in keys}}
-    answers = _kept_answers(lasagna, source, args.scenes, args.answers, about)
+    answers = _kept_answers(lasagna, source, args.scenes, args.answers, about, args.max_new_tokens)
     if asked:
         reasoning = _reasoning_source(args.reasoning_dataset or args.dataset, args.split, args.root)
         about = {"weights": weights, "reasoning": reasoning.name, "scenes": args.scenes}
-        answers = join_answers(answers, _kept_answers(lasagna, reasoning, args.scenes, args.reasoning_answers, about))
+        kept = _kept_answers(lasagna, reasoning, args.scenes, args.reasoning_answers, about, args.max_new_tokens)
+        answers = join_answers(answers, kept)
     return answers
 
 
-def _kept_answers(lasagna, source, scenes: int, path, description: dict):
+def _kept_answers(lasagna, source, scenes: int, path, description: dict, tokens: int):
     from pathlib import Path
 
     from .answers import collect_answers, load_answers, save_answers
 
     if path and Path(path).exists():
         return load_answers(Path(path), description)
-    answers = collect_answers(lasagna, source, scenes)
+    answers = collect_answers(lasagna, source, scenes, max_new_tokens=tokens)
     if path:
         save_answers(answers, Path(path), description)
     return answers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,29 @@ class OptimConfig:
     grad_accum: int = 10
     # lr multipliers by parameter-name prefix, e.g. {sam.mask_decoder: 0.1}; the longest matching prefix wins
     lr_scale: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "grad_clip"):
+            _check_number(f"optim.{name}", getattr(self, name), low=0.0, inclusive=False)
+        _check_number("optim.weight_decay", self.weight_decay, low=0.0)
+        for name in ("steps", "batch_size", "grad_accum"):
+            _check_count(f"optim.{name}", getattr(self, name), 1)
+        _check_count("optim.warmup_steps", self.warmup_steps, 0)
+        if len(self.betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas!r}")
+
+
+def _check_number(name: str, value: float, low: float, inclusive: bool = True) -> None:
+    """A finite number at or above `low` (above it if not `inclusive`), or an error naming the field."""
+    ok = math.isfinite(value) and (value >= low if inclusive else value > low)
+    if not ok:
+        bound = f">= {low}" if inclusive else f"> {low}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def _check_count(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 @dataclass
@@ -133,19 +157,32 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"training config not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or err
+            raise ValueError(f"{path}: not valid YAML{where}: {problem}") from err
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key.sub=value")
         key, value = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({err})") from err
+        _set_dotted(data, key.strip(), parsed)
     return from_dict(TrainConfig, data)
 
 
 def check_train_config(cfg: TrainConfig) -> None:
     """Combinations that cannot work, named before any model is built."""
+    for name in ("save_every", "keep_last", "log_every"):
+        _check_count(name, getattr(cfg, name), 1)
+    _check_count("calibrate_scenes", cfg.calibrate_scenes, 0)
     for key, value in cfg.optim.lr_scale.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ValueError(
