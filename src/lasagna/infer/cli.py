@@ -59,8 +59,9 @@ def result_json(pred, image_path: str) -> dict:
 
 
 def run(args) -> int:
-    from ..api import Lasagna, to_rgb
+    from ..api import Lasagna
     from ..atomic import write_atomic_file
+    from ..preprocess import to_rgb
     from ..viz import overlay
 
     image = to_rgb(args.image)
