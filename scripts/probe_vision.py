@@ -15,7 +15,7 @@ import torch
 
 from lasagna.api import Lasagna
 from lasagna.data.shapeworld import COLOURS, scene
-from lasagna.data.transforms import clip_pixels
+from lasagna.preprocess import clip_pixels
 
 
 def probe(x: torch.Tensor, y: torch.Tensor, train: int) -> tuple[float, float]:

@@ -153,7 +153,7 @@ def test_bad_images_are_clear_errors(tiny_tokenizer, tmp_path):
 def test_image_kinds_are_accepted(tiny_tokenizer):
     from PIL import Image
 
-    from lasagna.api import to_rgb
+    from lasagna.preprocess import to_rgb
 
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
     assert to_rgb(gray).shape == (3, 4, 3)

@@ -16,9 +16,10 @@ from pycocotools import mask as mask_utils
 from lasagna.data.records import IGNORE_LABEL
 from lasagna.data.sources import SOURCES, open_source
 from lasagna.data.sources.classnames import COCO_STUFF_171, PASCAL_CONTEXT_59, PASCAL_CONTEXT_459
-from lasagna.data.sources.imageio import ImageReadError, read_image, read_image_size, read_label
+from lasagna.data.sources.imageio import read_image_size, read_label
 from lasagna.data.sources.refer import load_plain_pickle
 from lasagna.data.tasks import format_record
+from lasagna.preprocess import ImageReadError, to_rgb
 
 # pycocotools' compiled decode trips numpy 2's `copy=` deprecation; harmless, and not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -59,7 +60,7 @@ def test_read_image_converts_every_mode_to_rgb(tmp_path):
         (deep, (255, 255, 255)),
         (tmp_path / "p.png", (10, 20, 30)),
     ]:
-        image = read_image(path)
+        image = to_rgb(path)
         assert image.shape == (H, W, 3) and image.dtype == np.uint8
         assert tuple(image[0, 0]) == pixel, path
 
@@ -68,9 +69,9 @@ def test_read_image_applies_exif_orientation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees: stored (6, 8) is shown (8, 6)
     path = _write(tmp_path / "rot.jpg", np.zeros((H, W, 3), np.uint8), exif=exif.tobytes())
-    assert read_image(path).shape == (W, H, 3)
+    assert to_rgb(path).shape == (W, H, 3)
     assert read_image_size(path) == (W, H)
-    assert read_image(path, exif_transpose=False).shape == (H, W, 3)
+    assert to_rgb(path, exif_transpose=False).shape == (H, W, 3)
     assert read_image_size(path, exif_transpose=False) == (H, W)
 
 
@@ -79,9 +80,9 @@ def test_read_image_errors_name_the_file(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(good.read_bytes()[:40])
     with pytest.raises(ImageReadError, match=r"broken\.jpg"):
-        read_image(broken)
+        to_rgb(broken)
     with pytest.raises(FileNotFoundError, match=r"absent\.png"):
-        read_image(tmp_path / "absent.png")
+        to_rgb(tmp_path / "absent.png")
     rgb = _photo(tmp_path / "rgb_label.png")
     with pytest.raises(ImageReadError, match="single-channel"):
         read_label(rgb)

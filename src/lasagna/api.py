@@ -8,8 +8,8 @@
     pred = model.segment("scene.png", query="the shape with six corners")
     print(model.chat("scene.png", "How many stars are there?"))
 
-Images may be a path, a PIL image, or a numpy array (H, W, 3) uint8 RGB, (H, W) grayscale, (H, W, 4) RGBA or 16-bit;
-EXIF orientation of files and PIL images is applied.
+Images may be a path, a PIL image, or a numpy array (H, W, 3) uint8 RGB, (H, W) grayscale, (H, W, 4) RGBA, 16-bit
+or float in [0, 1]; EXIF orientation of files and PIL images is applied (`lasagna.preprocess` has the full rules).
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from .checkpoint import CheckpointError, Header, load_checkpoint
 from .config import to_dict
-from .data.sources.imageio import read_image
 from .infer.engine import Decoder, Engine, Prediction
 from .infer.parse import normalise
+from .preprocess import to_rgb
 
 DEFAULT_MODEL = "shapeworld-small"
 DEFAULT_CHUNK_SIZE = 16
@@ -41,38 +39,6 @@ def _count(modules) -> int:
 def default_model_dir() -> Path:
     """Folder of the embedded ShapeWorld model inside the installed package."""
     return Path(str(resources.files("lasagna") / "weights" / DEFAULT_MODEL))
-
-
-def to_rgb(image) -> np.ndarray:
-    """Any supported image input -> (H, W, 3) uint8 RGB."""
-    if isinstance(image, str | Path):
-        return read_image(image)
-    if isinstance(image, Image.Image):
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            image = np.asarray(image)
-        else:
-            return np.array(image.convert("RGB"), dtype=np.uint8)
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a path, PIL image or numpy array, got {type(image).__name__}")
-    array = image
-    if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.size and array.max() > 255):
-        array = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    if array.dtype != np.uint8:
-        raise ValueError(f"image array must be uint8 or uint16, got {array.dtype}")
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 4:
-        array = array[:, :, :3]
-    elif array.ndim == 3 and array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"image is empty: shape {image.shape}")
-    return np.ascontiguousarray(array)
 
 
 class Lasagna:

@@ -9,10 +9,10 @@ import torch
 
 from ..config import ModelConfig
 from ..model.lasagna import LasagnaInputs
+from ..preprocess import check_image, clip_pixels, sam_pixels
 from ..tokenization import encode_dialogue
 from ..tokens import IGNORE_INDEX, token_ids
 from .tasks import Sample
-from .transforms import check_image, clip_pixels, sam_pixels
 
 
 @dataclass

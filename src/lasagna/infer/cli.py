@@ -86,7 +86,8 @@ def write_outputs(out: Path, fill) -> Path:
 def run(args) -> int:
     if not args.out.strip():
         raise ValueError("--out must name a folder, got an empty string")
-    from ..api import Lasagna, to_rgb
+    from ..api import Lasagna
+    from ..preprocess import to_rgb
     from ..viz import overlay
 
     image = to_rgb(args.image)

@@ -15,8 +15,8 @@ import torch
 
 from .. import prompts
 from ..data import templates
-from ..data.transforms import check_image, clip_pixels, sam_pixels
 from ..model.lasagna import ImageEncoding, LasagnaModel
+from ..preprocess import check_image, clip_pixels, sam_pixels
 from ..tokenization import encode
 from ..tokens import check_user_text, token_ids
 from .decode import RowResult, decode_free, decode_template, encode_prefix

@@ -17,7 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from lasagna.data.records import IGNORE_LABEL, Record, SemanticRecord, TaskName
-from lasagna.data.sources.imageio import read_image, read_label
+from lasagna.data.sources.imageio import read_label
+from lasagna.preprocess import to_rgb
 
 DATA_ENV = "LASAGNA_DATA"
 INVALID = IGNORE_LABEL - 1
@@ -140,7 +141,7 @@ class SemanticSource:
         return SemanticRecord(
             image_id=item.image_id,
             # label maps index the stored pixel grid, so the image must not be turned by its EXIF tag
-            load_image=partial(read_image, item.image, exif_transpose=False),
+            load_image=partial(to_rgb, item.image, exif_transpose=False),
             load_label=partial(read_mapped_label, item.label, self.lut),
             classes=self.classes,
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lasagna.data.records import VQARecord
 from lasagna.data.sources.base import Layout, RecordSource
-from lasagna.data.sources.imageio import read_image
+from lasagna.preprocess import to_rgb
 from lasagna.tokens import IMAGE
 
 LLAVA = Layout(
@@ -57,7 +57,7 @@ def llava_instruct(root: str | Path | None = None, split: str = "train") -> Reco
         records.append(
             VQARecord(
                 image_id=str(entry.get("id", Path(entry["image"]).stem)),
-                load_image=partial(read_image, image_dir / entry["image"]),
+                load_image=partial(to_rgb, image_dir / entry["image"]),
                 turns=_turns(entry.get("conversations", []), where),
             )
         )

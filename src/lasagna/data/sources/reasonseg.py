@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw
 
 from lasagna.data.records import IGNORE_LABEL, ReasonRecord
 from lasagna.data.sources.base import Layout, RecordSource
-from lasagna.data.sources.imageio import read_image, read_image_size
+from lasagna.data.sources.imageio import read_image_size
+from lasagna.preprocess import to_rgb
 
 REASONSEG = Layout(
     "reasonseg",
@@ -125,7 +126,7 @@ def reasonseg(root: str | Path | None = None, split: str = "train") -> RecordSou
         records.append(
             ReasonRecord(
                 image_id=image.stem,
-                load_image=partial(read_image, image),
+                load_image=partial(to_rgb, image),
                 queries=queries,
                 is_sentence=bool(annotation.get("is_sentence", False)),
                 load_mask=partial(draw_reason_mask, _shapes(annotation, annotation_path), image),

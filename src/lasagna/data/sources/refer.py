@@ -34,7 +34,7 @@ from pycocotools import mask as mask_utils
 
 from lasagna.data.records import Expression, ReferRecord
 from lasagna.data.sources.base import Layout, RecordSource
-from lasagna.data.sources.imageio import read_image
+from lasagna.preprocess import to_rgb
 
 _ALLOWED_BUILTINS = frozenset({"dict", "list", "str", "int", "float", "tuple"})
 _BUILTIN_MODULES = frozenset({"builtins", "__builtin__"})  # Python 2 pickles name the module __builtin__
@@ -148,7 +148,7 @@ def _records(
     records = tuple(
         ReferRecord(
             image_id=str(image_id),
-            load_image=partial(read_image, paths[image_id], exif_transpose=False),
+            load_image=partial(to_rgb, paths[image_id], exif_transpose=False),
             expressions=tuple(expressions),
         )
         for image_id, expressions in by_image.items()
