@@ -5,7 +5,7 @@ import torch
 
 from helpers import add_judges, decisive_model
 from lasagna.api import Lasagna
-from lasagna.checkpoint import load_pretrained, read_weights, save_pretrained
+from lasagna.checkpoint import read_weights, save_pretrained
 from lasagna.data.shapeworld import ShapeWorldReferring
 from lasagna.judges.answers import Answers
 from lasagna.judges.picker import CUT, MAX_PIECES, InstancePicker, label_pieces
@@ -151,8 +151,8 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
     ]
     assert json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])["train"]["decisions"] == 96
     assert printed["check"]["decisions"] == 16
-    loaded, _ = load_pretrained(out)
-    assert loaded.instance_picker is not None and loaded.cfg.instance_picker
+    judges = Lasagna.from_pretrained(out).judges
+    assert judges.instance_picker is not None and judges.cfg.instance_picker
     before, after = read_weights(base), read_weights(out)
     assert set(after) - set(before) == {k for k in after if k.startswith("instance_picker.")}
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
-            if not name.startswith(f"{err.name}."):
+            if not (err.name == name or name.startswith(f"{err.name}.")):
                 raise
             continue
         module.register(sub)

@@ -44,7 +44,8 @@ def test_a_presence_verifier_decides_with_the_llm_by_its_fusion(tiny_tokenizer, 
         judges.verifier.name.weight.zero_()
         judges.verifier.bias.fill_(vote)
     c = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), **segment)
-    assert c.text == a.text  # the LLM's answer is the same; only the decision reads the verifier too
+    assert [y.llm_present for y in c.classes] == [x.present for x in a.classes]  # the LLM answered as before
+    assert c.text.count("<ins>") == (len(CLASSES) if vote > 0 else 0)  # the text states the final decisions
     for x, y in zip(a.classes, c.classes, strict=True):
         assert y.present == (vote > 0) and (y.mask is not None) == y.present
         if x.present and y.present:  # a class the LLM answered present keeps the mask it had
@@ -70,7 +71,11 @@ def test_a_query_verifier_decides_a_query_by_its_fusion_and_leaves_class_lists_a
         judges.query_verifier.head[1].weight.zero_()
         judges.query_verifier.head[1].bias.fill_(vote)
     voted = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), query=text)
-    assert voted.text == alone.text and len(voted.masks) == (len(alone.scores) if vote > 0 else 0)
+    assert len(voted.masks) == (len(alone.scores) if vote > 0 else 0)
+    said = voted.text.count("<ins>")  # the text states the final decisions (an empty mask is absent too)
+    assert said == len(voted.masks) and voted.text.replace("<no_ins>", "<ins>") == alone.text.replace(
+        "<no_ins>", "<ins>"
+    )
     assert voted.evidence[:, 1].tolist() == [vote] * len(alone.scores)
     segment = dict(classes=CLASSES, chunk_size=2, decoder="template")
     a = Lasagna(plain, tiny_tokenizer).segment(_image(), **segment)
