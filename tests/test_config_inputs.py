@@ -9,9 +9,10 @@ from lasagna.train.config import check_train_config, load_train_config
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("optim.lr=.nan", r"optim.lr must be a finite number > 0.0, got nan"),
+        ("optim.lr=.nan", r"optim.lr must be a finite number >= 0.0, got nan"),
         ("optim.lr=.inf", r"optim.lr must be a finite number"),
-        ("optim.lr=-0.001", r"optim.lr must be a finite number > 0.0"),
+        ("optim.lr=-0.001", r"optim.lr must be a finite number >= 0.0"),
+        ("optim.grad_clip=0", r"optim.grad_clip must be a finite number > 0.0"),
         ("optim.steps=0", r"optim.steps must be an integer >= 1, got 0"),
         ("optim.batch_size=-2", r"optim.batch_size must be an integer >= 1"),
         ("optim.grad_accum=0", r"optim.grad_accum must be an integer >= 1"),

@@ -34,9 +34,9 @@ class OptimConfig:
     lr_scale: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("lr", "grad_clip"):
-            _check_number(f"optim.{name}", getattr(self, name), low=0.0, inclusive=False)
-        _check_number("optim.weight_decay", self.weight_decay, low=0.0)
+        for name in ("lr", "weight_decay"):  # why 0 is allowed: a run that must leave weights as they are
+            _check_number(f"optim.{name}", getattr(self, name), low=0.0)
+        _check_number("optim.grad_clip", self.grad_clip, low=0.0, inclusive=False)
         for name in ("steps", "batch_size", "grad_accum"):
             _check_count(f"optim.{name}", getattr(self, name), 1)
         _check_count("optim.warmup_steps", self.warmup_steps, 0)
