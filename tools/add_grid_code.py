@@ -1,10 +1,11 @@
 """Give a trained model a grid code (`ModelConfig.image_grid_code`), so that a continuation can learn to use it.
 
-    python scripts/add_grid_code.py --model DIR --out DIR [--width 16]
+    python tools/add_grid_code.py --model DIR --out DIR [--width 16]
 
-The new map starts at zero, so the written model answers exactly as the one read; every other tensor is copied as it
-is, at its own dtype, and the map takes the image projector's. Continue it with `lasagna train ... init_from=OUT`
-(model doc, step 28).
+The grid code adds a learned code of each image token's place to the image tokens the LLM reads (what
+`loss.place_against: grid` needs). Its map starts at zero, so the written model answers exactly as the one read; every
+other tensor is copied as it is, at its own dtype, and the map takes the image projector's. Continue it with
+`lasagna train ... init_from=OUT`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import torch
 from lasagna.checkpoint import build_from_state, load_pretrained, read_config, save_pretrained
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a checkpoint folder of ours")
     parser.add_argument("--out", type=Path, required=True, help="where the new folder goes (must not exist)")
     parser.add_argument("--width", type=int, default=16, help="width of the code, a positive multiple of 4")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.width <= 0:
         parser.error(f"--width must be positive (0 means no code), got {args.width}")
     cfg = read_config(args.model)
@@ -33,15 +34,16 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, image_grid_code=args.width)  # ModelConfig checks the width
     except ValueError as err:
         parser.error(str(err))
-    model, tokenizer = load_pretrained(args.model)
-    dtype = next(model.projector.parameters()).dtype  # the map adds to the projector's output
-    state = model.state_dict() | {"image_grid.weight": torch.zeros(cfg.llm.hidden_size, args.width, dtype=dtype)}
-    grown = build_from_state(cfg, state, str(args.model))  # every tensor as read, at its own dtype
-    grown.set_token_ids(model.ins_id, model.pad_id)
-    save_pretrained(grown, tokenizer, args.out)
+    with torch.no_grad():
+        model, tokenizer = load_pretrained(args.model)
+        dtype = next(model.projector.parameters()).dtype  # the map adds to the projector's output
+        zero_map = torch.zeros(cfg.llm.hidden_size, args.width, dtype=dtype)
+        grown = build_from_state(cfg, model.state_dict() | {"image_grid.weight": zero_map}, str(args.model))
+        grown.set_token_ids(model.ins_id, model.pad_id, model.no_ins_id)
+        save_pretrained(grown, tokenizer, args.out)
     print(f"wrote {args.out}: {args.model} with a {args.width}-wide grid code, its map at zero")
+    return 0
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
-    main()
+    raise SystemExit(main())
