@@ -18,7 +18,7 @@ demo: venv
 	@echo "open demo-out/overlay.png to see the masks (demo-out/result.json has them as COCO RLE)"
 
 test: venv
-	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools docs
 	$(BIN)/python -m pytest
 
 test-slow: venv
@@ -26,12 +26,12 @@ test-slow: venv
 	$(BIN)/python -m pytest -m slow
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks tools
-	$(BIN)/ruff format --check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools docs
+	$(BIN)/ruff format --check src tests benchmarks tools docs
 
 format: venv
-	$(BIN)/ruff format src tests benchmarks tools
-	$(BIN)/ruff check --fix src tests benchmarks tools
+	$(BIN)/ruff format src tests benchmarks tools docs
+	$(BIN)/ruff check --fix src tests benchmarks tools docs
 
 clean:
 	rm -rf $(VENV) build dist demo-out
