@@ -18,7 +18,7 @@ demo: venv
 	@echo "open demo-out/overlay.png to see the masks (demo-out/result.json has them as COCO RLE)"
 
 test: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools docs
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
@@ -27,12 +27,12 @@ test-slow: venv
 	$(BIN)/python -m pytest -m slow
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools docs
+	$(BIN)/ruff format --check src tests benchmarks tools docs
 
 format: venv
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks tools docs
+	$(BIN)/ruff check --fix src tests benchmarks tools docs
 
 clean:
 	rm -rf $(VENV) build dist demo-out

@@ -80,8 +80,8 @@ class StemSkips(nn.Module):
     """1x1 projections of the stem's maps at strides patch/2 and patch/4 onto the decoder's two upscaling steps.
 
     why: SAM's decoder draws masks from the encoder's grid alone (16 x 16 cells of 8 px for shapeworld-small), and a
-    mask pooled to that grid and upsampled covers ShapeWorld's small shapes at IoU 0.67 at best (`python
-    tools/mask_ceiling.py --grid`). The stem's earlier maps keep the finer grids (32 x 32 and 64 x 64 there), and
+    mask pooled to that grid and upsampled covers ShapeWorld's small shapes at IoU 0.67 at best (measured
+    in docs/history.md). The stem's earlier maps keep the finer grids (32 x 32 and 64 x 64 there), and
     the upscaling adds them in, as HQ-SAM adds early encoder features. Zero-initialised, so a new model starts as
     plain SAM.
     """
@@ -114,8 +114,8 @@ class SamSegmenter(nn.Module):
             # why: SAM's code starts the absolute position embedding at zero, as its weights come pretrained; an
             # encoder trained from scratch then starts blind to where each patch lies. A fixed 2-D sine-cosine
             # start (as MAE's ViTs use) made a shapeworld-small encoder name object shapes sooner (object-pooled
-            # 8-way shape accuracy 0.385 against 0.313 after 400 steps: tools/shape_learning.py, with and without
-            # --zero-pos). Loaded weights replace it.
+            # 8-way shape accuracy 0.385 against 0.313 after 400 steps, docs/history.md). Loaded weights
+            # replace it.
             pos = self.image_encoder.pos_embed
             pos.copy_(sincos_grid(pos.shape[1], pos.shape[-1]).to(pos.dtype)[None])
         self.prompt_encoder = SamPromptEncoder(hf)

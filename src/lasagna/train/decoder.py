@@ -5,7 +5,7 @@ decoder trained from scratch in stage 1 must learn to draw masks and to read its
 name nothing at first (the LLM starts at random). With the stem's finer maps (`sam.stem_skips`) that went wrong: the
 decoder settled on colour regions drawn from the fine maps and never learned shapes from the prompt
 (docs/history.md), though on the same frozen encoders a decoder prompted by one learned embedding
-per class drew better shape masks with the skips than without (`tools/mask_ceiling.py`).
+per class drew better shape masks with the skips than without (docs/history.md).
 
 So this stage gives the decoder SAM's head start, on the frozen stage-0 SAM encoder: a learned prompt per class (one
 sparse token, as each `<ins>` gives in stage 1) asks for every class present in ShapeWorld `train` scenes, under

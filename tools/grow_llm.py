@@ -1,14 +1,13 @@
 """Give a trained model's LLM more layers, on top of its own, so that a continuation can learn to use them.
 
-    python scripts/grow_llm.py --model DIR --out DIR --layers N [--seed 0]
+    python tools/grow_llm.py --model DIR --out DIR --layers N [--seed 0]
 
 Layers are added after the last one. Each new layer starts as its architecture would (drawn from `--seed`), except
 its two output projections (attention's `o_proj` and the MLP's `down_proj`), which start at zero: the layer then adds
 nothing to the residual stream, so the written model answers exactly as the one read, and training opens it up (the
 projections get gradients at once; the rest of the layer after their first step). Every other tensor is copied as it
-is, at its own dtype, and the new layers take the LLM's. Continue with `lasagna train ... init_from=OUT` (model doc,
-step 30). The new layers are taken from a whole LLM of the grown size, built in float32: fine for our small models,
-costly for a 7B one.
+is, at its own dtype, and the new layers take the LLM's. Continue with `lasagna train ... init_from=OUT`. The new
+layers are taken from a whole LLM of the grown size, built in float32: fine for small models, costly for a 7B one.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from lasagna.checkpoint import build_from_state, load_pretrained, read_config, save_pretrained
+from lasagna.api import Lasagna
+from lasagna.checkpoint import build_from_state, read_config, save_pretrained
 from lasagna.model.lasagna import LasagnaModel, _seeded
 from lasagna.model.mllm import build_llm
 
@@ -40,13 +40,13 @@ def grown_state(model: LasagnaModel, fresh: torch.nn.Module, old_layers: int) ->
     return state
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a checkpoint folder of ours")
     parser.add_argument("--out", type=Path, required=True, help="where the new folder goes (must not exist)")
     parser.add_argument("--layers", type=int, required=True, help="the LLM's layer count after growing")
     parser.add_argument("--seed", type=int, default=0, help="draws the new layers' starts")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cfg = read_config(args.model)
     if cfg.llm.arch != "llama":
         parser.error(f"only LLaMA layers can be grown, {args.model} has {cfg.llm.arch!r}")
@@ -54,15 +54,17 @@ def main() -> None:
     if args.layers <= old:
         parser.error(f"--layers must exceed the {old} layers {args.model} has, got {args.layers}")
     cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, num_hidden_layers=args.layers))
-    model, tokenizer = load_pretrained(args.model)
-    with _seeded(args.seed, "llm"):  # the draws a model of the grown size built with this seed would start from
-        fresh = build_llm(cfg.llm)
-    grown = build_from_state(cfg, grown_state(model, fresh, old), str(args.model))
-    grown.set_token_ids(model.ins_id, model.pad_id)
-    save_pretrained(grown, tokenizer, args.out)
+    with torch.no_grad():
+        source = Lasagna.from_pretrained(args.model)  # its judges and vocabulary travel to the new folder
+        model, tokenizer = source.model, source.tokenizer
+        with _seeded(args.seed, "llm"):  # the draws a model of the grown size built with this seed would start from
+            fresh = build_llm(cfg.llm)
+        grown = build_from_state(cfg, grown_state(model, fresh, old), str(args.model))
+        grown.set_token_ids(model.ins_id, model.pad_id, model.no_ins_id)
+        save_pretrained(grown, tokenizer, args.out, judges=source.judges, about=source.header)
     print(f"wrote {args.out}: {args.model} with {args.layers - old} LLM layers on its {old}, adding nothing yet")
+    return 0
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
-    main()
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """What each verifier's fusion trades, misses against false alarms, as its absent kind is weighed more or less.
 
-    python scripts/operating_points.py [--model DIR] [--dataset shapeworld] [--root DIR] [--split val] [--limit 200]
+    python tools/operating_points.py [--model DIR] [--dataset shapeworld] [--root DIR] [--split val] [--limit 200]
         [--weights 0.5,1,1.5,2,3] [--evidence FILE]
 
 The fusions are fit on held-out scenes by a BCE in which present and absent count alike (`lasagna calibrate`);
@@ -21,33 +21,33 @@ from safetensors.torch import load_file, save_file
 
 from lasagna.api import Lasagna
 from lasagna.eval.evaluate import open_eval_sources
-from lasagna.train.answers import collect_answers
-from lasagna.train.calibrate import collect_evidence, decision_rates, fit_fusion, query_evidence
+from lasagna.judges.answers import collect_answers
+from lasagna.judges.calibrate import collect_evidence, decision_rates, fit_fusion, query_evidence
 
 
 def gather(api: Lasagna, sources: dict, limit: int) -> dict[str, torch.Tensor]:
     """{kind_evidence, kind_present} for each verifier the model has ("presence", "query") and `sources` can feed
     (`eval.open_eval_sources`: a semantic source, a referring one)."""
-    model = api.engine.model
+    judges = api.judges
     out = {}
-    if model.verifier is not None and "semantic" in sources:
+    if judges is not None and judges.verifier is not None and "semantic" in sources:
         out["presence_evidence"], out["presence_present"] = collect_evidence(api, sources["semantic"], limit)
-    if model.query_verifier is not None and "referring" in sources:
+    if judges is not None and judges.query_verifier is not None and "referring" in sources:
         answers = collect_answers(api, sources["referring"], limit)
-        out["query_evidence"], out["query_present"] = query_evidence(model, answers), answers.present
+        out["query_evidence"], out["query_present"] = query_evidence(api, answers), answers.present
     return {k: v.float().contiguous() if k.endswith("evidence") else v.contiguous() for k, v in out.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default: the embedded model")
     p.add_argument("--dataset", default="shapeworld", help="`lasagna data` names")
     p.add_argument("--root", help="data root (default: $LASAGNA_DATA)")
     p.add_argument("--split", default="val", help="held-out scenes: never the split you report")
-    p.add_argument("--limit", type=int, default=200)
-    p.add_argument("--weights", default="0.5,0.75,1,1.25,1.5,2,3,4")
+    p.add_argument("--limit", type=int, default=200, help="first N scenes of --split (default 200)")
+    p.add_argument("--weights", default="0.5,0.75,1,1.25,1.5,2,3,4", help="comma-separated absent weights")
     p.add_argument("--evidence", help="a safetensors file of the collected evidence: read if it exists, else written")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     api = Lasagna.from_pretrained(args.model)
     model = api.engine.model
     if args.evidence and Path(args.evidence).exists():
@@ -71,7 +71,8 @@ def main() -> None:
             rates = decision_rates(evidence, present, weight, bias)
             fusion = " / ".join(f"{float(v):.2f}" for v in (*weight[0], bias[0]))
             print(f"| {label} | {fusion} | {rates['present_recall']:.4f} | {rates['absent_rejection']:.4f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

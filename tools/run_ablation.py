@@ -1,12 +1,12 @@
 """Train and evaluate the five ablation rows (configs/ablation/*.yaml), in parallel processes, then tabulate.
 
-    python scripts/run_ablation.py --out runs/ablation [--steps 1500] [--limit 50] [--rows a-lisa,e-order]
+    python tools/run_ablation.py --out runs/ablation [--steps 1500] [--limit 50] [--rows a-lisa,e-order]
         [--encoders runs/shapeworld-small/encoders.safetensors] [--decoder runs/shapeworld-small/decoder.safetensors]
         [--skip-done]
 
 Every row starts from the same frozen image encoders and the same pretrained SAM decoder, made once by the default
 model's stages 0 and 0b (`lasagna train --config configs/train/shapeworld-small.yaml` writes them), so rows differ
-only in their text.
+only in their text. docs/ablation.md has the rows, the protocol and the results.
 
 Each row: `lasagna train --config configs/ablation/ROW.yaml out_dir=OUT/ROW optim.steps=STEPS`, then
 `lasagna eval` on ShapeWorld `test` with the row's protocol below. Writes OUT/summary.json and OUT/summary.md.
@@ -91,19 +91,24 @@ def train_seconds(logged: dict[str, list[float]]) -> float | None:
     return values[-1] if values else None
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="runs/ablation")
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--limit", type=int, default=50)
-    ap.add_argument("--rows", default=",".join(ROWS))
-    ap.add_argument("--config-dir", default="configs/ablation")
-    ap.add_argument("--encoders", default="runs/shapeworld-small/encoders.safetensors")
-    ap.add_argument("--decoder", default="runs/shapeworld-small/decoder.safetensors")
+def _fmt(value: float | None, digits: int = 3) -> str:
+    """A table cell: n/a for what a row did not log (a run without token counts, say)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/ablation", help="one folder per row, and the summary")
+    ap.add_argument("--steps", type=int, default=1500, help="training steps per row")
+    ap.add_argument("--limit", type=int, default=50, help="first N ShapeWorld test scenes each row is evaluated on")
+    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all five)")
+    ap.add_argument("--config-dir", default="configs/ablation", help="where ROW.yaml of each row is read")
+    ap.add_argument("--encoders", default="runs/shapeworld-small/encoders.safetensors", help="stage 0's output")
+    ap.add_argument("--decoder", default="runs/shapeworld-small/decoder.safetensors", help="stage 0b's output")
     ap.add_argument(
         "--skip-done", action="store_true", help="keep rows already trained (OUT/ROW/final) and evaluated (eval.json)"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not Path(args.encoders).is_file():
         raise SystemExit(f"encoder weights not found: {args.encoders}; run the default model's stage 0 first")
     if not Path(args.decoder).is_file():
@@ -173,15 +178,15 @@ def main() -> None:
         "| row | mIoU | present recall | absent rejection | name disagreements | mean tokens | train s |",
         "|---|---|---|---|---|---|---|",
     ]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for s in summary:
         lines.append(
-            f"| {s['row']} | {fmt(s['mIoU'])} | {fmt(s['present_recall'])} | {fmt(s['absent_rejection'])} | "
-            f"{s['name_disagreements']} | {s['mean_tokens']:.0f} | {s['train_seconds']:.0f} |"
+            f"| {s['row']} | {_fmt(s['mIoU'])} | {_fmt(s['present_recall'])} | {_fmt(s['absent_rejection'])} | "
+            f"{s['name_disagreements']} | {_fmt(s['mean_tokens'], 0)} | {_fmt(s['train_seconds'], 0)} |"
         )
     write_atomic_file(out / "summary.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
