@@ -31,7 +31,8 @@ def test_ade20k_and_cocostuff_in_the_lisa_tree(tmp_path):
     ade = open_source("ade20k", tmp_path, "train")
     assert ade[0].load_label()[0, 0] == 2 and ade[0].classes == ADE20K_150
     stuff = open_source("cocostuff", tmp_path, "train", layout="lisa")
-    assert stuff[0].load_image().shape == (6, 8, 3) and stuff[0].classes[stuff[0].load_label()[0, 0]] == COCO_STUFF_171[0]
+    assert stuff[0].load_image().shape == (6, 8, 3)
+    assert stuff[0].classes[stuff[0].load_label()[0, 0]] == COCO_STUFF_171[0]
     # asking for the official tree names only its path
     with pytest.raises(FileNotFoundError) as err:
         open_source("ade20k", tmp_path, "train", layout="official")
