@@ -203,7 +203,8 @@ def check_dataset(
         try:
             report.examples = preview_lines(source, examples, seed)
         except _READ_ERRORS as err:
-            report.problems.append(Problem(Path(root or "."), f"the examples cannot be formatted: {err}", False))
+            if not report.errors:  # else the errors above already say why
+                report.problems.append(Problem(Path(root or "."), f"the examples cannot be formatted: {err}", False))
     return report
 
 

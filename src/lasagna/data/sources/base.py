@@ -206,7 +206,7 @@ class Problem:
     error: bool = True  # False: a warning (the data still loads, but it may not be what was meant)
 
     def __str__(self) -> str:
-        return self.message if str(self.path) in self.message else f"{self.path}: {self.message}"
+        return f"{self.path}: {self.message}"
 
 
 def class_name_problems(names: Sequence[str], where: Path) -> list[Problem]:

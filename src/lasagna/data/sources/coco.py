@@ -76,7 +76,7 @@ class CocoFile:
     anns: dict[int, list[dict]] = field(default_factory=dict)
     png_dir: Path | None = None
     problems: list[Problem] = field(default_factory=list)
-    bad_classes: bool = False  # the category list itself is wrong: no source can be built
+    bad_classes: bool = False  # no categories, or ids that cannot index them: no source can be built
     skipped: set = field(default_factory=set)  # ids of image entries already reported unusable
 
 
@@ -107,7 +107,7 @@ def read_coco(root: str | Path | None = None, split: str = "train") -> CocoFile:
     coco.problems += class_name_problems(coco.classes, path)
     if len(coco.class_of) != len(categories):
         coco.problems.append(Problem(path, "every category needs a unique 'id'"))
-    coco.bad_classes = bool(coco.problems) or not categories
+    coco.bad_classes = len(coco.class_of) != len(categories) or not categories
     if not categories:
         coco.problems.append(Problem(path, "no categories"))
     photo_dir = path.parent / "images" if (path.parent / "images").is_dir() else path.parent

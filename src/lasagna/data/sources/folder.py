@@ -119,11 +119,12 @@ def folder_lut(num_classes: int):
 
 
 def checked_folder(root: str | Path | None = None, split: str = "train") -> tuple[SemanticSource | None, list[Problem]]:
-    """The source of every photo with a label (None when the class list itself is wrong) and the scan's problems."""
+    """The source of every photo with a label and the scan's problems. The source comes even when class names have
+    problems (so their pixels can still be checked), but not without pairs or with names repeated exactly."""
     scan = scan_folder(root, split)
-    if any(p.path == scan.classes_file and p.error for p in scan.problems) or not scan.items:
-        return None, scan.problems
     num = len(scan.classes)
+    if not scan.items or not 0 < num <= MAX_CLASSES or len(set(scan.classes)) < num:
+        return None, scan.problems  # no pairs, or no class list that ids could index
     source = SemanticSource("folder", tuple(scan.classes), tuple(scan.items), folder_lut(num), wide=num > IGNORE_8BIT)
     return source, scan.problems
 

@@ -103,7 +103,12 @@ def decode_segmentations(segmentations: Sequence[Any], height: int, width: int) 
     """COCO segmentations (polygon lists or RLE dicts) -> (K, H, W) bool, one mask per entry; K may be 0."""
     masks = np.zeros((len(segmentations), height, width), dtype=bool)
     for k, segmentation in enumerate(segmentations):
-        masks[k] = _decode_one(segmentation, height, width)
+        mask = _decode_one(segmentation, height, width)
+        if mask.shape != (height, width):
+            raise ValueError(
+                f"an RLE mask of size {mask.shape[1]}x{mask.shape[0]} (width x height) on an image of {width}x{height}"
+            )
+        masks[k] = mask
     return masks
 
 
