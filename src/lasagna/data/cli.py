@@ -92,6 +92,11 @@ def _dataset_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     )
     parser.add_argument("--root", default=None, help="data root (default: $LASAGNA_DATA); unused for shapeworld")
     parser.add_argument("--split", default="train", help="dataset split (default: train)")
+    add_reader_arguments(parser)
+
+
+def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
+    """--layout and --option, the reader options every command that opens a dataset takes (`options_from_args`)."""
     parser.add_argument(
         "--layout",
         choices=LAYOUTS,
@@ -106,7 +111,7 @@ def _dataset_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
-def reader_options(args: argparse.Namespace) -> dict[str, Any]:
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """--layout and every --option KEY=VALUE as the reader's keyword arguments."""
     import yaml
 
@@ -190,7 +195,7 @@ def _dataset_name(args: argparse.Namespace) -> str:
 
 def run_preview(args: argparse.Namespace, out: TextIO | None = None) -> int:
     name = _dataset_name(args)
-    options = reader_options(args)
+    options = options_from_args(args)
     source = open_preview_source(name, args.root, args.split, args.task, *([options] if options else []))
     out = out or sys.stdout
     for line in preview_lines(source, args.n, args.seed, tasks_config(args)):
@@ -202,7 +207,7 @@ def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from lasagna.data.check import check_dataset, format_report
 
     report = check_dataset(
-        args.dataset, args.root, args.split, reader_options(args), args.limit, args.examples, args.seed
+        args.dataset, args.root, args.split, options_from_args(args), args.limit, args.examples, args.seed
     )
     (out or sys.stdout).write(format_report(report) + "\n")
     return 1 if report.errors else 0
