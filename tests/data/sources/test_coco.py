@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -105,3 +106,13 @@ def test_panoptic_png_ids_become_classes_and_targets(tmp_path):
     referring = open_source("coco-referring", tmp_path / "panoptic_train.json")[0]
     assert [e.text for e in referring.expressions] == ["the kiwi", "the plum"]
     assert np.array_equal(referring.expressions[1].load_masks()[0], raw == 1)
+
+
+def test_a_panoptic_file_without_its_png_folder_is_named(tmp_path):
+    _panoptic(tmp_path)
+    for png in (tmp_path / "panoptic_train").iterdir():
+        png.unlink()
+    (tmp_path / "panoptic_train").rmdir()
+    for name in ("coco", "coco-referring"):
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'panoptic_train'}: missing")):
+            open_source(name, tmp_path / "panoptic_train.json")

@@ -77,7 +77,12 @@ class CocoFile:
     png_dir: Path | None = None
     problems: list[Problem] = field(default_factory=list)
     bad_classes: bool = False  # no categories, or ids that cannot index them: no source can be built
-    skipped: set = field(default_factory=set)  # ids of image entries already reported unusable
+    skipped: set[int] = field(default_factory=set)  # ids of image entries already reported unusable
+
+    @property
+    def readable(self) -> bool:
+        """Whether records can be built at all: categories with usable ids, photos, and a PNG folder if panoptic."""
+        return not self.bad_classes and bool(self.images) and not (self.panoptic and self.png_dir is None)
 
 
 def _png_dir(path: Path) -> Path | None:
@@ -122,6 +127,8 @@ def read_coco(root: str | Path | None = None, split: str = "train") -> CocoFile:
             continue
         coco.images[int(entry["id"])], coco.paths[int(entry["id"])] = entry, photo
         coco.anns[int(entry["id"])] = []
+    if not coco.images:
+        coco.problems.append(Problem(path, "no usable image entries"))
     if coco.panoptic:
         coco.png_dir = _png_dir(path)
         if coco.png_dir is None:
@@ -190,7 +197,7 @@ def panoptic_masks(png: Path, segment_ids: tuple[int, ...]) -> np.ndarray:
     return ids[None] == np.asarray(segment_ids, dtype=np.int64).reshape(-1, 1, 1)
 
 
-def _semantic_record(coco: CocoFile, image_id: int, classes: tuple[str, ...], background: int | None):
+def _semantic_record(coco: CocoFile, image_id: int, classes: tuple[str, ...], background: int | None) -> SemanticRecord:
     entry, anns = coco.images[image_id], coco.anns[image_id]
     if coco.panoptic:
         png = coco.png_dir / anns[0]["file_name"] if anns else None
@@ -210,9 +217,7 @@ def scan_coco(
 ) -> tuple[RecordSource | None, list[Problem]]:
     """The semantic source of every usable photo (None when the class list is wrong) and the problems found."""
     coco = read_coco(root, split)
-    if coco.bad_classes or not coco.images:
-        if not coco.images:
-            coco.problems.append(Problem(coco.path, "no usable image entries"))
+    if not coco.readable:
         return None, coco.problems
     classes = list(coco.classes)
     background_index = None
@@ -231,7 +236,7 @@ def scan_coco_referring(
 ) -> tuple[RecordSource | None, list[Problem]]:
     """The referring source ("the <category>" per category a photo holds) and the problems found."""
     coco = read_coco(root, split)
-    if coco.bad_classes:
+    if not coco.readable:
         return None, coco.problems
     records = []
     for image_id, entry in coco.images.items():
