@@ -448,6 +448,7 @@ def test_registry_names_and_unknown_name():
     assert set(SOURCES) == {
         "ade20k", "cocostuff", "cityscapes", "mapillary", "pascal-context-59", "pascal-context-459",
         "pascal-voc-20", "refcoco", "refcoco+", "refcocog", "refclef", "grefcoco", "reasonseg", "llava-instruct",
+        "folder", "coco", "coco-referring", "jsonl",
     }  # fmt: skip
     with pytest.raises(ValueError, match=r"known datasets: .*ade20k.*refcoco\+"):
         open_source("ade21k")

@@ -1,4 +1,5 @@
-"""Released LaSagnA-7B / LISA-7B HF folders -> our checkpoint format, and a key check against the official key list.
+"""Released LaSagnA-7B HF folders -> our checkpoint format, and a key check against the official key list (LISA
+releases share the key names; `lisa.py` converts them, renaming their `[SEG]` token).
 
 A released folder holds config.json (model_type "llava"), sharded `pytorch_model-*.bin` + index (or a single file,
 or safetensors), and the tokenizer with the LaSagnA tokens added. It has no CLIP weights: the authors' merge script
@@ -8,7 +9,7 @@ drops every "vision_tower" key, so the user supplies a local openai/clip-vit-lar
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,12 @@ def copy_tokenizer(src: Path, dst: Path, rows: int):
     try:
         token_ids(tokenizer)
     except ValueError as e:
-        raise ValueError(f"tokenizer in {src}: {e}") from None
+        hint = (
+            "; it has [SEG]: a LISA release, convert it with `lasagna convert lisa`"
+            if "[SEG]" in tokenizer.get_vocab()
+            else ""
+        )
+        raise ValueError(f"tokenizer in {src}: {e}{hint}") from None
     if len(tokenizer) != rows:
         raise ValueError(f"tokenizer in {src} has {len(tokenizer)} entries but the embedding matrix has {rows} rows")
     return tokenizer
@@ -97,14 +103,24 @@ def _copy_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype=dtype if t.is_floating_point() else t.dtype, copy=True).contiguous()
 
 
-def _stream(files: list[Path], plan: KeyPlan, writer: ShardWriter, dtype: torch.dtype, desc: str) -> int:
-    """Copy one file at a time into the writer; returns how many tensors were written."""
+def stream_weights(
+    files: list[Path],
+    plan: KeyPlan,
+    writer: ShardWriter,
+    dtype: torch.dtype,
+    desc: str,
+    change: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+) -> int:
+    """Copy one file at a time into the writer; `change(our name, tensor)` may rework a tensor on the way (the LISA
+    converter grows the vocabulary rows). Returns how many tensors were written."""
     count = 0
     for path in tqdm(files, desc=desc, unit="file"):
         wf = WeightFile(path)
         for name, tensor in wf.tensors():
             if name in plan.mapping:
-                writer.add(plan.mapping[name], _copy_as(tensor, dtype))
+                target = plan.mapping[name]
+                tensor = tensor if change is None else change(target, tensor)
+                writer.add(target, _copy_as(tensor, dtype))
                 count += 1
         wf.close()
     return count
@@ -149,8 +165,8 @@ def convert_official(
     def fill(tmp: Path) -> None:
         copy_tokenizer(src, tmp, cfg.llm.vocab_size)
         writer = ShardWriter(tmp, max_shard_bytes)
-        counts["main"] = _stream(files, plan, writer, DTYPES[dtype], "released weights")
-        counts["clip"] = _stream(clip_files, clip_plan, writer, DTYPES[dtype], "CLIP weights")
+        counts["main"] = stream_weights(files, plan, writer, DTYPES[dtype], "released weights")
+        counts["clip"] = stream_weights(clip_files, clip_plan, writer, DTYPES[dtype], "CLIP weights")
         writer.close()
         write_config(tmp, cfg)
 

@@ -8,11 +8,14 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from ..data.cli import add_reader_arguments
+
     p = sub.add_parser("eval", help="evaluate a model on a dataset split")
     p.add_argument("--model", help="checkpoint folder (default: the embedded ShapeWorld model)")
     p.add_argument("--dataset", required=True, help="shapeworld, or a dataset name from `lasagna data preview`")
     p.add_argument("--split", default="test")
     p.add_argument("--root", help="data root (default: $LASAGNA_DATA)")
+    add_reader_arguments(p)
     p.add_argument("--limit", type=int, help="first N images of each task source")
     p.add_argument("--chunk-size", type=int, default=16)
     p.add_argument("--decoder", choices=["free", "template"])
@@ -57,6 +60,7 @@ def run(args) -> int:
 def _evaluate(args, rank: int, world: int, reduce) -> int:
     from ..api import Lasagna
     from ..atomic import write_atomic_file
+    from ..data.cli import options_from_args
     from .evaluate import evaluate_model
 
     model = Lasagna.from_pretrained(args.model)
@@ -75,6 +79,7 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
         single_class=args.single_class,
         present_only=args.present_only,
         merge=args.merge,
+        options=options_from_args(args),
         tasks=tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None,
     )
     report["model"] = args.model or "embedded:shapeworld-small"

@@ -22,7 +22,8 @@ from ..data.records import IGNORE_LABEL, ReasonRecord, ReferRecord, SemanticReco
 from .metrics import NoTargetAccuracy, PresenceAccuracy, ReferIoU, SemanticIoU
 
 
-def open_eval_sources(dataset: str, split: str, root: str | None = None) -> dict[str, Source]:
+def open_eval_sources(dataset: str, split: str, root: str | None = None, **options) -> dict[str, Source]:
+    """The split's source of each task: ShapeWorld's three, or the named dataset's one (`options`: its reader's)."""
     if dataset == "shapeworld":
         from ..data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic
 
@@ -33,7 +34,7 @@ def open_eval_sources(dataset: str, split: str, root: str | None = None) -> dict
         }
     from ..data.sources import open_source
 
-    source = open_source(dataset, root, split)
+    source = open_source(dataset, root, split, **options)
     return {source.task: source}
 
 
@@ -172,9 +173,10 @@ def evaluate_model(
     tasks: tuple[str, ...] | None = None,
     present_only: bool = False,
     merge: str = "score",
+    options: dict | None = None,
 ) -> dict:
     """Evaluate on the first `limit` items of each task source of the split (`tasks`, default all the dataset has);
-    returns a JSON-ready report."""
+    `options` go to the dataset's reader (`layout`, ...). Returns a JSON-ready report."""
     report: dict = {"dataset": dataset, "split": split, "merge": merge}
     if present_only:
         report["present_only"] = True
@@ -183,7 +185,7 @@ def evaluate_model(
         from ..data.shapeworld import HELD_OUT
 
         held_out = HELD_OUT
-    sources = open_eval_sources(dataset, split, root)
+    sources = open_eval_sources(dataset, split, root, **(options or {}))
     unknown = sorted(set(tasks or ()) - set(sources))
     if unknown:
         raise ValueError(f"{dataset} {split} has no {', '.join(unknown)} task; it has {', '.join(sources)}")

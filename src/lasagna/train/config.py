@@ -63,6 +63,9 @@ class DataConfig:
 
     dataset: str = "shapeworld"
     root: str | None = None
+    # per dataset of the mixture, its reader's options: `root` (overrides the one above: a folder, COCO or JSON-lines
+    # dataset lives apart from the paper's), `layout`, `background`, ... e.g. {folder: {root: /data/fruit}}
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     image_size: int = 128  # ShapeWorld render size
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     num_workers: int = 0

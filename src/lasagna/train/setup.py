@@ -38,7 +38,14 @@ def training_sources(cfg: TrainConfig, split: str = "train") -> dict[str, Source
     names = sorted({n for mapping in cfg.data.mixture.dataset_weights.values() for n in mapping})
     if not names:
         raise ValueError("data.mixture.dataset_weights must name the datasets to train on")
-    return {name: open_source(name, cfg.data.root, split) for name in names}
+    unused = sorted(set(cfg.data.sources) - set(names))
+    if unused:
+        raise ValueError(f"data.sources names {unused}, which data.mixture.dataset_weights does not: {names}")
+    sources = {}
+    for name in names:
+        options = dict(cfg.data.sources.get(name) or {})
+        sources[name] = open_source(name, options.pop("root", cfg.data.root), split, **options)
+    return sources
 
 
 def _corpus(cfg: TrainConfig) -> list[str]:

@@ -10,6 +10,7 @@ VOC is read straight from the official tarball). Expected trees under the data r
     VOCdevkit/VOC2010/JPEGImages/<id>.jpg
     VOCdevkit/VOC2010/annotations_detectron2/pc59_val/<id>.png    uint8: 0..58 classes, 255 ignore
     VOCdevkit/VOC2010/annotations_detectron2/pc459_val/<id>.tif   uint16: 0..458 classes, 65535 ignore
+                                                                   (or 16-bit <id>.png, the same values)
 
 Label conventions: VOC-20 follows the usual 20-class protocol, background is not a class (raw 0 and 255 -> ignore,
 raw k -> k - 1). Context ids are already contiguous; in Context-459, raw 255 is an ordinary class (class 255), only
@@ -38,7 +39,8 @@ PASCAL_CONTEXT_59 = Layout(
 PASCAL_CONTEXT_459 = Layout(
     "pascal-context-459",
     "  VOCdevkit/VOC2010/JPEGImages/<id>.jpg\n"
-    "  VOCdevkit/VOC2010/annotations_detectron2/pc459_val/<id>.tif  (uint16, 0..458 classes, 65535 ignore)",
+    "  VOCdevkit/VOC2010/annotations_detectron2/pc459_val/<id>.tif  (uint16, 0..458 classes, 65535 ignore;\n"
+    "   16-bit <id>.png files are read the same way)",
 )
 
 _PC459_IGNORE = 65535
@@ -57,22 +59,28 @@ def pascal_voc_20(root: str | Path | None = None, split: str = "val") -> Semanti
     return SemanticSource("pascal-voc-20", classnames.PASCAL_VOC_20, tuple(items), lut)
 
 
-def _context(layout: Layout, root, split: str, folder: str, suffix: str, classes, lut) -> SemanticSource:
+def _context(layout: Layout, root, split: str, folder: str, suffixes: tuple[str, ...], classes, lut) -> SemanticSource:
+    """A Context split whose label files carry the first of `suffixes` that the folder holds."""
     layout.split(split, ("val",))
     base = layout.root(root) / "VOCdevkit" / "VOC2010"
-    labels = layout.files(base / "annotations_detectron2" / folder, f"*{suffix}")
+    label_dir = layout.require(base / "annotations_detectron2" / folder)
+    suffix = next((s for s in suffixes if any(label_dir.glob(f"*{s}"))), suffixes[0])
+    labels = layout.files(label_dir, f"*{suffix}")
     items = [LabeledImage(p.stem, base / "JPEGImages" / f"{p.stem}.jpg", p) for p in labels]
     layout.require_all((item.image for item in items), "images for listed label files")
-    return SemanticSource(layout.dataset, classes, tuple(items), lut)
+    return SemanticSource(layout.dataset, classes, tuple(items), lut, wide=len(classes) > 255)
 
 
 def pascal_context_59(root: str | Path | None = None, split: str = "val") -> SemanticSource:
     """PASCAL-Context, the 59 frequent classes (uint8 labels 0..58, 255 ignore)."""
     lut = build_lut(256, range(59), ignore_ids=[255])
-    return _context(PASCAL_CONTEXT_59, root, split, "pc59_val", ".png", classnames.PASCAL_CONTEXT_59, lut)
+    return _context(PASCAL_CONTEXT_59, root, split, "pc59_val", (".png",), classnames.PASCAL_CONTEXT_59, lut)
 
 
 def pascal_context_459(root: str | Path | None = None, split: str = "val") -> SemanticSource:
-    """PASCAL-Context, all 459 classes (uint16 TIFF labels 0..458, 65535 ignore)."""
+    """PASCAL-Context, all 459 classes (uint16 TIFF or 16-bit PNG labels 0..458, 65535 ignore).
+
+    Raw 255 is a class (index 255), so the file's void value is 65535 and an 8-bit label file cannot hold the split.
+    """
     lut = build_lut(_PC459_IGNORE + 1, range(459), ignore_ids=[_PC459_IGNORE])
-    return _context(PASCAL_CONTEXT_459, root, split, "pc459_val", ".tif", classnames.PASCAL_CONTEXT_459, lut)
+    return _context(PASCAL_CONTEXT_459, root, split, "pc459_val", (".tif", ".png"), classnames.PASCAL_CONTEXT_459, lut)

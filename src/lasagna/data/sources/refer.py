@@ -10,6 +10,12 @@ Expected trees under the data root:
     coco/train2014/<file_name>               images of refcoco, refcoco+, refcocog and grefcoco
     refer/images/saiapr_tc-12/<file_name>    images of refclef
 
+or the LISA / LaSagnA README tree (`layout="lisa"`, tried second by default; the root is their `dataset/` folder):
+
+    refer_seg/<dataset>/refs(<split_by>).p, refer_seg/<dataset>/instances.json
+    refer_seg/grefcoco/grefs(unc).json, refer_seg/grefcoco/instances.json
+    refer_seg/images/mscoco/images/train2014/<file_name>   refer_seg/images/saiapr_tc-12/<file_name>
+
 One record per image of the split; its expressions are every sentence of every ref of that image, in file order.
 The text is the sentence's "sent" field (REFER's normalised, lower-cased form), else "raw". Each expression's
 masks are (K, H, W) bool, one per target annotation: K = 1 for REFER refs, any K >= 0 for gRefCOCO (K = 0: the
@@ -46,10 +52,17 @@ _REFER_TREE = (
     "  refer/<dataset>/instances.json\n"
     "  coco/train2014/<file_name>  (refclef: refer/images/saiapr_tc-12/<file_name>)"
 )
+_REFER_LISA_TREE = (
+    "  refer_seg/<dataset>/refs(<split_by>).p\n  refer_seg/<dataset>/instances.json\n"
+    "  refer_seg/images/mscoco/images/train2014/<file_name>  (refclef: refer_seg/images/saiapr_tc-12/<file_name>)"
+)
 GREFCOCO = Layout(
     "grefcoco",
     "  grefcoco/grefs(unc).json\n  grefcoco/instances.json\n  coco/train2014/<file_name>",
+    "  refer_seg/grefcoco/grefs(unc).json\n  refer_seg/grefcoco/instances.json\n"
+    "  refer_seg/images/mscoco/images/train2014/<file_name>",
 )
+_LISA_COCO_IMAGES = ("refer_seg", "images", "mscoco", "images", "train2014")
 
 
 class _PlainDataUnpickler(pickle.Unpickler):
@@ -90,7 +103,12 @@ def decode_segmentations(segmentations: Sequence[Any], height: int, width: int) 
     """COCO segmentations (polygon lists or RLE dicts) -> (K, H, W) bool, one mask per entry; K may be 0."""
     masks = np.zeros((len(segmentations), height, width), dtype=bool)
     for k, segmentation in enumerate(segmentations):
-        masks[k] = _decode_one(segmentation, height, width)
+        mask = _decode_one(segmentation, height, width)
+        if mask.shape != (height, width):
+            raise ValueError(
+                f"an RLE mask of size {mask.shape[1]}x{mask.shape[0]} (width x height) on an image of {width}x{height}"
+            )
+        masks[k] = mask
     return masks
 
 
@@ -157,42 +175,64 @@ def _records(
 
 
 def refer(
-    dataset: str, root: str | Path | None = None, split: str = "train", split_by: str | None = None
+    dataset: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    split_by: str | None = None,
+    layout: str = "auto",
 ) -> RecordSource:
     """A REFER dataset ("refcoco", "refcoco+", "refcocog", "refclef") as a referring source."""
     if dataset not in _DEFAULT_SPLIT_BY:
         raise ValueError(f"unknown REFER dataset {dataset!r}; known: {', '.join(_DEFAULT_SPLIT_BY)}")
-    layout = Layout(dataset, _REFER_TREE)
-    base = layout.root(root)
+    tree = Layout(dataset, _REFER_TREE, _REFER_LISA_TREE)
+    base = tree.root(root)
     split_by = split_by or _DEFAULT_SPLIT_BY[dataset]
-    refs_path = layout.require(base / "refer" / dataset / f"refs({split_by}).p")
-    instances_path = layout.require(base / "refer" / dataset / "instances.json")
-    image_dir = base / "refer" / "images" / "saiapr_tc-12" if dataset == "refclef" else base / "coco" / "train2014"
-    layout.require(image_dir)
-    return _records(layout, load_plain_pickle(refs_path), instances_path, image_dir, split, refs_path)
+    folders = {"official": base / "refer" / dataset, "lisa": base / "refer_seg" / dataset}
+    chosen = tree.pick(layout, {name: folder / f"refs({split_by}).p" for name, folder in folders.items()})
+    refs_path = folders[chosen] / f"refs({split_by}).p"
+    instances_path = tree.require(folders[chosen] / "instances.json")
+    if dataset == "refclef":
+        image_dir = base / ("refer" if chosen == "official" else "refer_seg") / "images" / "saiapr_tc-12"
+    else:
+        image_dir = base / "coco" / "train2014" if chosen == "official" else base.joinpath(*_LISA_COCO_IMAGES)
+    tree.require(image_dir)
+    return _records(tree, load_plain_pickle(refs_path), instances_path, image_dir, split, refs_path)
 
 
-def refcoco(root: str | Path | None = None, split: str = "train", split_by: str = "unc") -> RecordSource:
-    return refer("refcoco", root, split, split_by)
+def refcoco(
+    root: str | Path | None = None, split: str = "train", split_by: str = "unc", layout: str = "auto"
+) -> RecordSource:
+    return refer("refcoco", root, split, split_by, layout)
 
 
-def refcoco_plus(root: str | Path | None = None, split: str = "train", split_by: str = "unc") -> RecordSource:
-    return refer("refcoco+", root, split, split_by)
+def refcoco_plus(
+    root: str | Path | None = None, split: str = "train", split_by: str = "unc", layout: str = "auto"
+) -> RecordSource:
+    return refer("refcoco+", root, split, split_by, layout)
 
 
-def refcocog(root: str | Path | None = None, split: str = "train", split_by: str = "umd") -> RecordSource:
-    return refer("refcocog", root, split, split_by)
+def refcocog(
+    root: str | Path | None = None, split: str = "train", split_by: str = "umd", layout: str = "auto"
+) -> RecordSource:
+    return refer("refcocog", root, split, split_by, layout)
 
 
-def refclef(root: str | Path | None = None, split: str = "train", split_by: str = "unc") -> RecordSource:
-    return refer("refclef", root, split, split_by)
+def refclef(
+    root: str | Path | None = None, split: str = "train", split_by: str = "unc", layout: str = "auto"
+) -> RecordSource:
+    return refer("refclef", root, split, split_by, layout)
 
 
-def grefcoco(root: str | Path | None = None, split: str = "train", split_by: str = "unc") -> RecordSource:
+def grefcoco(
+    root: str | Path | None = None, split: str = "train", split_by: str = "unc", layout: str = "auto"
+) -> RecordSource:
     """gRefCOCO: multi-target and no-target expressions (K masks per expression, K = 0 for no target)."""
     base = GREFCOCO.root(root)
-    refs_path = GREFCOCO.require(base / "grefcoco" / f"grefs({split_by}).json")
-    instances_path = GREFCOCO.require(base / "grefcoco" / "instances.json")
-    image_dir = GREFCOCO.require(base / "coco" / "train2014")
+    folders = {"official": base / "grefcoco", "lisa": base / "refer_seg" / "grefcoco"}
+    chosen = GREFCOCO.pick(layout, {name: folder / f"grefs({split_by}).json" for name, folder in folders.items()})
+    refs_path = folders[chosen] / f"grefs({split_by}).json"
+    instances_path = GREFCOCO.require(folders[chosen] / "instances.json")
+    images = base / "coco" / "train2014" if chosen == "official" else base.joinpath(*_LISA_COCO_IMAGES)
+    image_dir = GREFCOCO.require(images)
     refs = json.loads(refs_path.read_text(encoding="utf-8"))
     return _records(GREFCOCO, refs, instances_path, image_dir, split, refs_path)

@@ -16,6 +16,14 @@ Expected trees under the data root (ids are file stems):
     mapillary_vistas/{training,validation}/images/<id>.jpg
     mapillary_vistas/{training,validation}/labels/<id>.png               0..64 = classes, 65 = unlabeled
     mapillary_vistas/config.json                                         optional: class names ("readable")
+
+The LISA / LaSagnA README tree (`layout="lisa"`, tried second by default; the root is their `dataset/` folder):
+
+    ade20k/images/{training,validation}/<id>.jpg, ade20k/annotations/{training,validation}/<id>.png
+    cocostuff/{train2017,val2017}/<id>.png  (labels), coco/{train2017,val2017}/<id>.jpg  (images)
+    mapillary/{training,validation}/v1.2/labels/<id>.png, mapillary/{training,validation}/images/<id>.jpg,
+    mapillary/config_v1.2.json  (optional); LISA trained on the v2.0 labels, which this reader does not read
+    cityscapes/...  as above
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ ADE20K = Layout(
     "ade20k",
     "  ADEChallengeData2016/images/{training,validation}/<id>.jpg\n"
     "  ADEChallengeData2016/annotations/{training,validation}/<id>.png  (0 = void, 1..150 = classes)",
+    "  ade20k/images/{training,validation}/<id>.jpg\n  ade20k/annotations/{training,validation}/<id>.png",
 )
 COCO_STUFF = Layout(
     "cocostuff",
     "  coco/{train2017,val2017}/<id>.jpg\n"
     "  coco/stuffthingmaps_trainval2017/{train2017,val2017}/<id>.png  (0..181 = COCO category id - 1, 255 = void)",
+    "  coco/{train2017,val2017}/<id>.jpg\n  cocostuff/{train2017,val2017}/<id>.png",
 )
 CITYSCAPES = Layout(
     "cityscapes",
@@ -50,6 +60,8 @@ MAPILLARY = Layout(
     "  mapillary_vistas/{training,validation}/images/<id>.jpg\n"
     "  mapillary_vistas/{training,validation}/labels/<id>.png  (0..64 = classes, 65 = unlabeled)\n"
     "  mapillary_vistas/config.json  (optional, v1.2 class names)",
+    "  mapillary/{training,validation}/images/<id>.jpg\n  mapillary/{training,validation}/v1.2/labels/<id>.png\n"
+    "  mapillary/config_v1.2.json  (optional)",
 )
 
 _CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -64,21 +76,25 @@ def _paired(
     return SemanticSource(name=name, classes=classes, items=tuple(items), lut=lut)
 
 
-def ade20k(root: str | Path | None = None, split: str = "train") -> SemanticSource:
+def ade20k(root: str | Path | None = None, split: str = "train", layout: str = "auto") -> SemanticSource:
     """ADE20K SceneParsing (150 classes): raw 0 -> ignore, raw k -> class k - 1."""
     folder = {"train": "training", "val": "validation"}[ADE20K.split(split, SPLITS)]
-    base = ADE20K.root(root) / "ADEChallengeData2016"
+    top = ADE20K.root(root)
+    bases = {"official": top / "ADEChallengeData2016", "lisa": top / "ade20k"}
+    base = bases[ADE20K.pick(layout, {name: b / "annotations" / folder for name, b in bases.items()})]
     labels = ADE20K.files(base / "annotations" / folder, "*.png")
     items = [LabeledImage(p.stem, base / "images" / folder / f"{p.stem}.jpg", p) for p in labels]
     lut = build_lut(256, raw_ids=range(1, 151), ignore_ids=[0])
     return _paired(ADE20K, "ade20k", classnames.ADE20K_150, items, lut)
 
 
-def cocostuff(root: str | Path | None = None, split: str = "train") -> SemanticSource:
+def cocostuff(root: str | Path | None = None, split: str = "train", layout: str = "auto") -> SemanticSource:
     """COCO-Stuff 164k with the 171 used ids made contiguous; the 11 unused raw ids and 255 are ignore."""
     folder = {"train": "train2017", "val": "val2017"}[COCO_STUFF.split(split, SPLITS)]
-    coco = COCO_STUFF.root(root) / "coco"
-    labels = COCO_STUFF.files(coco / "stuffthingmaps_trainval2017" / folder, "*.png")
+    top = COCO_STUFF.root(root)
+    coco = top / "coco"
+    label_dirs = {"official": coco / "stuffthingmaps_trainval2017" / folder, "lisa": top / "cocostuff" / folder}
+    labels = COCO_STUFF.files(label_dirs[COCO_STUFF.pick(layout, label_dirs)], "*.png")
     items = [LabeledImage(p.stem, coco / folder / f"{p.stem}.jpg", p) for p in labels]
     lut = build_lut(256, classnames.COCO_STUFF_RAW_IDS, ignore_ids=[*classnames.COCO_UNUSED_RAW_IDS, 255])
     return _paired(COCO_STUFF, "cocostuff", classnames.COCO_STUFF_171, items, lut)
@@ -100,9 +116,8 @@ def cityscapes(root: str | Path | None = None, split: str = "train") -> Semantic
     return _paired(CITYSCAPES, "cityscapes", names, items, lut)
 
 
-def mapillary_classes(base: Path) -> tuple[str, ...]:
-    """The 65 v1.2 class names: lower-cased "readable" entries of config.json if present, else the built-in list."""
-    config = base / "config.json"
+def mapillary_classes(config: Path) -> tuple[str, ...]:
+    """The 65 v1.2 class names: lower-cased "readable" entries of `config` if present, else the built-in list."""
     if not config.is_file():
         return classnames.MAPILLARY_65
     labels = json.loads(config.read_text(encoding="utf-8")).get("labels")
@@ -114,11 +129,17 @@ def mapillary_classes(base: Path) -> tuple[str, ...]:
     return tuple(entry["readable"].lower() for entry in labels[:_MAPILLARY_UNLABELED])
 
 
-def mapillary(root: str | Path | None = None, split: str = "train") -> SemanticSource:
+def mapillary(root: str | Path | None = None, split: str = "train", layout: str = "auto") -> SemanticSource:
     """Mapillary Vistas v1.2 (65 classes): raw ids 0..64 are the classes, 65 (unlabeled) is ignore."""
     folder = {"train": "training", "val": "validation"}[MAPILLARY.split(split, SPLITS)]
-    base = MAPILLARY.root(root) / "mapillary_vistas"
-    labels = MAPILLARY.files(base / folder / "labels", "*.png")
-    items = [LabeledImage(p.stem, base / folder / "images" / f"{p.stem}.jpg", p) for p in labels]
+    top = MAPILLARY.root(root)
+    official, lisa = top / "mapillary_vistas", top / "mapillary"
+    trees = {  # layout -> (labels folder, images folder, config file)
+        "official": (official / folder / "labels", official / folder / "images", official / "config.json"),
+        "lisa": (lisa / folder / "v1.2" / "labels", lisa / folder / "images", lisa / "config_v1.2.json"),
+    }
+    label_dir, image_dir, config = trees[MAPILLARY.pick(layout, {name: t[0] for name, t in trees.items()})]
+    labels = MAPILLARY.files(label_dir, "*.png")
+    items = [LabeledImage(p.stem, image_dir / f"{p.stem}.jpg", p) for p in labels]
     lut = build_lut(256, range(_MAPILLARY_UNLABELED), ignore_ids=[_MAPILLARY_UNLABELED])
-    return _paired(MAPILLARY, "mapillary", mapillary_classes(base), items, lut)
+    return _paired(MAPILLARY, "mapillary", mapillary_classes(config), items, lut)
