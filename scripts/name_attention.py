@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from lasagna.api import Lasagna
-from lasagna.data import templates
 from lasagna.data.records import IGNORE_LABEL
 from lasagna.data.shapeworld import STUFF, ShapeWorldSemantic
-from lasagna.infer.engine import semantic_question
 from lasagna.model.mllm import expand_images
+from lasagna.prompts import semantic_answer, semantic_question
 from lasagna.tokens import IMAGE_TOKEN_ID
 
 
@@ -32,7 +31,7 @@ def name_attention(engine, image: np.ndarray, label: np.ndarray, classes: list[s
     """-> per asked class: (layers, heads, 2) attention mass of its answer name token on (own patches, image)."""
     model = engine.model
     question = semantic_question(asked)
-    answer = "".join(templates.PRESENT_ITEM.format(name=c) for c in asked)
+    answer = semantic_answer(asked)
     ids = engine._encode(engine._render([(question, answer)]))
     enc, _, _ = engine.encode_image(image)
     ids_t = torch.tensor([ids])

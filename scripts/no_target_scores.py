@@ -23,7 +23,7 @@ import torch
 from lasagna.api import Lasagna
 from lasagna.data.shapeworld import ShapeWorldReferring, holds_relation
 from lasagna.infer.decode import _left_pad, _Rows, encode_prefix
-from lasagna.infer.engine import query_question
+from lasagna.prompts import query_question
 
 OLD_FIRST_WORD = "There"
 

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from .. import prompts
-from ..data import templates
 from ..data.transforms import check_image, clip_pixels, sam_pixels
 from ..model.lasagna import ImageEncoding, LasagnaModel
 from ..model.query_verifier import word_embeddings
+from ..prompts import query_question, semantic_question
 from ..tokenization import encode
 from ..tokens import check_user_text, token_ids
 from .decode import RowResult, decode_free, decode_template, encode_prefix
@@ -183,7 +183,7 @@ class Engine:
             if decoder == "free":
                 rows.append(prompt_ids)
                 continue
-            answer = "".join(templates.PRESENT_ITEM.format(name=c.lower()) for c in chunk)
+            answer = prompts.semantic_answer(chunk)
             full = self._encode(self._render([(question, answer)]))
             if full[: len(prompt_ids)] != prompt_ids:
                 raise RuntimeError("tokenizer merges the prompt into the answer; template decoding needs a boundary")
@@ -307,28 +307,13 @@ class Engine:
     def chat(self, image: np.ndarray, text: str, max_new_tokens: int = 256) -> str:
         check_user_text(text, "text")
         enc, _, _ = self.encode_image(image)
-        row = self._generate(enc, templates.IMAGE_PREFIX + text.strip(), max_new_tokens)
+        row = self._generate(enc, prompts.chat_question(text), max_new_tokens)
         return self.tokenizer.decode(row.ids, skip_special_tokens=True).strip()
 
     def _generate(self, enc, question: str, max_new_tokens: int) -> RowResult:
         ids = self._encode(self._render([(question, None)]))
         prefix = encode_prefix(self.model, enc, 0, ids[:-1])
         return decode_free(self.model, prefix, [ids[-1:]], self.ids, max_new_tokens=max_new_tokens)[0]
-
-
-def semantic_question(classes: list[str]) -> str:
-    """The canonical (first) semantic template, so test-time prompts are in the training distribution."""
-    names = templates.CLASS_SEPARATOR.join(c.lower() for c in classes)
-    return templates.SEMANTIC_QUESTION.format(instruction=templates.SEMANTIC_INSTRUCTIONS[0], classes=names)
-
-
-def query_question(query: str) -> str:
-    """A phrase ("the red star") goes into the canonical referring template; a full question or instruction
-    (ending in "?" or ".") is asked as it is."""
-    query = query.strip()
-    if query.endswith(("?", ".")):
-        return templates.IMAGE_PREFIX + query
-    return templates.REFER_QUESTIONS[0].format(text=query)
 
 
 def llm_log_odds(scores: torch.Tensor) -> torch.Tensor:
