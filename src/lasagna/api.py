@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from .checkpoint import load_pretrained
 from .data.sources.imageio import read_image
 from .infer.engine import Decoder, Engine, Prediction
+from .infer.inputs import ClassListError
 
 DEFAULT_MODEL = "shapeworld-small"
 
@@ -94,9 +95,26 @@ class Lasagna:
         chunk_size: int = 16,
         decoder: Decoder | None = None,
     ) -> Prediction:
-        """Either `classes` (complex query: every class answered present with a mask, or absent) or `query`."""
+        """Either `classes` (complex query: every class answered present with a mask, or absent) or `query`.
+
+        `classes` is a list (or tuple) of names, never one string: `classes="sky"` is an error, not the three classes
+        "s", "k", "y" and not a comma-separated list (split it yourself: `[c.strip() for c in text.split(",")]`,
+        as `lasagna segment --classes` does). Each name is refused, by name, when it is empty, holds a comma or one
+        of the tokenizer's reserved strings (`</s>`, `<ins>`, ... in any letter case), is longer than
+        `lasagna.infer.inputs.MAX_NAME_CHARS` (200) characters, or repeats another name up to case, spaces and
+        punctuation. Lists of any length are accepted: they run in chunks of `chunk_size` names, and a chunk whose
+        prompt and answer exceed the model's positions is refused with a hint to lower `chunk_size`. A `query` is a
+        string of at most `MAX_QUERY_CHARS` (2,000) characters whose prompt must fit the model's positions.
+        """
         if (classes is None) == (query is None):
             raise ValueError("give exactly one of classes=[...] or query='...'")
+        if isinstance(classes, str):
+            raise ClassListError(
+                f"classes must be a list of names, got the string {classes!r}; "
+                f"pass classes=[{classes!r}] for one class, or split a comma-separated string into a list"
+            )
+        if query is not None and not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}; for several use segment_queries")
         rgb = to_rgb(image)
         if classes is not None:
             return self.engine.segment_classes(rgb, list(classes), chunk_size=chunk_size, decoder=decoder)
