@@ -61,13 +61,13 @@ def result_json(pred, image_path: str) -> dict:
 def run(args) -> int:
     from ..api import Lasagna, to_rgb
     from ..atomic import write_atomic_file
-    from ..viz import overlay
+    from ..viz import overlay, query_labels
 
     image = to_rgb(args.image)
     model = Lasagna.from_pretrained(args.model)
     if args.query is not None:
         pred = model.segment(image, query=args.query)
-        masks = [(f"target {i + 1}", m) for i, m in enumerate(pred.masks)]
+        masks = list(zip(query_labels(args.query, len(pred.masks)), pred.masks, strict=True))
         absent = [] if masks else ["(no target)"]
     else:
         pred = model.segment(image, classes=read_classes(args), chunk_size=args.chunk_size, decoder=args.decoder)
