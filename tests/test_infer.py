@@ -6,9 +6,9 @@ from helpers import decisive_model
 from lasagna import prompts
 from lasagna.api import Lasagna
 from lasagna.infer.decode import decode_free, decode_template, encode_prefix
-from lasagna.infer.engine import semantic_question
 from lasagna.infer.semantic import UNLABELLED, merge_semantic
 from lasagna.model.mllm import expand_images
+from lasagna.prompts import semantic_question
 from lasagna.tokenization import encode
 from lasagna.tokens import token_ids
 

@@ -297,8 +297,9 @@ def test_present_only_evaluation_asks_each_image_for_its_own_classes():
 
 def test_reasoning_evaluation_asks_each_first_query_as_trained_and_leaves_ignore_pixels_out():
     from lasagna.data.records import IGNORE_LABEL, ReasonRecord
-    from lasagna.eval.evaluate import evaluate_model, evaluate_reasoning, reasoning_question
+    from lasagna.eval.evaluate import evaluate_model, evaluate_reasoning
     from lasagna.infer.engine import Prediction
+    from lasagna.prompts import reasoning_question
 
     image = np.zeros((4, 6, 3), np.uint8)
     truth = np.zeros((4, 6), np.int64)

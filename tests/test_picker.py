@@ -161,8 +161,8 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
 
 def test_reasoning_queries_are_asked_as_evaluation_asks_them_with_the_record_target():
     from lasagna.data.shapeworld import ShapeWorldReasoning
-    from lasagna.eval.evaluate import reasoning_question
     from lasagna.judges.answers import ReasoningQueries
+    from lasagna.prompts import reasoning_question
 
     source = ShapeWorldReasoning("val", length=2)
     queries = ReasoningQueries(source)

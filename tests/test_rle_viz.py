@@ -114,7 +114,7 @@ def test_overlay_size_and_pixels():
     image = np.full((128, 100, 3), 100, np.uint8)
     circle = np.zeros((128, 100), bool)
     circle[40:80, 30:70] = True
-    out = overlay(image, [("red circle", circle)], absent=["car", "person"], alpha=0.5)
+    out = overlay(image, [("red circle", circle)], absent=["car", "person"], alpha=0.5, labels=False)
     assert out.mode == "RGB"
     assert out.height == 512  # 128 px upscaled by 4
     assert out.width > 400  # picture 400 px wide plus the legend beside it

@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
+from lasagna import prompts
 from lasagna.data import cli as data_cli
-from lasagna.data import templates
 from lasagna.data.mixture import Mixture, MixtureConfig
 from lasagna.data.records import (
     IGNORE_LABEL,
@@ -230,7 +230,7 @@ def test_referring_union_per_target_and_no_target():
     union = format_record(record, random.Random(0), TasksConfig(referring=ReferTaskConfig()))
     by_text = {re.search(r"the thing \d", c.question).group(0): c for c in union.conversations}
     assert by_text["the thing 3"].masks.shape == (1, 3, 4) and by_text["the thing 3"].masks.sum() == 3
-    assert by_text["the thing 0"].answer in templates.NO_TARGET_ANSWERS
+    assert by_text["the thing 0"].answer in prompts.NO_TARGET_ANSWERS
     assert by_text["the thing 0"].masks.shape == (0, 3, 4)
     assert union.meta.classes_absent == ["the thing 0"] and union.ignore is None
 
@@ -245,7 +245,7 @@ def test_referring_samples_at_most_max_expressions():
     record = refer_record(*([1] * 9))
     sample = format_record(record, random.Random(0), TasksConfig(referring=ReferTaskConfig(max_expressions=5)))
     assert len(sample.conversations) == 5
-    assert all(c.answer.count(INS) == 1 and c.answer in templates.REFER_ANSWERS for c in sample.conversations)
+    assert all(c.answer.count(INS) == 1 and c.answer in prompts.REFER_ANSWERS for c in sample.conversations)
 
 
 def reason_record(explanation=None, is_sentence=True) -> ReasonRecord:
@@ -256,7 +256,7 @@ def reason_record(explanation=None, is_sentence=True) -> ReasonRecord:
 def test_reasoning_target_ignore_and_explanatory():
     sample = format_record(reason_record(), random.Random(0))
     (conv,) = sample.conversations
-    assert conv.question in [t.format(text="What holds the water?") for t in templates.REASON_SENTENCE_QUESTIONS]
+    assert conv.question in [t.format(text="What holds the water?") for t in prompts.REASON_SENTENCE_QUESTIONS]
     assert conv.masks[0].sum() == 3 and not (conv.masks[0] & sample.ignore).any()
     assert sample.ignore.sum() == 2
 
@@ -269,7 +269,7 @@ def test_reasoning_target_ignore_and_explanatory():
     assert "cup" not in conv.answer
 
     phrase = format_record(reason_record(is_sentence=False), random.Random(0)).conversations[0]
-    assert phrase.question in [t.format(text="what holds the water?") for t in templates.REFER_QUESTIONS]
+    assert phrase.question in [t.format(text="what holds the water?") for t in prompts.REFER_QUESTIONS]
 
 
 def test_reasoning_mask_with_old_255_ignore_is_rejected():
@@ -298,22 +298,6 @@ def test_conversation_checks_mask_count_and_image_token():
         Conversation("q", "a", np.zeros((0, 2, 2), bool))
     with pytest.raises(TypeError, match="cannot format a str"):
         format_record("not a record", random.Random(0))
-
-
-def test_templates_shape():
-    questions = [
-        *templates.SINGLE_CLASS_QUESTIONS,
-        *templates.REFER_QUESTIONS,
-        *templates.REASON_SENTENCE_QUESTIONS,
-        templates.SEMANTIC_QUESTION,
-        templates.EXPLAIN_QUESTION,
-    ]
-    assert all(q.startswith(IMAGE + "\n") and q.count(IMAGE) == 1 for q in questions)
-    assert all(a.count(INS) == 1 and NO_INS not in a for a in templates.REFER_ANSWERS)
-    # target or not is told only by the slot: the rest of each no-target sentence is a target sentence
-    assert [a.replace(NO_INS, INS) for a in templates.NO_TARGET_ANSWERS] == list(templates.REFER_ANSWERS)
-    assert templates.mask_list(1) == INS and templates.mask_list(2) == "<ins> and <ins>"
-    assert templates.SEMANTIC_INSTRUCTIONS[0] == "Segment this image."
 
 
 def test_preview_prints_one_json_line_per_conversation(monkeypatch):

@@ -23,6 +23,7 @@ import torch
 from .checkpoint import CheckpointError, Header, load_checkpoint
 from .config import to_dict
 from .infer.engine import Decoder, Engine, Prediction
+from .infer.inputs import ClassListError
 from .infer.parse import normalise
 from .preprocess import to_rgb
 
@@ -128,10 +129,27 @@ class Lasagna:
     ) -> Prediction:
         """Either `classes` (complex query: every class answered present with a mask, or absent) or `query`.
 
+        `classes` is a list (or tuple) of names, never one string: `classes="sky"` is an error, not the three classes
+        "s", "k", "y" and not a comma-separated list (split it yourself: `[c.strip() for c in text.split(",")]`,
+        as `lasagna segment --classes` does). Each name is refused, by name, when it is empty, holds a comma or one
+        of the tokenizer's reserved strings (`</s>`, `<ins>`, ... in any letter case), is longer than
+        `lasagna.infer.inputs.MAX_NAME_CHARS` (200) characters, or repeats another name up to case, spaces and
+        punctuation. Lists of any length are accepted: they run in chunks of `chunk_size` names, and a chunk whose
+        prompt and answer exceed the model's positions is refused with a hint to lower `chunk_size`. A `query` is a
+        string of at most `MAX_QUERY_CHARS` (2,000) characters whose prompt must fit the model's positions.
+
         A class name outside the vocabulary of a model that has one (the embedded ShapeWorld model) is answered all
-        the same, but named in `Prediction.warnings` and in a `UserWarning`: its answer means little."""
+        the same, but named in `Prediction.warnings` and in a `UserWarning`: its answer means little.
+        """
         if (classes is None) == (query is None):
             raise ValueError("give exactly one of classes=[...] or query='...'")
+        if isinstance(classes, str):
+            raise ClassListError(
+                f"classes must be a list of names, got the string {classes!r}; "
+                f"pass classes=[{classes!r}] for one class, or split a comma-separated string into a list"
+            )
+        if query is not None and not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}; for several use segment_queries")
         rgb = to_rgb(image)
         if classes is None:
             return self.engine.segment_query(rgb, query)

@@ -6,6 +6,7 @@ base entries, a ShapeWorld tokenizer has its own order), so every id is looked u
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -81,16 +82,54 @@ def token_ids(tokenizer) -> TokenIds:
 
 
 def find_special(text: str) -> list[str]:
-    """The special-token strings that occur in `text`, in order."""
+    """The special-token strings that occur in `text`, in order (exact case: what tokenization splits at)."""
     return _SPECIAL_RE.findall(text)
 
 
-def check_user_text(text: str, what: str = "text") -> str:
-    """Reject user text (a class name or a query) that would smuggle in a special token.
+class ReservedTextError(ValueError):
+    """User text (a class name, a query) holds a string the tokenizer reserves."""
 
-    A class named "<ins>" would otherwise become the mask token and shift every later mask by one.
+
+def reserved_strings(tokenizer=None) -> frozenset[str]:
+    """The strings user text may not contain: LaSagnA's tokens (`<image>` too, which has no vocabulary row) and,
+    given a tokenizer, its special tokens (`</s>`, `<s>`, `<unk>`, `<pad>`, ...) and every added token.
+
+    Whitespace-only entries are left out: a tokenizer that adds " " or "\\n" as tokens would refuse every text.
     """
-    found = find_special(text)
+    found = set(ALL_TOKENS)
+    if tokenizer is not None:
+        found.update(str(t) for t in tokenizer.all_special_tokens)
+        found.update(str(t) for t in tokenizer.get_added_vocab())
+    return frozenset(t for t in found if t.strip())
+
+
+DEFAULT_RESERVED = reserved_strings()
+
+
+@functools.lru_cache(maxsize=8)
+def _reserved_pattern(reserved: frozenset[str]) -> re.Pattern:
+    # longest first, so "<no_ins>" is reported as itself and not as a near match
+    alternatives = sorted(reserved, key=lambda t: (-len(t), t))
+    return re.compile("|".join(re.escape(t) for t in alternatives), re.IGNORECASE)
+
+
+def check_user_text(text: str, what: str = "text", reserved: frozenset[str] = DEFAULT_RESERVED) -> str:
+    """Reject user text (a class name or a query) that holds a reserved string (`reserved_strings`) in any letter
+    case.
+
+    A class named "<ins>" would otherwise become the mask token and shift every later mask by one; one named "</s>"
+    ends the prompt early. Any case, because class names are lower-cased into the prompt ("<INS>" becomes "<ins>")
+    and some tokenizers match added tokens without regard to case.
+    """
+    if not reserved:
+        return text
+    pattern = _reserved_pattern(reserved)
+    found = {m.group(0) for variant in (text, text.lower()) for m in pattern.finditer(variant)}
     if found:
-        raise ValueError(f"{what} {text!r} contains the reserved token string(s) {sorted(set(found))}")
+        lookup = {t.casefold(): t for t in reserved}
+        tokens = sorted({lookup.get(f.casefold(), f) for f in found})
+        raise ReservedTextError(
+            f"{what} {text!r} contains the reserved token string(s) {tokens} (checked in any letter case): "
+            "the model's tokenizer gives them a special meaning; rename or rephrase it"
+        )
     return text

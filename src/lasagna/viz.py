@@ -1,7 +1,9 @@
 """Pictures of results: translucent mask overlays with a legend of present and absent classes, label colour maps.
 
 Colours are stable: a class name always gets the same colour (from a hash of the name, not Python's salted
-`hash`), in every image and every run. Text uses Pillow's built-in font only, so nothing is read from the system.
+`hash`), in every image and every run. So a class's colour says nothing about the class: "red circle" may be drawn
+in green. Every mask therefore carries its name on the picture, on its largest piece (`label_anchors`), in a dark box
+that keeps it readable on any background. Text uses Pillow's built-in font only, so nothing is read from the system.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ _GOLDEN = 0.618033988749895
 _PANEL_BG: Color = (255, 255, 255)
 _TEXT: Color = (20, 20, 20)
 _MUTED: Color = (120, 120, 120)
+_LABEL_BG: Color = (20, 20, 20)
+_LABEL_TEXT: Color = (255, 255, 255)
+LABEL_CHARS = 40
+"""Longest mask label drawn on the picture, in characters; longer names and queries are cut with "..."."""
 
 
 def _hsv(hue: float, sat: float, val: float) -> Color:
@@ -102,6 +108,84 @@ def legend_layout(
     return entries
 
 
+@dataclass(frozen=True)
+class LabelAnchor:
+    """Where a mask's name goes, in the mask's pixel frame: (x, y) a pixel of its largest 8-connected piece, where
+    that piece is widest; `piece_box` = (x0, y0, x1, y1), inclusive, bounds that piece; `area` its pixels."""
+
+    name: str
+    x: float
+    y: float
+    piece_box: tuple[int, int, int, int]
+    area: int
+
+
+def _largest_piece_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(H, W) bool -> the horizontal runs (rows, starts, exclusive ends) of its largest 8-connected piece.
+
+    Union-find over runs, so the Python loop is per run, not per pixel. Ties go to the piece met first in reading
+    order. None for an empty mask.
+    """
+    h, w = mask.shape
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = mask
+    step = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(step == 1)
+    ends = np.nonzero(step == -1)[1]
+    if not len(rows):
+        return None
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    bounds = np.searchsorted(rows, np.arange(h + 1)).tolist()
+    first, last = starts.tolist(), ends.tolist()
+    for r in range(1, h):
+        i, i_end, j, j_end = bounds[r - 1], bounds[r], bounds[r], bounds[r + 1]
+        while i < i_end and j < j_end:
+            if first[i] <= last[j] and first[j] <= last[i]:  # touching, diagonals included
+                parent[find(j)] = find(i)
+            if last[i] < last[j]:
+                i += 1
+            else:
+                j += 1
+    roots = np.array([find(i) for i in range(len(rows))])
+    area = np.bincount(roots, weights=ends - starts)
+    keep = roots == int(np.argmax(area))
+    return rows[keep], starts[keep], ends[keep]
+
+
+def label_anchors(masks: Sequence[tuple[str, np.ndarray]]) -> list[LabelAnchor | None]:
+    """Per (name, (H, W) bool mask), where its label goes (`LabelAnchor`), or None for an empty mask.
+
+    The anchor is the middle of the piece's longest row run (ties: the run nearest the piece's middle row), so it is
+    always a pixel of the piece, at its centre for a convex shape.
+    """
+    anchors: list[LabelAnchor | None] = []
+    for name, mask in masks:
+        runs = _largest_piece_runs(np.asarray(mask, dtype=bool))
+        if runs is None:
+            anchors.append(None)
+            continue
+        rows, starts, ends = runs
+        middle = (int(rows.min()) + int(rows.max())) / 2
+        best = max(range(len(rows)), key=lambda k: (ends[k] - starts[k], -abs(rows[k] - middle), -k))
+        box = (int(starts.min()), int(rows.min()), int(ends.max()) - 1, int(rows.max()))
+        x = (int(starts[best]) + int(ends[best]) - 1) / 2
+        anchors.append(LabelAnchor(name, x, float(rows[best]), box, int((ends - starts).sum())))
+    return anchors
+
+
+def query_labels(query: str, count: int) -> list[str]:
+    """Names for the `count` masks of a query's answer: the query (cut to fit a label), numbered when several."""
+    text = _shorten(" ".join(query.split()), LABEL_CHARS - 4)
+    return [text] if count == 1 else [f"{text} #{i + 1}" for i in range(count)]
+
+
 def _outline(mask: np.ndarray, width: int) -> np.ndarray:
     """Pixels of `mask` within `width` pixels of its edge (4-neighbour erosion; image borders are not edges)."""
     inner = mask
@@ -130,12 +214,15 @@ def overlay(
     absent: Sequence[str] = (),
     alpha: float = 0.5,
     min_height: int = 512,
+    labels: bool = True,
 ) -> Image.Image:
     """Draw (name, (H, W) bool mask) pairs over an (H, W, 3) uint8 image, with a legend panel on the right.
 
     The image is enlarged by an integer factor (nearest neighbour, so pixels stay square and masks stay aligned)
     until it is at least `min_height` pixels tall. Each mask is blended in its class colour with opacity `alpha`
-    and outlined in that colour; later masks are drawn over earlier ones. The legend lists the present classes
+    and outlined in that colour; later masks are drawn over earlier ones. With `labels`, each mask's name (cut to
+    `LABEL_CHARS`) is written on or by its largest piece (`layout_labels`) in white on a dark box edged in its
+    colour. The legend lists the present classes
     with filled swatches and, under an "absent" heading, the absent ones with hollow swatches, wrapping into more
     columns when needed. Returns an RGB image H * scale tall and W * scale plus the legend's width wide.
     """
@@ -143,7 +230,7 @@ def overlay(
     _check_inputs(image, masks)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    scale = max(1, math.ceil(min_height / image.shape[0]))
+    scale = overlay_scale(image.shape[0], min_height)
     out = image.repeat(scale, 0).repeat(scale, 1).astype(np.float32)
     line = max(1, round(image.shape[0] * scale / 300))
     for name, mask in masks:
@@ -152,11 +239,82 @@ def overlay(
         out[big] = out[big] * (1.0 - alpha) + color * alpha
         out[_outline(big, line)] = color
     picture = Image.fromarray(np.round(out).astype(np.uint8))
+    if labels:
+        _draw_labels(picture, layout_labels(masks, image.shape, min_height))
     legend = _legend_panel([name for name, _ in masks], list(absent), picture.height)
     canvas = Image.new("RGB", (picture.width + legend.width, picture.height), _PANEL_BG)
     canvas.paste(picture, (0, 0))
     canvas.paste(legend, (picture.width, 0))
     return canvas
+
+
+@dataclass(frozen=True)
+class Label:
+    """A mask's name as drawn: `text` (cut to `LABEL_CHARS`) in `box` = (x0, y0, x1, y1), ends exclusive, in the
+    overlay picture's frame (the image enlarged `overlay_scale` times); `anchor` is the mask's `LabelAnchor`."""
+
+    text: str
+    box: tuple[int, int, int, int]
+    anchor: LabelAnchor
+
+
+def overlay_scale(height: int, min_height: int = 512) -> int:
+    """The integer factor `overlay` enlarges an image of `height` rows by: the least that reaches `min_height`."""
+    return max(1, math.ceil(min_height / height))
+
+
+def _label_font(picture_height: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=max(12, picture_height // 32))
+
+
+def layout_labels(
+    masks: Sequence[tuple[str, np.ndarray]], image_shape: tuple[int, ...], min_height: int = 512
+) -> list[Label]:
+    """Where `overlay` writes each non-empty mask's name, in mask order.
+
+    A label that fits inside its largest piece's bounding box is centred on the piece's anchor; a larger one sits
+    just above the piece (below it at the picture's top edge), so a small object stays visible. Labels are kept
+    inside the picture and moved up or down, by their height, off the labels placed before them when a move allows.
+    """
+    scale = overlay_scale(image_shape[0], min_height)
+    width, height = image_shape[1] * scale, image_shape[0] * scale
+    font = _label_font(height)
+    pad, gap = max(2, font.size // 4), max(1, font.size // 6)
+    labels: list[Label] = []
+    for anchor in label_anchors(masks):
+        if anchor is None:
+            continue
+        text = _shorten(anchor.name, LABEL_CHARS)
+        left, top, right, bottom = font.getbbox(text)
+        bw, bh = right - left + 2 * pad, bottom - top + 2 * pad
+        px0, py0, px1, py1 = (v * scale for v in anchor.piece_box)
+        x0 = round((anchor.x + 0.5) * scale - bw / 2)
+        if bw <= px1 + scale - px0 and bh <= py1 + scale - py0:
+            y0 = round((anchor.y + 0.5) * scale - bh / 2)
+        else:
+            y0 = py0 - bh - gap if py0 - bh - gap >= 0 else py1 + scale + gap
+        x0 = min(max(0, x0), max(0, width - bw))
+        tries = [min(max(0, y0 + k * bh), max(0, height - bh)) for k in (0, -1, 1, -2, 2, -3, 3)]
+        free = [y for y in tries if not any(_overlaps((x0, y, x0 + bw, y + bh), lab.box) for lab in labels)]
+        y0 = (free or tries)[0]
+        labels.append(Label(text, (x0, y0, x0 + bw, y0 + bh), anchor))
+    return labels
+
+
+def _draw_labels(picture: Image.Image, labels: list[Label]) -> None:
+    """White text on a dark box edged in the mask's colour: readable on any background."""
+    font = _label_font(picture.height)
+    draw = ImageDraw.Draw(picture)
+    for label in labels:
+        x0, y0, x1, y1 = label.box
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=_LABEL_BG, outline=class_color(label.anchor.name), width=2)
+        left, top, right, bottom = font.getbbox(label.text)
+        inner_x, inner_y = (x0 + x1 - (right - left)) / 2 - left, (y0 + y1 - (bottom - top)) / 2 - top
+        draw.text((inner_x, inner_y), label.text, font=font, fill=_LABEL_TEXT)
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _legend_panel(present: list[str], absent: list[str], height: int) -> Image.Image:

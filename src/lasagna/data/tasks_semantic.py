@@ -21,9 +21,9 @@ from typing import Literal
 
 import numpy as np
 
-from lasagna.data import templates
 from lasagna.data.records import IGNORE_LABEL, SemanticRecord
 from lasagna.data.tasks_common import Conversation, Sample, SampleMeta, load_image, user_text
+from lasagna.prompts import SINGLE_CLASS_ANSWER, semantic_answer, semantic_question, single_class_question
 
 
 @dataclass
@@ -147,12 +147,8 @@ def format_semantic(
         answer_order = [c for c in question_order if c in spoken]
     else:
         answer_order = rng.sample(sorted(spoken), len(spoken))
-    question = templates.SEMANTIC_QUESTION.format(
-        instruction=rng.choice(templates.SEMANTIC_INSTRUCTIONS),
-        classes=templates.CLASS_SEPARATOR.join(stats.names[c] for c in question_order),
-    )
-    item = {True: templates.PRESENT_ITEM, False: templates.ABSENT_ITEM}
-    answer = "".join(item[c in present].format(name=stats.names[c]) for c in answer_order)
+    question = semantic_question([stats.names[c] for c in question_order], rng)
+    answer = semantic_answer([stats.names[c] for c in answer_order], [c in present for c in answer_order])
     mask_ids = [c for c in answer_order if c in present]
     masks = _class_masks(stats.label, mask_ids)
     meta = SampleMeta(
@@ -289,8 +285,8 @@ def _single_class(
     chosen = rng.sample(stats.present, min(len(stats.present), cfg.max_conversations))
     conversations = [
         Conversation(
-            question=rng.choice(templates.SINGLE_CLASS_QUESTIONS).format(name=stats.names[c]),
-            answer=templates.SINGLE_CLASS_ANSWER,
+            question=single_class_question(stats.names[c], rng),
+            answer=SINGLE_CLASS_ANSWER,
             masks=_class_masks(stats.label, [c]),
         )
         for c in chosen

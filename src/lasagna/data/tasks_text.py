@@ -12,10 +12,18 @@ from typing import Literal
 
 import numpy as np
 
-from lasagna.data import templates
 from lasagna.data.records import IGNORE_LABEL, ReasonRecord, ReferRecord, VQARecord
 from lasagna.data.tasks_common import Conversation, Sample, SampleMeta, load_image, no_masks, user_text
-from lasagna.tokens import INS, NO_INS, check_user_text
+from lasagna.prompts import (
+    chat_question,
+    echo_answer,
+    explain_answer,
+    explain_question,
+    reason_question,
+    refer_answer,
+    refer_question,
+)
+from lasagna.tokens import check_user_text
 
 
 @dataclass
@@ -28,9 +36,9 @@ class ReferTaskConfig:
         Union is the default because it keeps one meaning for `<ins>` across tasks: in the semantic task one
         `<ins>` already covers every instance of a class, so here it covers everything the phrase describes. It is
         also what the released code trains (gRefCOCO targets are unioned) and what cIoU / gIoU score.
-    An expression with no target is answered with one of templates.NO_TARGET_ANSWERS and no mask.
+    An expression with no target is answered with one of prompts.NO_TARGET_ANSWERS and no mask.
     answer_form: "sentence" (default, the released answers: "Sure, it is <ins>.") or "echo": the expression itself
-        then the slot, "the red circle<ins>." / "the red circle<no_ins>." (templates.REFER_ECHO_ANSWER). why: the
+        then the slot, "the red circle<ins>." / "the red circle<no_ins>." (prompts.REFER_ECHO_ANSWER). why: the
         state that prompts the mask decoder then sits on the phrase's last word, as in a semantic answer, instead of
         on "is", from where a small LLM trained from scratch must find the phrase again (docs/shapeworld-model.md,
         step 18). Echo needs multi_target "union": one slot per expression.
@@ -90,17 +98,17 @@ def format_refer(record: ReferRecord, rng: random.Random, cfg: ReferTaskConfig, 
     for expression in chosen:
         text = _phrase(expression.text, "referring expression", record.image_id)
         masks = _target_masks(expression.load_masks(), size, record.image_id, text)
-        question = rng.choice(templates.REFER_QUESTIONS).format(text=text)
+        question = refer_question(text, rng)
         if cfg.answer_form == "echo":
-            answer = templates.REFER_ECHO_ANSWER.format(text=text, slot=INS if len(masks) else NO_INS)
+            answer = echo_answer(text, len(masks) > 0)
             masks = masks.any(axis=0, keepdims=True) if len(masks) else masks
         elif len(masks) == 0:
-            answer = rng.choice(templates.NO_TARGET_ANSWERS)
+            answer = refer_answer(0, rng)
         elif len(masks) == 1 or cfg.multi_target == "union":
-            answer = rng.choice(templates.REFER_ANSWERS)
+            answer = refer_answer(1, rng)
             masks = masks.any(axis=0, keepdims=True)
         else:
-            answer = rng.choice(templates.REFER_MULTI_ANSWERS).format(masks=templates.mask_list(len(masks)))
+            answer = refer_answer(len(masks), rng)
         conversations.append(Conversation(question, answer, masks))
         (present if len(masks) else absent).append(text)
     meta = SampleMeta(source, record.image_id, "referring", classes_present=present, classes_absent=absent)
@@ -127,17 +135,14 @@ def format_reason(record: ReasonRecord, rng: random.Random, cfg: ReasonTaskConfi
     for query in rng.sample(record.queries, min(len(record.queries), cfg.max_queries)):
         if record.is_sentence:
             text = user_text(query, "reasoning query", record.image_id)
-            choices = templates.REASON_SENTENCE_QUESTIONS
         else:
             text = _phrase(query, "reasoning query", record.image_id)
-            choices = templates.REFER_QUESTIONS
-        answer = rng.choice(templates.REFER_ANSWERS)
+        answer = refer_answer(1, rng)
         if explanation is not None and rng.random() < cfg.explanatory:
-            instruction = rng.choice(templates.EXPLAIN_INSTRUCTIONS)
-            question = templates.EXPLAIN_QUESTION.format(text=text, instruction=instruction)
-            answer = templates.EXPLAIN_ANSWER.format(answer=answer, explanation=explanation)
+            question = explain_question(text, rng)
+            answer = explain_answer(answer, explanation)
         else:
-            question = rng.choice(choices).format(text=text)
+            question = reason_question(text, record.is_sentence, rng)
         conversations.append(Conversation(question, answer, target))
     return Sample(image, conversations, ignore, SampleMeta(source, record.image_id, "reasoning"))
 
@@ -159,7 +164,7 @@ def format_vqa(record: VQARecord, rng: random.Random, cfg: VQATaskConfig, source
     if not rounds:
         return Sample(image, [], None, meta)
     (question, answer), *followups = rounds
-    conversation = Conversation(templates.IMAGE_PREFIX + question, answer, no_masks(image.shape[:2]), tuple(followups))
+    conversation = Conversation(chat_question(question), answer, no_masks(image.shape[:2]), tuple(followups))
     return Sample(image, [conversation], None, meta)
 
 

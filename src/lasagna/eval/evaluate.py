@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import templates
 from ..data.records import IGNORE_LABEL, ReasonRecord, ReferRecord, SemanticRecord, Source
+from ..prompts import IMAGE_PREFIX, reasoning_question, single_class_question
 from .metrics import NoTargetAccuracy, PresenceAccuracy, ReferIoU, SemanticIoU
 
 
@@ -48,12 +48,11 @@ def _reduce_metric(metric, reduce: Callable | None) -> None:
 
 def _single_class_prediction(lasagna, image: np.ndarray, classes: list[str]):
     """LISA-style: one query per class; a class is present when its answer carries a non-empty mask."""
-    from ..data import templates
     from ..infer.engine import ClassResult, Prediction
 
     results, logits = [], []
     for name in classes:
-        question = templates.SINGLE_CLASS_QUESTIONS[0].format(name=name).removeprefix(templates.IMAGE_PREFIX)
+        question = single_class_question(name).removeprefix(IMAGE_PREFIX)
         pred = lasagna.engine.segment_query(image, question)
         mask = _union(pred.masks, image.shape[:2])
         present = bool(mask.any())
@@ -140,15 +139,6 @@ def _union(masks: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     for mask in masks:
         out |= mask
     return out
-
-
-def reasoning_question(query: str, is_sentence: bool) -> str:
-    """A reasoning query as its question (without the image placeholder), the way training asks it."""
-    query = " ".join(query.split())
-    if is_sentence:
-        return templates.REASON_SENTENCE_QUESTIONS[0].format(text=query).removeprefix(templates.IMAGE_PREFIX)
-    phrase = query.lower().rstrip(". ")
-    return templates.REFER_QUESTIONS[0].format(text=phrase).removeprefix(templates.IMAGE_PREFIX)
 
 
 def _sum_scalar(value: int, reduce: Callable | None) -> int:

@@ -88,13 +88,13 @@ def run(args) -> int:
         raise ValueError("--out must name a folder, got an empty string")
     from ..api import Lasagna
     from ..preprocess import to_rgb
-    from ..viz import overlay
+    from ..viz import overlay, query_labels
 
     image = to_rgb(args.image)
     model = Lasagna.from_pretrained(args.model)
     if args.query is not None:
         pred = model.segment(image, query=args.query)
-        masks = [(f"target {i + 1}", m) for i, m in enumerate(pred.masks)]
+        masks = list(zip(query_labels(args.query, len(pred.masks)), pred.masks, strict=True))
         absent = [] if masks else ["(no target)"]
     else:
         with warnings.catch_warnings():  # why: printed once below, one line per name, not as Python warnings

@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 from .. import prompts
-from ..data import templates
 from ..model.lasagna import ImageEncoding, LasagnaModel
 from ..preprocess import check_image, clip_pixels, sam_pixels
+from ..prompts import query_question, semantic_question
 from ..tokenization import encode
-from ..tokens import check_user_text, token_ids
+from ..tokens import reserved_strings, token_ids
 from .decode import RowResult, decode_free, decode_template, encode_prefix
-from .parse import normalise, parse_row
+from .inputs import check_chunk_context, check_classes, check_query, check_query_context
+from .parse import parse_row
 from .semantic import merge_semantic
 
 Decoder = Literal["free", "template"]
@@ -121,25 +122,6 @@ class Prediction:
         return merge_semantic(self.logits, ids, threshold, scores).numpy()
 
 
-def check_classes(classes: list[str]) -> list[str]:
-    if isinstance(classes, str) or not isinstance(classes, list | tuple):
-        raise ValueError(f"classes must be a list of names, got {type(classes).__name__}")
-    if not classes:
-        raise ValueError("classes is empty: give at least one class name")
-    seen: dict[str, str] = {}
-    for name in classes:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"class names must be non-empty strings, got {name!r}")
-        check_user_text(name, "class name")
-        if "," in name:
-            raise ValueError(f"class name {name!r} contains a comma, which separates names in the query")
-        key = normalise(name)
-        if key in seen:
-            raise ValueError(f"class {name!r} is listed twice (as {seen[key]!r})")
-        seen[key] = name
-    return [name.strip() for name in classes]
-
-
 class Engine:
     """Answers class lists, queries and chat about images with the paper's `model`; an optional `judge` gives a
     second opinion on its decisions (`Judge`)."""
@@ -149,6 +131,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.judge = judge
         self.ids = token_ids(tokenizer)
+        self.reserved = reserved_strings(tokenizer)
         self.style = model.cfg.tokenization
 
     def _render(self, rounds: list[tuple[str, str | None]]) -> str:
@@ -217,11 +200,11 @@ class Engine:
         for chunk in chunks:
             question = semantic_question(chunk)
             prompt_ids = self._encode(self._render([(question, None)]))
+            full = self._encode(self._render([(question, prompts.semantic_answer(chunk))]))
+            check_chunk_context(full, self.model.cfg, chunk)
             if decoder == "free":
                 rows.append(prompt_ids)
                 continue
-            answer = "".join(templates.PRESENT_ITEM.format(name=c.lower()) for c in chunk)
-            full = self._encode(self._render([(question, answer)]))
             if full[: len(prompt_ids)] != prompt_ids:
                 raise RuntimeError("tokenizer merges the prompt into the answer; template decoding needs a boundary")
             rows.append(full)
@@ -240,7 +223,7 @@ class Engine:
     def segment_classes(
         self, image: np.ndarray, classes: list[str], chunk_size: int = 16, decoder: Decoder | None = None
     ) -> Prediction:
-        classes = check_classes(classes)
+        classes = check_classes(classes, self.reserved)
         decoder = decoder or self.model.cfg.default_decoder
         if decoder not in ("free", "template"):
             raise ValueError(f"decoder must be 'free' or 'template', got {decoder!r}")
@@ -314,9 +297,7 @@ class Engine:
         """`segment_query` for each of several queries about one image, which is encoded once; their answers are
         decoded together over one shared prefix (`answer_queries`)."""
         for query in queries:
-            check_user_text(query, "query")
-            if not query.strip():
-                raise ValueError("query is empty")
+            check_query(query, self.reserved)
         enc, resized, original = self.encode_image(image)
         predictions = []
         for row in self.answer_queries(enc, queries, max_new_tokens):
@@ -352,6 +333,9 @@ class Engine:
         batch: the prompt they share (system prompt, image, the template's start) runs through the LLM once, and
         each answer is the one the query gets alone, up to rounding (`decode.py` counts positions per row)."""
         rows = [self._encode(self._render([(query_question(q), None)])) for q in queries]
+        for query in queries:  # the prompt must leave room for the shortest answer, "<ins>."
+            answered = self._encode(self._render([(query_question(query), prompts.refer_answer(1))]))
+            check_query_context(answered, self.model.cfg, query)
         out = []
         for start in range(0, len(rows), QUERY_BATCH):
             batch = rows[start : start + QUERY_BATCH]
@@ -363,32 +347,18 @@ class Engine:
 
     @torch.no_grad()
     def chat(self, image: np.ndarray, text: str, max_new_tokens: int = 256) -> str:
-        check_user_text(text, "text")
+        check_query(text, self.reserved, "text")
         enc, _, _ = self.encode_image(image)
-        row = self._generate(enc, templates.IMAGE_PREFIX + text.strip(), max_new_tokens)
+        row = self._generate(enc, prompts.chat_question(text), max_new_tokens)
         return self.tokenizer.decode(row.ids, skip_special_tokens=True).strip()
 
     def _generate(self, enc, question: str, max_new_tokens: int) -> RowResult:
         """A chat answer: the mask tokens are never chosen (a chat has no masks to give)."""
         ids = self._encode(self._render([(question, None)]))
+        check_query_context([*ids, self.ids.eos], self.model.cfg, question.removeprefix(prompts.IMAGE_PREFIX), "text")
         prefix = encode_prefix(self.model, enc, 0, ids[:-1])
         banned = (self.ids.ins, self.ids.no_ins)
         return decode_free(self.model, prefix, [ids[-1:]], self.ids, max_new_tokens=max_new_tokens, banned=banned)[0]
-
-
-def semantic_question(classes: list[str]) -> str:
-    """The canonical (first) semantic template, so test-time prompts are in the training distribution."""
-    names = templates.CLASS_SEPARATOR.join(c.lower() for c in classes)
-    return templates.SEMANTIC_QUESTION.format(instruction=templates.SEMANTIC_INSTRUCTIONS[0], classes=names)
-
-
-def query_question(query: str) -> str:
-    """A phrase ("the red star") goes into the canonical referring template; a full question or instruction
-    (ending in "?" or ".") is asked as it is."""
-    query = query.strip()
-    if query.endswith(("?", ".")):
-        return templates.IMAGE_PREFIX + query
-    return templates.REFER_QUESTIONS[0].format(text=query)
 
 
 def llm_log_odds(scores: torch.Tensor) -> torch.Tensor:

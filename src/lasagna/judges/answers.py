@@ -119,7 +119,7 @@ def join_answers(first: Answers, second: Answers) -> Answers:
 
 class ReasoningQueries:
     """A reasoning source's records as referring ones, for `collect_answers`: each query asked as `lasagna eval` asks
-    it (`eval.evaluate.reasoning_question`), its target the record's mask (ignore pixels counted as not target)."""
+    it (`prompts.reasoning_question`), its target the record's mask (ignore pixels counted as not target)."""
 
     def __init__(self, source):
         self.source = source
@@ -129,7 +129,7 @@ class ReasoningQueries:
         return len(self.source)
 
     def __getitem__(self, index: int) -> ReferRecord:
-        from ..eval.evaluate import reasoning_question
+        from ..prompts import reasoning_question
 
         record = self.source[index]
 
