@@ -15,9 +15,9 @@ import torch
 
 from lasagna.api import default_model_dir
 from lasagna.checkpoint import load_pretrained
-from lasagna.data.shapeworld import scene
 from lasagna.data.transforms import clip_pixels
 from lasagna.model.mllm import vision_features
+from lasagna.shapeworld import scene
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ import dataclasses
 import random
 from collections import Counter
 
-from lasagna.data.shapeworld import STUFF, ShapeWorldSemantic
 from lasagna.data.tasks_semantic import class_frequencies, format_semantic
+from lasagna.shapeworld import STUFF, ShapeWorldSemantic
 from lasagna.train.config import load_train_config
 
 

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lasagna.data.shapeworld import STUFF, classes, scene
 from lasagna.losses import LossConfig
 from lasagna.model.lasagna import LasagnaModel
+from lasagna.shapeworld import STUFF, classes, scene
 from lasagna.train.decoder import DecoderPretrainConfig, pretrain_decoder
 from lasagna.train.encoders import encoders_preset, load_encoders
 

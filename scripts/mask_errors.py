@@ -17,7 +17,7 @@ import numpy as np
 
 from lasagna.api import Lasagna
 from lasagna.data.records import IGNORE_LABEL
-from lasagna.data.shapeworld import STUFF, ShapeWorldSemantic
+from lasagna.shapeworld import STUFF, ShapeWorldSemantic
 
 AREAS = ((0, 150), (150, 300), (300, 600), (600, None))
 

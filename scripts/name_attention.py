@@ -22,9 +22,9 @@ import torch
 from lasagna.api import Lasagna
 from lasagna.data import templates
 from lasagna.data.records import IGNORE_LABEL
-from lasagna.data.shapeworld import STUFF, ShapeWorldSemantic
 from lasagna.infer.engine import semantic_question
 from lasagna.model.mllm import expand_images
+from lasagna.shapeworld import STUFF, ShapeWorldSemantic
 from lasagna.tokens import IMAGE_TOKEN_ID
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from lasagna.api import Lasagna
-from lasagna.data.shapeworld import ShapeWorldReferring, holds_relation
 from lasagna.infer.decode import _left_pad, _Rows, encode_prefix
 from lasagna.infer.engine import query_question
+from lasagna.shapeworld import ShapeWorldReferring, holds_relation
 
 OLD_FIRST_WORD = "There"
 

@@ -19,7 +19,7 @@ import torch
 from refer_kinds import kind
 
 from lasagna.api import Lasagna
-from lasagna.data.shapeworld import ShapeWorldReferring
+from lasagna.shapeworld import ShapeWorldReferring
 from lasagna.model.picker import piece_masks, piece_peaks, piece_shares
 from lasagna.train.answers import collect_answers
 from lasagna.train.picking import pieces_of

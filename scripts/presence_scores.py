@@ -23,7 +23,7 @@ import numpy as np
 
 from lasagna.api import Lasagna
 from lasagna.data.records import IGNORE_LABEL
-from lasagna.data.shapeworld import STUFF, ShapeWorldSemantic
+from lasagna.shapeworld import STUFF, ShapeWorldSemantic
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from lasagna.api import Lasagna
-from lasagna.data.shapeworld import COLOURS, scene
 from lasagna.data.transforms import clip_pixels
+from lasagna.shapeworld import COLOURS, scene
 
 
 def probe(x: torch.Tensor, y: torch.Tensor, train: int) -> tuple[float, float]:

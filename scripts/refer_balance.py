@@ -2,7 +2,7 @@
 
     python scripts/refer_balance.py [--split train] [--n 1000] [--no-target-rate R] [--twins]
 
-Generates the expressions of the first N scenes (`lasagna/data/shapeworld/referring.py`, at `--no-target-rate`, the
+Generates the expressions of the first N scenes (`lasagna/shapeworld/referring.py`, at `--no-target-rate`, the
 dataset's 0.15 by default, as `data.refer_no_target_rate` sets it for training) and counts them by kind (relation,
 extreme, plural, plain) and by whether they have a target. A relation without a target is a false relation ("the
 star left of the red circle" where no star is); the other no-target kinds name something absent. `--twins` adds each
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from lasagna.data.shapeworld.referring import NO_TARGET_RATE, RefQuery, referring_items
-from lasagna.data.shapeworld.scene import scene
+from lasagna.shapeworld.referring import NO_TARGET_RATE, RefQuery, referring_items
+from lasagna.shapeworld.scene import scene
 
 
 def query_kind(query: RefQuery) -> str:

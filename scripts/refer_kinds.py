@@ -4,7 +4,7 @@
 
 Every expression with a target in the first `--n` scenes is asked as `lasagna eval` asks it, and its predicted
 masks (their union) are scored against the union of its targets. Kinds follow the generator's templates
-(`lasagna/data/shapeworld/referring.py`): relations ("the star left of the red circle"), extremes ("the leftmost
+(`lasagna/shapeworld/referring.py`): relations ("the star left of the red circle"), extremes ("the leftmost
 star", "the biggest shape"), plurals ("all the stars", "every red shape") and plain phrases ("the red circle"); plain
 and plural phrases are split by what they name: colour and shape, colour only ("the red shape"), shape only, or
 nothing ("the shape"). `--by-word` splits relations and extremes by their words ("left of", "the topmost"). A kind's
@@ -27,9 +27,9 @@ from collections import defaultdict
 import numpy as np
 
 from lasagna.api import Lasagna
-from lasagna.data.shapeworld import COLOURS, ShapeWorldReferring
-from lasagna.data.shapeworld.referring import referring_items
-from lasagna.data.shapeworld.scene import scene
+from lasagna.shapeworld import COLOURS, ShapeWorldReferring
+from lasagna.shapeworld.referring import referring_items
+from lasagna.shapeworld.scene import scene
 from lasagna.model.picker import CANDIDATE
 
 RELATION = re.compile(r" (left of|right of|above|below) ")

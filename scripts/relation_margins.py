@@ -21,9 +21,9 @@ import torch
 from no_target_scores import auc
 
 from lasagna.api import Lasagna
-from lasagna.data.shapeworld.referring import _AXES, POSITION_MARGIN, referring_items
-from lasagna.data.shapeworld.scene import scene
-from lasagna.data.shapeworld.sources import ShapeWorldReferring
+from lasagna.shapeworld.referring import _AXES, POSITION_MARGIN, referring_items
+from lasagna.shapeworld.scene import scene
+from lasagna.shapeworld.sources import ShapeWorldReferring
 
 BINS = (-np.inf, -32.0, -16.0, 0.0)
 """Upper edges of the false relations' offset groups, in pixels, besides the margin's."""

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lasagna.api import Lasagna
-from lasagna.data.shapeworld import ShapeWorldReferring, holds_relation
+from lasagna.shapeworld import ShapeWorldReferring, holds_relation
 from lasagna.infer.engine import name_ids
 from lasagna.model.query_verifier import cell_places, word_embeddings
 

@@ -29,7 +29,7 @@ from lasagna.api import default_model_dir
 from lasagna.checkpoint import load_pretrained
 from lasagna.data.collate import Collator
 from lasagna.data.mixture import Mixture
-from lasagna.data.shapeworld import holds_relation
+from lasagna.shapeworld import holds_relation
 from lasagna.tokens import INS, token_ids
 from lasagna.train.config import load_train_config
 from lasagna.train.setup import training_sources

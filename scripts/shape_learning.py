@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lasagna.config import preset
-from lasagna.data.shapeworld import COLOURS, SHAPES, SPLIT_LENGTHS, classes
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
+from lasagna.shapeworld import COLOURS, SHAPES, SPLIT_LENGTHS, classes
 from lasagna.train.encoders import (
     _shapeworld_batch,
     balanced_ce,

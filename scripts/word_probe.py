@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from lasagna.api import default_model_dir
 from lasagna.checkpoint import load_pretrained
-from lasagna.data.shapeworld import COLOURS, SHAPES, classes
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
+from lasagna.shapeworld import COLOURS, SHAPES, classes
 from lasagna.train.encoders import (
     _shapeworld_batch,
     encoders_preset,

@@ -9,9 +9,9 @@ import sys
 from typing import TextIO
 
 from lasagna.data.records import Source, TaskName
-from lasagna.data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
 from lasagna.data.sources import open_source
 from lasagna.data.tasks import TasksConfig, format_record
+from lasagna.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
 
 SHAPEWORLD = "shapeworld"
 # ShapeWorld is generated, not read: one source class per task.

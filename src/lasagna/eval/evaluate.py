@@ -24,7 +24,7 @@ from .metrics import NoTargetAccuracy, PresenceAccuracy, ReferIoU, SemanticIoU
 
 def open_eval_sources(dataset: str, split: str, root: str | None = None) -> dict[str, Source]:
     if dataset == "shapeworld":
-        from ..data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic
+        from ..shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic
 
         return {
             "semantic": ShapeWorldSemantic(split),
@@ -180,7 +180,7 @@ def evaluate_model(
         report["present_only"] = True
     held_out = ()
     if dataset == "shapeworld":
-        from ..data.shapeworld import HELD_OUT
+        from ..shapeworld import HELD_OUT
 
         held_out = HELD_OUT
     sources = open_eval_sources(dataset, split, root)
