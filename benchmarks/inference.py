@@ -22,12 +22,12 @@ import torch
 
 from lasagna import prompts
 from lasagna.api import Lasagna
-from lasagna.data.shapeworld import COLOURS, SHAPES, ShapeWorldSemantic, classes
 from lasagna.infer.decode import Decision, RowResult
 from lasagna.infer.engine import check_classes
 from lasagna.infer.parse import parse_row
 from lasagna.model.mllm import expand_images
 from lasagna.prompts import semantic_question
+from lasagna.shapeworld import COLOURS, SHAPES, ShapeWorldSemantic, classes
 from lasagna.tokenization import encode
 
 EXTRA_COLOURS = ("gray", "black", "white", "brown", "gold", "silver", "navy", "teal", "lime", "maroon")

@@ -17,7 +17,7 @@ import time
 import torch
 
 from lasagna.api import Lasagna
-from lasagna.data.shapeworld import ShapeWorldReferring
+from lasagna.shapeworld import ShapeWorldReferring
 
 
 @torch.no_grad()

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 import lasagna.model.sam as sam_module
 import lasagna.train.decoder as decoder_module
 import lasagna.train.encoders as encoders_module
-from lasagna.data.shapeworld import classes, scene
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import configure_trainable
+from lasagna.shapeworld import classes, scene
 from lasagna.tokens import token_ids
 from lasagna.train.config import load_train_config
 from lasagna.train.setup import build_model_and_tokenizer, build_training_set, compile_for_training

@@ -6,10 +6,10 @@ import torch
 from helpers import add_judges, decisive_model
 from lasagna.api import Lasagna
 from lasagna.checkpoint import read_weights, save_pretrained
-from lasagna.data.shapeworld import ShapeWorldReferring
 from lasagna.infer.engine import name_ids
 from lasagna.judges.answers import Answers, auc, collect_answers, judge_answers, train_on_answers
 from lasagna.judges.query import QueryVerifier
+from lasagna.shapeworld import ShapeWorldReferring
 from lasagna.tokens import token_ids
 
 

@@ -264,9 +264,9 @@ def test_cli_semseg_more_than_255_classes(tmp_path, capsys):
 def test_present_only_evaluation_asks_each_image_for_its_own_classes():
     import torch
 
-    from lasagna.data.shapeworld import ShapeWorldSemantic
     from lasagna.eval.evaluate import evaluate_semantic
     from lasagna.infer.engine import ClassResult, Prediction
+    from lasagna.shapeworld import ShapeWorldSemantic
 
     source = ShapeWorldSemantic("test", size=64, length=3)
     labels = {source[i].load_image().tobytes(): source[i].load_label() for i in range(3)}

@@ -6,10 +6,10 @@ import torch
 from helpers import add_judges, decisive_model
 from lasagna.api import Lasagna
 from lasagna.checkpoint import read_weights, save_pretrained
-from lasagna.data.shapeworld import ShapeWorldReferring
 from lasagna.judges.answers import Answers
 from lasagna.judges.picker import CUT, MAX_PIECES, InstancePicker, label_pieces
 from lasagna.judges.picking import picker_report, pieces_of, train_picker
+from lasagna.shapeworld import ShapeWorldReferring
 from lasagna.tokens import token_ids
 
 
@@ -160,9 +160,9 @@ def test_train_picker_writes_a_model_whose_only_new_tensors_are_its_trained_pick
 
 
 def test_reasoning_queries_are_asked_as_evaluation_asks_them_with_the_record_target():
-    from lasagna.data.shapeworld import ShapeWorldReasoning
     from lasagna.judges.answers import ReasoningQueries
     from lasagna.prompts import reasoning_question
+    from lasagna.shapeworld import ShapeWorldReasoning
 
     source = ShapeWorldReasoning("val", length=2)
     queries = ReasoningQueries(source)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lasagna.data.records import IGNORE_LABEL, LABEL_PNG_IGNORE, ReasonRecord, ReferRecord, SemanticRecord, VQARecord
-from lasagna.data.shapeworld import (
+from lasagna.shapeworld import (
     COLOURS,
     HELD_OUT,
     SHAPES,
@@ -28,10 +28,10 @@ from lasagna.data.shapeworld import (
     scene,
     vqa_turns,
 )
-from lasagna.data.shapeworld import cli as shapeworld_cli
-from lasagna.data.shapeworld.scene import OUTLINE_DARKEN, _cached_scene
-from lasagna.data.shapeworld.textures import MEAN_COLOURS
-from lasagna.data.shapeworld.vocab import plural
+from lasagna.shapeworld import cli as shapeworld_cli
+from lasagna.shapeworld.scene import OUTLINE_DARKEN, _cached_scene
+from lasagna.shapeworld.textures import MEAN_COLOURS
+from lasagna.shapeworld.vocab import plural
 
 CLOSED = ("train", "val", "test")
 SHAPE_WORDS = {**{s: s for s in SHAPES}, **{plural(s): s for s in SHAPES}}

@@ -13,7 +13,7 @@ from . import __version__
 COMMAND_MODULES = (
     "lasagna.convert.cli",
     "lasagna.data.cli",
-    "lasagna.data.shapeworld.cli",
+    "lasagna.shapeworld.cli",
     "lasagna.eval.metrics_cli",
     "lasagna.eval.cli",
     "lasagna.infer.cli",

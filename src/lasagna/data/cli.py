@@ -10,10 +10,10 @@ import sys
 from typing import Any, TextIO
 
 from lasagna.data.records import Source, TaskName
-from lasagna.data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
 from lasagna.data.sources import open_source
 from lasagna.data.sources.base import LAYOUTS
 from lasagna.data.tasks import SemanticTaskConfig, TasksConfig, class_frequencies, format_record
+from lasagna.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
 
 SHAPEWORLD = "shapeworld"
 # ShapeWorld is generated, not read: one source class per task.

@@ -25,7 +25,7 @@ from .metrics import NoTargetAccuracy, PresenceAccuracy, ReferIoU, SemanticIoU
 def open_eval_sources(dataset: str, split: str, root: str | None = None, **options) -> dict[str, Source]:
     """The split's source of each task: ShapeWorld's three, or the named dataset's one (`options`: its reader's)."""
     if dataset == "shapeworld":
-        from ..data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic
+        from ..shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic
 
         return {
             "semantic": ShapeWorldSemantic(split),
@@ -172,7 +172,7 @@ def evaluate_model(
         report["present_only"] = True
     held_out = ()
     if dataset == "shapeworld":
-        from ..data.shapeworld import HELD_OUT
+        from ..shapeworld import HELD_OUT
 
         held_out = HELD_OUT
     sources = open_eval_sources(dataset, split, root, **(options or {}))

@@ -202,7 +202,7 @@ def _referring_source(dataset: str, split: str, root, no_target_rate, twins: boo
     from ..eval.evaluate import open_eval_sources
 
     if dataset == "shapeworld":
-        from ..data.shapeworld import ShapeWorldReferring
+        from ..shapeworld import ShapeWorldReferring
 
         rate = {} if no_target_rate is None else {"no_target_rate": no_target_rate}
         return ShapeWorldReferring(split, twins=twins, **rate)

@@ -11,9 +11,9 @@ import yaml
 
 from ..config import JudgesConfig, from_dict, to_dict
 from ..data.mixture import MixtureConfig
-from ..data.shapeworld.referring import EXPRESSIONS_PER_SCENE
 from ..losses import LossConfig
 from ..model.build import TrainableConfig
+from ..shapeworld.referring import EXPRESSIONS_PER_SCENE
 from .decoder import DecoderPretrainConfig
 from .encoders import EncoderPretrainConfig
 
@@ -73,7 +73,7 @@ class DataConfig:
     # Evaluation always uses the dataset's own expressions.
     refer_no_target_rate: float | None = None
     # ShapeWorld only: each relation and extreme comes with its opposite ("left of" / "right of"), about the same
-    # objects with another answer, in the same sample (data.shapeworld.referring_items). Up to 8 expressions a scene
+    # objects with another answer, in the same sample (shapeworld.referring_items). Up to 8 expressions a scene
     # then: mixture.tasks.referring.max_expressions must keep them all (8).
     refer_twins: bool = False
 

@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_file
 from ..checkpoint import load_part, save_part
-from ..data.shapeworld import SPLIT_LENGTHS, STUFF, classes, scene
 from ..losses import LossConfig, mask_bce_sum, mask_dice_sum
 from ..model.lasagna import LasagnaModel
 from ..preprocess import sam_pixels
+from ..shapeworld import SPLIT_LENGTHS, STUFF, classes, scene
 from .encoders import optimizer_step, warmup_linear_decay
 
 log = logging.getLogger(__name__)

@@ -45,11 +45,11 @@ from tqdm.auto import tqdm
 from ..atomic import write_atomic_file
 from ..checkpoint import load_part, save_part
 from ..config import ModelConfig, SamConfig, VisionConfig, from_dict, preset, to_dict
-from ..data.shapeworld import SPLIT_LENGTHS, classes, scene
-from ..data.shapeworld.vocab import class_id
 from ..model.lasagna import LasagnaModel
 from ..model.mllm import vision_features
 from ..preprocess import clip_pixels, sam_pixels
+from ..shapeworld import SPLIT_LENGTHS, classes, scene
+from ..shapeworld.vocab import class_id
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from .config import TrainConfig
 def shapeworld_sources(
     split: str, size: int, refer_no_target_rate: float | None = None, refer_twins: bool = False
 ) -> dict[str, Source]:
-    from ..data.shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
-    from ..data.shapeworld.referring import NO_TARGET_RATE
+    from ..shapeworld import ShapeWorldReasoning, ShapeWorldReferring, ShapeWorldSemantic, ShapeWorldVQA
+    from ..shapeworld.referring import NO_TARGET_RATE
 
     rate = NO_TARGET_RATE if refer_no_target_rate is None else refer_no_target_rate
     return {
@@ -50,7 +50,7 @@ def training_sources(cfg: TrainConfig, split: str = "train") -> dict[str, Source
 
 def _corpus(cfg: TrainConfig) -> list[str]:
     """Text the plain tokenizer is fitted on: formatted training samples (deterministic) and every class name."""
-    from ..data.shapeworld import classes
+    from ..shapeworld import classes
 
     count = cfg.tokenizer_corpus
     mixture = Mixture(training_sources(cfg), cfg.data.mixture, seed=cfg.seed + 1_000_003, length=count)
@@ -122,7 +122,7 @@ def build_run(cfg: TrainConfig, run_dir: Path | None = None):
 
         tokenizer = AutoTokenizer.from_pretrained(str(saved))
     else:
-        from ..data.shapeworld import classes
+        from ..shapeworld import classes
 
         # held-out names are left out: they stay word sequences, the only form a never-seen name can take
         names = [c for c in classes("train") if " " in c] if cfg.tokenizer_whole_names else []

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..records import Expression, ReasonRecord, ReferRecord, SemanticRecord, TaskName, VQARecord
+from ..data.records import Expression, ReasonRecord, ReferRecord, SemanticRecord, TaskName, VQARecord
 from .reasoning import reasoning_item
 from .referring import NO_TARGET_RATE, referring_items
 from .scene import MIN_SIZE, scene

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ...atomic import write_atomic_file
-from ..records import IGNORE_LABEL, LABEL_PNG_IGNORE
+from ..atomic import write_atomic_file
+from ..data.records import IGNORE_LABEL, LABEL_PNG_IGNORE
 from .reasoning import reasoning_item
 from .referring import referring_items
 from .scene import Scene, scene
