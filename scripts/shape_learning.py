@@ -34,14 +34,8 @@ from lasagna.config import preset
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
 from lasagna.shapeworld import COLOURS, SHAPES, SPLIT_LENGTHS, classes
-from lasagna.train.encoders import (
-    _shapeworld_batch,
-    balanced_ce,
-    class_fractions,
-    grids,
-    object_weights,
-    pool_objects,
-)
+from lasagna.train.encoder_heads import balanced_ce, class_fractions, grids, object_weights, pool_objects
+from lasagna.train.encoders import shapeworld_batch
 
 MAX_OBJECTS = 8
 
@@ -83,7 +77,7 @@ def main() -> None:
     cell_head, object_head = nn.Linear(width, len(names)), nn.Linear(width, len(SHAPES) + len(COLOURS))
 
     def batch(split: str, indices: list[int]):
-        b = _shapeworld_batch(split, indices, 128, model)
+        b = shapeworld_batch(split, indices, 128, model)
         labels = torch.full((len(indices), MAX_OBJECTS), -1)
         labels[:, : b["object_classes"].shape[1]] = b["object_classes"]
         known = labels >= 0

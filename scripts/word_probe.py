@@ -25,16 +25,8 @@ from lasagna.checkpoint import load_pretrained
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.model.mllm import vision_features
 from lasagna.shapeworld import COLOURS, SHAPES, classes
-from lasagna.train.encoders import (
-    _shapeworld_batch,
-    encoders_preset,
-    grids,
-    load_encoders,
-    object_weights,
-    patch_targets,
-    pool_objects,
-    word_matrix,
-)
+from lasagna.train.encoder_heads import grids, object_weights, patch_targets, pool_objects, word_matrix
+from lasagna.train.encoders import encoders_preset, load_encoders, shapeworld_batch
 
 
 def encode(model, words, split: str, count: int) -> tuple[dict, dict, dict]:
@@ -44,7 +36,7 @@ def encode(model, words, split: str, count: int) -> tuple[dict, dict, dict]:
     feats, targets, objects = ({k: [] for k in sides} for _ in range(3))
     names = classes(split)
     for start in range(0, count, 32):
-        batch = _shapeworld_batch(split, list(range(start, min(count, start + 32))), size, model)
+        batch = shapeworld_batch(split, list(range(start, min(count, start + 32))), size, model)
         with torch.no_grad():
             v = vision_features(model.vision_tower, model.cfg.vision, batch["clip"])
             v = v if model.cfg.vision.drop_cls else v[:, 1:]
