@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from lasagna.api import Lasagna
 from lasagna.eval.evaluate import open_eval_sources
-from lasagna.train.answers import collect_answers
-from lasagna.train.calibrate import collect_evidence, decision_rates, fit_fusion, query_evidence
+from lasagna.judges.answers import collect_answers
+from lasagna.judges.calibrate import collect_evidence, decision_rates, fit_fusion, query_evidence
 
 
 def gather(api: Lasagna, sources: dict, limit: int) -> dict[str, torch.Tensor]:

@@ -19,10 +19,10 @@ import torch
 from refer_kinds import kind
 
 from lasagna.api import Lasagna
+from lasagna.judges.answers import collect_answers
+from lasagna.judges.picker import piece_masks, piece_peaks, piece_shares
+from lasagna.judges.picking import pieces_of
 from lasagna.shapeworld import ShapeWorldReferring
-from lasagna.model.picker import piece_masks, piece_peaks, piece_shares
-from lasagna.train.answers import collect_answers
-from lasagna.train.picking import pieces_of
 
 
 def main() -> None:

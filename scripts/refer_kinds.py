@@ -27,10 +27,10 @@ from collections import defaultdict
 import numpy as np
 
 from lasagna.api import Lasagna
+from lasagna.judges.picker import CANDIDATE
 from lasagna.shapeworld import COLOURS, ShapeWorldReferring
 from lasagna.shapeworld.referring import referring_items
 from lasagna.shapeworld.scene import scene
-from lasagna.model.picker import CANDIDATE
 
 RELATION = re.compile(r" (left of|right of|above|below) ")
 EXTREME = re.compile(

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from lasagna.api import Lasagna
-from lasagna.shapeworld import ShapeWorldReferring, holds_relation
 from lasagna.infer.engine import name_ids
-from lasagna.model.query_verifier import cell_places, word_embeddings
+from lasagna.judges.query import cell_places, word_embeddings
+from lasagna.shapeworld import ShapeWorldReferring, holds_relation
 
 # the relation's word -> (axis of (x, y), sign): sign * coordinate grows towards the direction
 AXES = {"left": (0, -1), "right": (0, 1), "above": (1, -1), "below": (1, 1)}
