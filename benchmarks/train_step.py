@@ -9,7 +9,7 @@ batch sizes, bf16 autocast, trainable parts and training mixture. Three variants
     targets pooled from a one-hot map of the whole batch;
 (b) the decoder called once for the prompts of every image, default kernels (stages 1 and 0b only);
 (c) the code as it is: one decoder call, on CPU the math attention kernel (`model/sam.py: decoder_attention`), and
-    stage 0's targets counted (`train/encoders.py: cell_shares`);
+    stage 0's targets counted (`train/encoder_heads.py: cell_shares`);
 (d) (c) with `compile: true`: the LLM's decoder and the mask decoder compiled (`train/setup.py: compile_for_training`;
     stage 1 only, the first round's first pass over the batches is left untimed, it compiles).
 
@@ -35,12 +35,14 @@ import torch.nn.functional as F
 
 import lasagna.model.sam as sam_module
 import lasagna.train.decoder as decoder_module
+import lasagna.train.encoder_heads as heads_module
 import lasagna.train.encoders as encoders_module
 from lasagna.losses import lasagna_loss
 from lasagna.model.build import configure_trainable
 from lasagna.shapeworld import classes, scene
 from lasagna.tokens import token_ids
 from lasagna.train.config import load_train_config
+from lasagna.train.loop import step_optimizer
 from lasagna.train.setup import build_model_and_tokenizer, build_training_set, compile_for_training
 
 
@@ -75,24 +77,24 @@ def one_hot_pooled(labels: torch.Tensor, count: int, grid: int) -> torch.Tensor:
 @contextlib.contextmanager
 def variant(model, name: str):
     """Patch the code into variant `name` for the duration of the block; only (d) runs compiled code."""
-    saved = (sam_module.decoder_attention, decoder_module._class_logits, encoders_module.cell_shares)
+    saved = (sam_module.decoder_attention, decoder_module._class_logits, heads_module.cell_shares)
     if name in ("a", "b"):
         sam_module.decoder_attention = lambda device: contextlib.nullcontext()
     if name == "a":
         model.decode_masks = image_by_image(model)  # an instance attribute, deleted below
         decoder_module._class_logits = class_logits_image_by_image
-        encoders_module.cell_shares = one_hot_pooled
+        heads_module.cell_shares = one_hot_pooled
     try:
         with torch.compiler.set_stance("default" if name == "d" else "force_eager"):
             yield
     finally:
-        sam_module.decoder_attention, decoder_module._class_logits, encoders_module.cell_shares = saved
+        sam_module.decoder_attention, decoder_module._class_logits, heads_module.cell_shares = saved
         model.__dict__.pop("decode_masks", None)
 
 
 def stage0_work(model, cfg, steps: int):
     """(the step function, its inputs) for stage 0, as `encoders._pretrain` runs it."""
-    enc, e = cfg.encoders, encoders_module
+    enc, e = cfg.encoders, heads_module
     words_list, words = e.word_matrix(list(classes("train")))
     heads = e.EncoderHeads(model, words.shape[0], len(words_list), enc.patch_classes, enc.patch_ce, enc.object_ce)
     encoders = [model.vision_tower, model.sam.image_encoder]
@@ -103,15 +105,16 @@ def stage0_work(model, cfg, steps: int):
         module.train().requires_grad_(True)
     rng = np.random.default_rng(cfg.seed)
     size = cfg.data.image_size
-    batches = [e._shapeworld_batch("train", rng.integers(0, 1000, enc.batch_size).tolist(), size, model)]
+    batches = [encoders_module.shapeworld_batch("train", rng.integers(0, 1000, enc.batch_size).tolist(), size, model)]
     batches *= steps  # one batch: scene drawing is the same in every variant, so it is left out
 
     def step(batch) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = e._logits(model, heads, batch)
-        targets = e._targets(model, batch, words, enc.patch_classes, enc.patch_ce)
+            logits = e.head_logits(model, heads, batch)
+        targets = e.head_targets(model, batch, words, enc.patch_classes, enc.patch_ce)
         loss = sum(e.head_loss(k, v.float(), targets[k]) for k, v in logits.items())
-        e.optimizer_step(loss, params, optimizer, scheduler)
+        loss.backward()
+        step_optimizer(params, optimizer, scheduler)
 
     return step, batches
 

@@ -64,7 +64,7 @@ def test_a_saved_model_has_the_modes_a_plain_create_gives_not_a_temporary_folder
 def test_add_grid_code_writes_a_model_that_answers_as_the_one_read(tiny_tokenizer, tmp_path):
     model, ids = _tiny(tiny_tokenizer)
     source = save_pretrained(model, tiny_tokenizer, tmp_path / "plain")
-    script = Path(__file__).parents[1] / "scripts" / "add_grid_code.py"
+    script = Path(__file__).parents[1] / "tools" / "add_grid_code.py"
     command = [sys.executable, str(script), "--model", str(source), "--out", str(tmp_path / "grid"), "--width", "8"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -82,7 +82,7 @@ def test_grow_llm_adds_layers_that_change_nothing_until_trained(tiny_tokenizer, 
     model, ids = _tiny(tiny_tokenizer)
     source = save_pretrained(model, tiny_tokenizer, tmp_path / "plain")
     old = model.cfg.llm.num_hidden_layers
-    script = Path(__file__).parents[1] / "scripts" / "grow_llm.py"
+    script = Path(__file__).parents[1] / "tools" / "grow_llm.py"
     command = [sys.executable, str(script), "--model", str(source), "--out", str(tmp_path / "deep")]
     done = subprocess.run([*command, "--layers", str(old + 2)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

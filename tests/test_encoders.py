@@ -5,9 +5,11 @@ from safetensors.torch import save_file
 from lasagna.config import preset
 from lasagna.model.lasagna import LasagnaModel
 from lasagna.train import decoder as dec
+from lasagna.train import encoder_heads as heads
 from lasagna.train import encoders as enc
 from lasagna.train.config import load_train_config
-from lasagna.train.encoders import EncoderPretrainConfig, image_targets, patch_targets, pretrain_encoders, word_matrix
+from lasagna.train.encoder_heads import image_targets, patch_targets, word_matrix
+from lasagna.train.encoders import EncoderPretrainConfig, pretrain_encoders
 from lasagna.train.fit import fit
 
 
@@ -40,16 +42,16 @@ def test_patch_class_targets_bind_colour_to_shape():
 
 def test_softmax_heads_learn_the_class_fractions_and_score_things_apart():
     semantic = torch.tensor([[[0, 0, 1, 1], [0, 0, 2, 2], [1, 1, 1, 1], [1, 1, 1, 1]]])
-    fractions = enc.class_fractions(semantic, 3, 2)
+    fractions = heads.class_fractions(semantic, 3, 2)
     assert fractions[0].tolist() == [[1, 0, 0], [0, 0.5, 0.5], [0, 1, 0], [0, 1, 0]]
     # the loss is lowest at the fractions themselves: a soft cross-entropy, not a multi-label BCE
-    exact = enc.head_loss("vision_ce", fractions.clamp(min=1e-6).log(), fractions)
-    assert exact < enc.head_loss("vision_ce", torch.zeros(1, 4, 3), fractions)
+    exact = heads.head_loss("vision_ce", fractions.clamp(min=1e-6).log(), fractions)
+    assert exact < heads.head_loss("vision_ce", torch.zeros(1, 4, 3), fractions)
     # balanced: the one patch of a rare class weighs as much as the three of a common one
     labels = torch.tensor([[[1.0, 0], [1, 0], [1, 0], [0, 1]]])
     wrong_rare = torch.tensor([[[5.0, 0], [5, 0], [5, 0], [5, 0]]])
     wrong_common = torch.tensor([[[0.0, 5], [0, 5], [0, 5], [0, 5]]])
-    assert enc.balanced_ce(wrong_rare, labels) == pytest.approx(enc.balanced_ce(wrong_common, labels))
+    assert heads.balanced_ce(wrong_rare, labels) == pytest.approx(heads.balanced_ce(wrong_common, labels))
     # patches 0 (sky), 2 and 3 (red circle) are clear; patch 1 (half and half) is not scored
     logits = torch.tensor([[[9.0, 0, 0], [0, 0, 9], [0, 9, 0], [0, 0, 9]]])
     scores = enc._ce_accuracy("vision_ce", logits, fractions, is_thing=torch.tensor([False, True, True]))
@@ -59,15 +61,15 @@ def test_softmax_heads_learn_the_class_fractions_and_score_things_apart():
 def test_object_heads_pool_each_objects_patches_by_its_share_of_them():
     # 4x4 instance map, 2x2 grid: object 1 fills the top-left patch and half the top-right; object 2 the other half
     instances = torch.tensor([[[1, 1, 1, 1], [1, 1, 2, 2], [0, 0, 0, 0], [0, 0, 0, 0]]])
-    weights = enc.object_weights(instances, 2, 3)  # room for 3 objects; this scene has 2
+    weights = heads.object_weights(instances, 2, 3)  # room for 3 objects; this scene has 2
     assert weights[0].tolist() == [[1, 0.5, 0, 0], [0, 0.5, 0, 0], [0, 0, 0, 0]]
     features = torch.tensor([[[2.0, 0], [4, 1], [9, 9], [9, 9]]])
-    pooled = enc.pool_objects(features, weights)
+    pooled = heads.pool_objects(features, weights)
     assert torch.allclose(pooled[0], torch.tensor([[(2 + 0.5 * 4) / 1.5, 0.5 / 1.5], [4, 1], [0, 0]]))
     # the object loss scores only the objects a scene has (-1: none)
     logits = torch.tensor([[[0.0, 9], [9, 0], [0, 0]]])
-    assert enc.head_loss("sam_obj", logits, torch.tensor([[1, 0, -1]])) < 1e-3
-    assert enc.head_loss("sam_obj", logits, torch.tensor([[0, 1, -1]])) > 8
+    assert heads.head_loss("sam_obj", logits, torch.tensor([[1, 0, -1]])) < 1e-3
+    assert heads.head_loss("sam_obj", logits, torch.tensor([[0, 1, -1]])) > 8
 
 
 def test_cell_shares_are_the_one_hot_map_averaged_over_each_cell():
@@ -76,9 +78,9 @@ def test_cell_shares_are_the_one_hot_map_averaged_over_each_cell():
         pooled = torch.nn.functional.avg_pool2d(
             torch.nn.functional.one_hot(labels, 5).permute(0, 3, 1, 2).float(), (12 // grid, 8 // grid)
         )
-        assert torch.equal(enc.cell_shares(labels, 5, grid), pooled.flatten(2).transpose(1, 2))
+        assert torch.equal(heads.cell_shares(labels, 5, grid), pooled.flatten(2).transpose(1, 2))
     with pytest.raises(ValueError, match="12 x 8 label map does not split into 3 x 3"):
-        enc.cell_shares(labels, 5, 3)
+        heads.cell_shares(labels, 5, 3)
 
 
 def test_image_targets_name_present_classes_then_their_words():
@@ -179,8 +181,8 @@ def test_fit_runs_stages_0_and_0b_once_and_a_resume_reuses_them(tmp_path, monkey
 
         return call
 
-    monkeypatch.setattr("lasagna.train.fit.pretrain_encoders", counting(enc.pretrain_encoders))
-    monkeypatch.setattr("lasagna.train.fit.pretrain_decoder", counting(dec.pretrain_decoder))
+    monkeypatch.setattr("lasagna.train.stages.pretrain_encoders", counting(enc.pretrain_encoders))
+    monkeypatch.setattr("lasagna.train.stages.pretrain_decoder", counting(dec.pretrain_decoder))
     fit(load_train_config(None, overrides))
     assert (tmp_path / enc.ENCODERS_FILE).exists() and (tmp_path / dec.DECODER_FILE).exists()
     assert calls == ["pretrain_encoders", "pretrain_decoder"]

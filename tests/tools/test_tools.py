@@ -39,11 +39,12 @@ def tiny_checkpoint(tokenizer, folder: Path, verifiers: tuple[str, ...] = ()) ->
     model = decisive_model(tokenizer, seed=3)
     ids = token_ids(tokenizer)
     model.set_token_ids(ids.ins, ids.pad, ids.no_ins)
-    if "presence" in verifiers:
-        model.add_verifier(seed=0)
-    if "query" in verifiers:
-        model.add_query_verifier(seed=0)
-    return save_pretrained(model, tokenizer, folder)
+    from lasagna.config import JudgesConfig
+    from lasagna.judges import Judges
+
+    flags = JudgesConfig(presence_verifier="presence" in verifiers, query_verifier="query" in verifiers)
+    judges = Judges.for_model(model, flags, seed=0) if flags.any else None
+    return save_pretrained(model, tokenizer, folder, judges=judges)
 
 
 def test_every_tool_is_tested_here():

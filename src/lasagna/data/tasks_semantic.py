@@ -44,7 +44,7 @@ class SemanticTaskConfig:
         absent ones, so a class that is often present (a stuff class) is listed mostly when present and the model
         learns that as a prior. "uniform" draws the list uniformly from every class, present or absent, as a
         random chunk of a full-list query at inference does: each class is then listed present as often as it is
-        present in the data (`scripts/list_balance.py` counts both). "frequency" lists every present class, as
+        present in the data (docs/history.md counts both). "frequency" lists every present class, as
         "present_first", but draws the absent ones with weight f / (1 - f), f being how often that class is present
         in the source (`class_frequencies`): a class present in most images is asked about just as often when it
         is absent, so its name alone no longer predicts its answer and only the image can.

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_file
 from ..checkpoint import load_part, save_part
@@ -33,7 +32,8 @@ from ..losses import LossConfig, mask_bce_sum, mask_dice_sum
 from ..model.lasagna import LasagnaModel
 from ..preprocess import sam_pixels
 from ..shapeworld import SPLIT_LENGTHS, STUFF, classes, scene
-from .encoders import optimizer_step, warmup_linear_decay
+from .loop import StepLog, run_steps
+from .optim import warmup_linear_decay
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +92,37 @@ def _pretrain(model, cfg, loss_cfg, image_size, seed, out, bf16, progress) -> di
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(cfg.warmup_steps, cfg.steps))
     rng = np.random.default_rng(seed)
-    started, loss_value = time.perf_counter(), float("nan")
-    bar = tqdm(range(cfg.steps), desc="decoder", disable=not progress)
-    for step in bar:
+    started = time.perf_counter()
+
+    def batch_of(step: int, micro: int) -> list:
         indices = rng.integers(0, SPLIT_LENGTHS["train"], cfg.batch_size).tolist()
-        scenes = [scene("train", i, image_size) for i in indices]
+        return [scene("train", i, image_size) for i in indices]
+
+    def loss_of(scenes: list) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             bce, dice, count = _mask_losses(model, table, scenes)
-        loss = (loss_cfg.bce_weight * bce + loss_cfg.dice_weight * dice) / max(count, 1)
-        loss_value = optimizer_step(loss, params, optimizer, scheduler)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        if (step + 1) % cfg.log_every == 0:
-            log.info("decoder step %d loss %.4f", step + 1, loss_value)
+        return (loss_cfg.bce_weight * bce + loss_cfg.dice_weight * dice) / max(count, 1)
+
+    def after_step(done: StepLog) -> None:
+        if done.step % cfg.log_every == 0:
+            log.info("decoder step %d loss %.4f", done.step, done.values["loss"])
+
+    last = run_steps(
+        batch_of,
+        loss_of,
+        params,
+        optimizer,
+        scheduler,
+        steps=cfg.steps,
+        desc="decoder",
+        progress=progress,
+        after_step=after_step,
+    )
     model.eval()
     summary = {
         "steps": cfg.steps,
         "seconds": round(time.perf_counter() - started, 1),
-        "loss": loss_value,
+        "loss": last.values["loss"] if last else float("nan"),
         **present_only_iou(model, table.detach(), image_size, bf16),
     }
     if out is not None:
