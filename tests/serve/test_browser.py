@@ -99,7 +99,12 @@ def test_page_segments_an_upload_like_the_api(live_server, browser, tmp_path):
 
     view = browser.find_element(By.ID, "view")
     assert view.get_attribute("data-masks") == str(len(shown_present))
-    assert browser.execute_script(CHANGED_PIXELS_JS) > 100
+    drawn = browser.execute_script(CHANGED_PIXELS_JS)
+    assert drawn > 100
+    browser.find_element(By.CSS_SELECTOR, "#present li input[type=checkbox]").click()  # hide the first mask
+    assert view.get_attribute("data-masks") == str(len(shown_present) - 1)
+    assert browser.execute_script(CHANGED_PIXELS_JS) < drawn
+    browser.find_element(By.CSS_SELECTOR, "#present li input[type=checkbox]").click()
 
     out = Path(os.environ.get("LASAGNA_BROWSER_ARTIFACTS", tmp_path))
     out.mkdir(parents=True, exist_ok=True)
