@@ -80,19 +80,20 @@ async def read_body(request: Request, options: type[BaseModel]) -> tuple[bytes, 
     if kind == "application/json":
         try:
             fields = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
             raise RequestError(422, ("body",), f"the body is not valid JSON: {err}", "json_invalid") from err
         if not isinstance(fields, dict):
             raise RequestError(422, ("body",), "the JSON body must be an object", "json_invalid")
         data = _base64_image(fields.pop("image", None))
         name = fields.pop("filename", None) or "upload"
     elif kind == "multipart/form-data":
-        form = await request.form(max_files=2, max_fields=32)
-        upload = form.get("image")
-        if not isinstance(upload, UploadFile):
-            raise body_error("image", "missing: send the image file as the multipart field `image`", kind="missing")
-        data, name = await upload.read(), upload.filename or "upload"
-        fields = {k: v for k, v in form.multi_items() if k != "image"}
+        async with request.form(max_files=2, max_fields=32) as form:  # why `with`: uploads spool to temp files
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                msg = "missing: send the image file as the multipart field `image`"
+                raise body_error("image", msg, kind="missing")
+            data, name = await upload.read(), upload.filename or "upload"
+            fields = {k: v for k, v in form.multi_items() if k != "image"}
         if isinstance(fields.get("classes"), str):
             try:  # why: the same parsing as `lasagna segment --classes`, so one string means one list everywhere
                 fields["classes"] = read_classes(SimpleNamespace(classes=fields["classes"], classes_file=None))
@@ -161,13 +162,18 @@ def check_text(text: str, field: str, limits: Limits) -> str:
         raise body_error(field, str(err)) from err
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+"""Formats the server decodes. Pillow would open more, some by running other programs (EPS through Ghostscript),
+which untrusted bytes should never reach."""
+
+
 def decode_image(data: bytes, limits: Limits):
     """Image bytes -> (H, W, 3) uint8 RGB, EXIF orientation applied; 413 past `max_pixels` (read from the header,
     before any pixel is decoded), 422 for bytes that are not an image."""
     if not data:
         raise body_error("image", "is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             width, height = image.size
             if width * height > limits.max_pixels:
                 msg = f"is {width}x{height} = {width * height} pixels, over {limits.max_pixels} (--max-pixels)"
@@ -179,6 +185,6 @@ def decode_image(data: bytes, limits: Limits):
     except Image.DecompressionBombError as err:
         raise body_error("image", f"is too large to decode: {err}", 413, "too_large") from err
     except Image.UnidentifiedImageError as err:
-        raise body_error("image", "is not an image in a format the server reads (PNG, JPEG, WebP, ...)") from err
+        raise body_error("image", f"is not an image in a format the server reads ({', '.join(IMAGE_FORMATS)})") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise body_error("image", f"cannot be decoded (damaged or truncated?): {err}") from err
