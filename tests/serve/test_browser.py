@@ -101,11 +101,10 @@ def test_page_segments_an_upload_like_the_api(live_server, browser, tmp_path):
     assert view.get_attribute("data-masks") == str(len(shown_present))
     drawn = browser.execute_script(CHANGED_PIXELS_JS)
     assert drawn > 100
+    out = Path(os.environ.get("LASAGNA_BROWSER_ARTIFACTS", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(out / "serve-page.png"))
     browser.find_element(By.CSS_SELECTOR, "#present li input[type=checkbox]").click()  # hide the first mask
     assert view.get_attribute("data-masks") == str(len(shown_present) - 1)
     assert browser.execute_script(CHANGED_PIXELS_JS) < drawn
     browser.find_element(By.CSS_SELECTOR, "#present li input[type=checkbox]").click()
-
-    out = Path(os.environ.get("LASAGNA_BROWSER_ARTIFACTS", tmp_path))
-    out.mkdir(parents=True, exist_ok=True)
-    assert browser.save_screenshot(str(out / "serve-page.png"))
