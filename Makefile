@@ -3,19 +3,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow lint format clean
+.PHONY: venv demo serve test test-slow test-browser lint format clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,serve]'
 	touch $(STAMP)
 
 demo: venv
 	$(BIN)/lasagna segment examples/shapes.png --classes-file examples/shapes-classes.txt --out demo-out
 	@echo "open demo-out/overlay.png to see the masks (demo-out/result.json has them as COCO RLE)"
+
+serve: venv
+	$(BIN)/lasagna serve
 
 test: venv
 	$(BIN)/ruff check src tests benchmarks tools docs
@@ -25,6 +28,14 @@ test: venv
 test-slow: venv
 	$(BIN)/pip install -q -e '.[dev,deepspeed]'
 	$(BIN)/python -m pytest -m slow
+
+# Headless Chromium from Debian (root installs it when missing), driven by Selenium; screenshots go to
+# $LASAGNA_BROWSER_ARTIFACTS when set.
+test-browser: venv
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	$(BIN)/pip install -q -e '.[dev,serve,browser]'
+	$(BIN)/python -m pytest -m browser
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks tools docs

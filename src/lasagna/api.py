@@ -154,11 +154,18 @@ class Lasagna:
         if classes is None:
             return self.engine.segment_query(rgb, query)
         pred = self.engine.segment_classes(rgb, classes, chunk_size=chunk_size, decoder=decoder)
-        for name in self.unknown_names([c.name for c in pred.classes]):
-            message = f"{name!r} is not among the {len(self.vocabulary)} class names this model was trained on"
+        for message in self.vocabulary_warnings([c.name for c in pred.classes]):
             pred.warnings.append(message)
             warnings.warn(message, UserWarning, stacklevel=2)
         return pred
+
+    def vocabulary_warnings(self, classes: list[str]) -> list[str]:
+        """One message per name of `classes` outside the model's vocabulary (none for an open-vocabulary model)."""
+        count = 0 if self.vocabulary is None else len(self.vocabulary)
+        return [
+            f"{name!r} is not among the {count} class names this model was trained on"
+            for name in self.unknown_names(classes)
+        ]
 
     def segment_queries(self, image, queries: list[str]) -> list[Prediction]:
         """One `Prediction` per query (as `segment(image, query=...)` gives), the image encoded once for all."""

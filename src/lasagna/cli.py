@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "lasagna.eval.metrics_cli",
     "lasagna.eval.cli",
     "lasagna.infer.cli",
+    "lasagna.serve.cli",
     "lasagna.train.cli",
     "lasagna.judges.cli",
 )

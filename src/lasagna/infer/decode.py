@@ -28,7 +28,9 @@ from ..tokens import TokenIds
 
 @dataclass
 class Prefix:
-    """KV cache of the shared prefix (batch 1) and its length in the expanded frame."""
+    """KV cache of the shared prefix and its length in the expanded frame.
+
+    Batch 1: one prefix every row continues. Batch B (one per row, `infer/batch.py`): row b continues its own."""
 
     cache: DynamicCache
     length: int
@@ -85,7 +87,8 @@ class _Rows:
         self.model = model
         self.prefix_len = prefix.length
         self.cache = copy.deepcopy(prefix.cache)
-        self.cache.batch_repeat_interleave(batch)
+        if prefix.cache.layers[0].keys.shape[0] == 1:
+            self.cache.batch_repeat_interleave(batch)
         self.device = prefix.cache.layers[0].keys.device
         self.mask = torch.ones((batch, prefix.length), dtype=torch.long, device=self.device)
 

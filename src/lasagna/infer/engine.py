@@ -195,7 +195,9 @@ class Engine:
             low = judge.refine(kind, Slots(embeds, low, kept, None, self.model.embed_tokens))
         return flags, scores, self._full_size(low, resized, original), evidence
 
-    def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
+    def chunk_rows(self, chunks: list[list[str]], decoder: Decoder) -> tuple[list[list[int]], list[int]]:
+        """The token rows a class list's chunks are decoded from (free: the prompts; template: prompt and answer),
+        and (template) where each row's answer starts; a chunk over the model's positions is refused by name."""
         rows, starts = [], []
         for chunk in chunks:
             question = semantic_question(chunk)
@@ -209,6 +211,10 @@ class Engine:
                 raise RuntimeError("tokenizer merges the prompt into the answer; template decoding needs a boundary")
             rows.append(full)
             starts.append(len(prompt_ids))
+        return rows, starts
+
+    def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
+        rows, starts = self.chunk_rows(chunks, decoder)
         shared = _common_prefix(rows)
         if starts:  # decisions are never part of the shared prefix
             shared = min(shared, *starts)

@@ -1,0 +1,157 @@
+"""Class lists over several images in one batch: what a server does with concurrent requests.
+
+`Engine.segment_classes` runs one image: its chunks share that image's prefix. Here the images are encoded
+together, their prefixes (system prompt + image tokens + instruction, the same length for every image) run through
+the LLM as one batch, and every chunk of every image decodes in one batch, each row continuing its own image's
+prefix from the batched KV cache (`decode.Prefix` with one row per suffix). Each image's answers then go through
+`Engine.segment_classes` itself, fed with the batch's outputs (`_Replay`), so its assembly and decision step
+(`_decide`, with the model's add-on verifiers) are the engine's own and each `Prediction` is the one the image gets
+alone, up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from ..model.lasagna import ImageEncoding
+from ..model.mllm import expand_images
+from ..preprocess import check_image, clip_pixels, sam_pixels
+from .decode import Prefix, RowResult, decode_free, decode_template
+from .engine import Decoder, Engine, Prediction, _common_prefix
+from .inputs import check_classes
+
+MAX_ROWS = 64
+"""Chunk rows decoded in one batch: images whose rows would pass it go into the next batch (memory stays bounded)."""
+
+
+@torch.no_grad()
+def segment_batch(
+    engine: Engine,
+    images: Sequence[np.ndarray],
+    class_lists: Sequence[list[str]],
+    chunk_size: int | Sequence[int] = 16,
+    decoder: Decoder | None = None,
+    max_rows: int = MAX_ROWS,
+) -> list[Prediction]:
+    """One `Prediction` per (image, class list) pair, as `engine.segment_classes(image, classes, chunk_size,
+    decoder)` gives it; `chunk_size` is one for all or one per image. Images are (H, W, 3) uint8 RGB of any sizes."""
+    if len(images) != len(class_lists):
+        raise ValueError(f"got {len(images)} images but {len(class_lists)} class lists; give one list per image")
+    lists = [check_classes(c, engine.reserved) for c in class_lists]
+    sizes = [chunk_size] * len(lists) if isinstance(chunk_size, int) else list(chunk_size)
+    if len(sizes) != len(lists):
+        raise ValueError(f"got {len(sizes)} chunk sizes for {len(lists)} images")
+    for size in sizes:
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"chunk_size must be an int >= 1, got {size!r}")
+    decoder = decoder or engine.model.cfg.default_decoder
+    if decoder not in ("free", "template"):
+        raise ValueError(f"decoder must be 'free' or 'template', got {decoder!r}")
+    chunks = [[c[i : i + s] for i in range(0, len(c), s)] for c, s in zip(lists, sizes, strict=True)]
+    out: list[Prediction] = []
+    for group in _groups([len(c) for c in chunks], max_rows):
+        replays = _segment_group(engine, [images[i] for i in group], [chunks[i] for i in group], decoder)
+        for i, replay in zip(group, replays, strict=True):
+            out.append(replay.segment_classes(images[i], lists[i], sizes[i], decoder))
+    return out
+
+
+def _groups(row_counts: list[int], max_rows: int) -> list[list[int]]:
+    """Consecutive images whose chunk rows add up to at most `max_rows` (an image with more rows goes alone)."""
+    groups: list[list[int]] = []
+    total = 0
+    for i, rows in enumerate(row_counts):
+        if not groups or total + rows > max_rows:
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += rows
+    return groups
+
+
+class _Replay(Engine):
+    """`engine` for one image whose encoding and chunk decoding were done in a batch: `Engine.segment_classes` on it
+    returns them instead of computing them, and does everything else (parsing, `_decide`, masks) as it always does."""
+
+    def __init__(self, engine: Engine, encoded: tuple, rows: list[RowResult], chunks: list[list[str]]):
+        vars(self).update(vars(engine))
+        self._encoded, self._rows, self._chunks = encoded, rows, chunks
+
+    def encode_image(self, image):
+        return self._encoded
+
+    def _run_chunks(self, enc, chunks, decoder):
+        if chunks != self._chunks:
+            raise RuntimeError("the engine chunked the class list differently from the batch")
+        return self._rows
+
+
+def _segment_group(engine: Engine, images: list[np.ndarray], chunks: list[list[list[str]]], decoder) -> list[_Replay]:
+    """Encode `images` together and decode all their chunks as one batch -> one `_Replay` per image."""
+    model = engine.model
+    checked = [check_image(image, f"image {i}") for i, image in enumerate(images)]
+    sams, resized = zip(*(sam_pixels(image, model.cfg.preprocess) for image in checked), strict=True)
+    param = next(model.parameters())
+    to = {"device": param.device, "dtype": param.dtype}
+    clips = torch.stack([clip_pixels(image, model.cfg.preprocess) for image in checked])
+    enc = model.encode_images(clips.to(**to), torch.stack(sams).to(**to))
+
+    rows, starts, owner, alone_budgets = [], [], [], []
+    for k, image_chunks in enumerate(chunks):
+        image_rows, image_starts = engine.chunk_rows(image_chunks, decoder)
+        rows += image_rows
+        starts += image_starts
+        owner += [k] * len(image_rows)
+        alone_budgets += [free_budget(image_rows)] * len(image_rows)
+    shared = _common_prefix(rows)
+    if starts:  # decisions are never part of the shared prefix
+        shared = min(shared, *starts)
+    prefix = _prefix_per_row(engine, enc, rows[0][:shared], owner)
+    suffixes = [r[shared:] for r in rows]
+    if decoder == "free":
+        results = decode_free(model, prefix, suffixes, engine.ids, max_new_tokens=max(alone_budgets))
+        results = [_cut(r, budget) for r, budget in zip(results, alone_budgets, strict=True)]
+    else:
+        results = decode_template(model, prefix, suffixes, [s - shared for s in starts], engine.ids)
+
+    replays = []
+    for k, image in enumerate(checked):
+        mine = [r for r, o in zip(results, owner, strict=True) if o == k]
+        one = ImageEncoding(
+            llm_feats=enc.llm_feats[k : k + 1],
+            sam_embeds=enc.sam_embeds[k : k + 1],
+            sam_skips=tuple(s[k : k + 1] for s in enc.sam_skips),
+        )
+        replays.append(_Replay(engine, (one, resized[k], tuple(image.shape[:2])), mine, chunks[k]))
+    return replays
+
+
+def free_budget(rows: list[list[int]]) -> int:
+    """The new-token budget `Engine._run_chunks` gives free decoding of one image's rows: twice the longest row past
+    their shared prefix, plus 16. A row of the batch keeps the budget it has alone, so its answer is the same."""
+    shared = _common_prefix(rows)
+    return max(len(r) - shared for r in rows) * 2 + 16
+
+
+def _cut(row: RowResult, budget: int) -> RowResult:
+    """`row` as generation stopped after `budget` steps would have left it: finished only if its eos came within
+    them (after at most `budget` - 1 tokens), else its first `budget` tokens, unfinished."""
+    if row.finished and len(row.ids) < budget:
+        return row
+    return RowResult(ids=row.ids[:budget], decisions=[d for d in row.decisions if d.index < budget], finished=False)
+
+
+def _prefix_per_row(engine: Engine, enc: ImageEncoding, prefix_ids: list[int], owner: list[int]) -> Prefix:
+    """Run the shared prefix text over every image at once, then give each row its own image's KV cache."""
+    model = engine.model
+    count = enc.llm_feats.shape[0]
+    ids = torch.tensor([prefix_ids] * count, device=enc.llm_feats.device)
+    expanded = expand_images(model.embed_tokens, ids, torch.ones_like(ids), enc.llm_feats, model.pad_id)
+    cache = DynamicCache(config=model.llm.config)
+    model.llm.get_decoder()(inputs_embeds=expanded.embeds, past_key_values=cache, use_cache=True)
+    cache.batch_select_indices(torch.tensor(owner, device=enc.llm_feats.device))
+    return Prefix(cache=cache, length=expanded.embeds.shape[1])
