@@ -16,6 +16,22 @@ from lasagna.config import preset
 from lasagna.model.lasagna import LasagnaInputs, LasagnaModel
 from lasagna.tokens import IMAGE_TOKEN_ID, token_ids
 
+# A tiny training run: overrides of the default training config that take seconds.
+TINY = [
+    "model_preset=tiny",
+    "tokenizer_vocab=300",
+    "tokenizer_corpus=40",
+    "data.image_size=64",
+    "optim.batch_size=2",
+    "optim.grad_accum=2",
+    "optim.warmup_steps=1",
+    "optim.steps=4",
+    "save_every=2",
+    "keep_last=3",
+    "eval.limit=0",
+    "bf16=false",
+]
+
 
 def make_inputs(rows: list[list[int]], image_index: list[int], sizes: list[tuple[int, int]], ins_id: int = 10):
     """A hand-made batch; rows use IMAGE_TOKEN_ID for the image and 0 for padding."""

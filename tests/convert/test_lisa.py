@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_official import CORPUS, write_clip, write_release
 from transformers import AutoTokenizer
 
 from helpers import write_released_tokenizer
@@ -23,7 +24,6 @@ from lasagna.model.lasagna import LasagnaModel
 from lasagna.prompts import render
 from lasagna.tokenization import encode
 from lasagna.tokens import token_ids
-from test_convert import CORPUS, write_clip, write_release
 
 LISA_ADDED = ("[SEG]", "<im_start>", "<im_end>")  # LISA's train_ds.py order: [SEG] first, then the image wrap
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lasagna.data.shapeworld import vocab
+from lasagna.shapeworld import vocab
 
 from lasagna.api import Lasagna, to_rgb
 from lasagna.infer.batch import _groups, segment_batch

@@ -208,7 +208,7 @@ except Exception as e:
 
 
 def test_without_the_judges_package_the_paper_model_trains_and_evaluates(tmp_path):
-    from test_train import TINY
+    from helpers import TINY
 
     run, report = tmp_path / "run", tmp_path / "eval.json"
     body = f"""

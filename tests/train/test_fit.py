@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import failed_run, launch_deepspeed, run_two_processes
+from helpers import TINY, failed_run, launch_deepspeed, run_two_processes
 from lasagna.checkpoint import CheckpointError, load_pretrained, read_weights, save_pretrained
 from lasagna.config import to_dict
 from lasagna.losses import lasagna_loss, place_ce
@@ -18,21 +18,6 @@ from lasagna.train.fit import fit
 from lasagna.train.optim import param_groups
 from lasagna.train.setup import build_model_and_tokenizer, build_training_set
 from lasagna.train.state import load_training_state
-
-TINY = [
-    "model_preset=tiny",
-    "tokenizer_vocab=300",
-    "tokenizer_corpus=40",
-    "data.image_size=64",
-    "optim.batch_size=2",
-    "optim.grad_accum=2",
-    "optim.warmup_steps=1",
-    "optim.steps=4",
-    "save_every=2",
-    "keep_last=3",
-    "eval.limit=0",
-    "bf16=false",
-]
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ from lasagna.tokenization import build_plain_tokenizer
 from lasagna.tokens import IMAGE_TOKEN_ID, token_ids
 
 # The 923 names and shapes of the released LaSagnA-7B; a copy in tests/data wins over the shared reference.
-_VENDORED = Path(__file__).parent / "data" / "official_lasagna_7b_keys.json"
+_VENDORED = Path(__file__).parents[1] / "data" / "official_lasagna_7b_keys.json"
 OFFICIAL_KEYS = _VENDORED if _VENDORED.exists() else Path("/work/shared/reference/official_lasagna_7b_keys.json")
 CORPUS = ["wall, bed, sky, red circle, blue square, tree, floor, person", "Segment this image."] * 4
 
