@@ -94,7 +94,7 @@ REFER_MULTI_ANSWERS: tuple[str, ...] = (
 # keeps its semantic-task meaning "named but absent, no mask". So target or not is decided in that one token, as a
 # class's presence is, where `loss.decision_weight` applies and inference reads it. A separate sentence ("There is no
 # such object.") put the decision in its first word, against the seven first words of the sentences above, without
-# the decision weight, and a model trained so rarely let that word win (docs/shapeworld-model.md, step 16).
+# the decision weight, and a model trained so rarely let that word win (docs/history.md).
 NO_TARGET_ANSWERS: tuple[str, ...] = tuple(a.replace(INS, NO_INS) for a in REFER_ANSWERS)
 # The echo form (`ReferTaskConfig.answer_form: echo`): the answer repeats the expression and puts the slot right after
 # it, as a semantic answer puts each class name right before its `<ins>`/`<no_ins>`: "the red circle<ins>.".

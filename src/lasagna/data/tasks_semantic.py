@@ -52,14 +52,14 @@ class SemanticTaskConfig:
         whose files are grouped (by scene, say) needs a count that spans the groups.
     confusable_weight: an absent class whose name shares a word with a present class's name ("red circle" absent,
         "red square" present) is drawn with this many times its weight ("present_first" and "frequency"). why: the
-        errors left are such near misses (docs/shapeworld-model.md, step 23); the far ones are learnt early, and
+        errors left are such near misses (docs/history.md); the far ones are learnt early, and
         then a list of them teaches little. 1 is the released code's draw.
     confusable_from: the first mixture item drawn with `confusable_weight`; earlier ones draw with weight 1. A
         training run reads items (g * world + rank) * batch_size + j, g = step * grad_accum (`train/fit.py`): with
         one process, batch 8 and no accumulation, item 8 * S is the first of step S. A record formatted outside a
         mixture (no item index) draws with `confusable_weight`. why: the runs with near-miss lists from their start
         never learned spatial relations in referring, and a model that had learned them kept them through the lists
-        (docs/shapeworld-model.md, steps 23-25).
+        (docs/history.md).
     answer_order: "question" walks the question list in order; "shuffled" draws an independent permutation.
     single_class: the LISA-style ablation baseline: one conversation per present class (at most
         `max_conversations`), answer "<ins>"; the list switches above are then unused.

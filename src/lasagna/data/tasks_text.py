@@ -40,8 +40,8 @@ class ReferTaskConfig:
     answer_form: "sentence" (default, the released answers: "Sure, it is <ins>.") or "echo": the expression itself
         then the slot, "the red circle<ins>." / "the red circle<no_ins>." (prompts.REFER_ECHO_ANSWER). why: the
         state that prompts the mask decoder then sits on the phrase's last word, as in a semantic answer, instead of
-        on "is", from where a small LLM trained from scratch must find the phrase again (docs/shapeworld-model.md,
-        step 18). Echo needs multi_target "union": one slot per expression.
+        on "is", from where a small LLM trained from scratch must find the phrase again (docs/history.md). Echo needs
+        multi_target "union": one slot per expression.
     """
 
     max_expressions: int = 5
