@@ -87,11 +87,16 @@ def main() -> None:
     table = kinds()
     good = [k for k, (_, status, _) in table.items() if status == 200]
     bad = [k for k in table if k not in good]
-    rngs = [random.Random(args.seed * 1000 + i) for i in range(4096)]
+    # request n is good or bad at random (seeded); the kinds of each sort take turns, so all of them are sent
+    draws, plan, turns = random.Random(args.seed), [], {True: 0, False: 0}
+    for _ in range(100_000):
+        is_good = draws.random() < args.good
+        sort = good if is_good else bad
+        plan.append(sort[turns[is_good] % len(sort)])
+        turns[is_good] += 1
 
     def ask(client, n: int) -> Reply:
-        rng = rngs[n % len(rngs)]
-        kind = rng.choice(good) if rng.random() < args.good else rng.choice(bad)
+        kind = plan[n % len(plan)]
         kwargs, _, _ = table[kind]
         path = "/v1/chat" if kind == "good: chat" else "/v1/segment"
         return timed(kind, lambda: client.post(path, **kwargs))

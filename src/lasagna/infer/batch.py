@@ -41,6 +41,7 @@ def segment_batch(
     decoder)` gives it; `chunk_size` is one for all or one per image. Images are (H, W, 3) uint8 RGB of any sizes."""
     if len(images) != len(class_lists):
         raise ValueError(f"got {len(images)} images but {len(class_lists)} class lists; give one list per image")
+    images = [check_image(image, f"image {i}") for i, image in enumerate(images)]
     lists = [check_classes(c, engine.reserved) for c in class_lists]
     sizes = [chunk_size] * len(lists) if isinstance(chunk_size, int) else list(chunk_size)
     if len(sizes) != len(lists):
@@ -93,11 +94,10 @@ class _Replay(Engine):
 def _segment_group(engine: Engine, images: list[np.ndarray], chunks: list[list[list[str]]], decoder) -> list[_Replay]:
     """Encode `images` together and decode all their chunks as one batch -> one `_Replay` per image."""
     model = engine.model
-    checked = [check_image(image, f"image {i}") for i, image in enumerate(images)]
-    sams, resized = zip(*(sam_pixels(image, model.cfg.preprocess) for image in checked), strict=True)
+    sams, resized = zip(*(sam_pixels(image, model.cfg.preprocess) for image in images), strict=True)
     param = next(model.parameters())
     to = {"device": param.device, "dtype": param.dtype}
-    clips = torch.stack([clip_pixels(image, model.cfg.preprocess) for image in checked])
+    clips = torch.stack([clip_pixels(image, model.cfg.preprocess) for image in images])
     enc = model.encode_images(clips.to(**to), torch.stack(sams).to(**to))
 
     rows, starts, owner, alone_budgets = [], [], [], []
@@ -119,7 +119,7 @@ def _segment_group(engine: Engine, images: list[np.ndarray], chunks: list[list[l
         results = decode_template(model, prefix, suffixes, [s - shared for s in starts], engine.ids)
 
     replays = []
-    for k, image in enumerate(checked):
+    for k, image in enumerate(images):
         mine = [r for r, o in zip(results, owner, strict=True) if o == k]
         one = ImageEncoding(
             llm_feats=enc.llm_feats[k : k + 1],
