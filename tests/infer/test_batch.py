@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lasagna.shapeworld import vocab
 
 from lasagna.api import Lasagna, to_rgb
 from lasagna.infer.batch import _groups, segment_batch
+from lasagna.shapeworld import vocab
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
