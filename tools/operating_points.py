@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--evidence", help="a safetensors file of the collected evidence: read if it exists, else written")
     args = p.parse_args(argv)
     api = Lasagna.from_pretrained(args.model)
-    model = api.engine.model
+    judges = api.judges
     if args.evidence and Path(args.evidence).exists():
         tensors = load_file(args.evidence)
     else:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.dataset} {args.split} feeds none of this model's verifiers")
         if args.evidence:
             save_file(tensors, args.evidence)
-    names = {"presence": ("recall", "rejection", model.verifier), "query": ("T-acc", "N-acc", model.query_verifier)}
+    names = {"presence": ("recall", "rejection", judges.verifier), "query": ("T-acc", "N-acc", judges.query_verifier)}
     for kind, (hit, reject, verifier) in names.items():
         if f"{kind}_evidence" not in tensors:
             continue
