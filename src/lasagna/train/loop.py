@@ -94,7 +94,7 @@ def run_steps(
         values: dict[str, float] = {}
         # why: micro-batches add up their gradients before one optimizer step (gradient accumulation)
         for micro in range(micro_batches):
-            batch = batch_of(step, micro)
+            batch = batch_of(step, micro)  # why outside the context: preparing data is not autocast's or DDP's
             with context():
                 loss = loss_of(batch)
                 parts = loss if isinstance(loss, Mapping) else {"loss": loss}
