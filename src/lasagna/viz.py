@@ -52,13 +52,17 @@ def semantic_colormap(label: np.ndarray, num_classes: int) -> np.ndarray:
     label = np.asarray(label)
     if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
         raise ValueError(f"label must be an (H, W) integer map, got {label.dtype} of shape {label.shape}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    ids = np.arange(num_classes)
-    palette = [_hsv(i * _GOLDEN, 0.65 + 0.15 * (i % 2), (1.0, 0.8, 0.6)[i % 3]) for i in ids]
-    palette = np.array([*palette, (0, 0, 0)], dtype=np.uint8)
+    palette = np.concatenate([semantic_palette(num_classes), np.zeros((1, 3), np.uint8)])
     valid = (label >= 0) & (label < num_classes)
     return palette[np.where(valid, label, num_classes)]
+
+
+def semantic_palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8: class i's colour in `semantic_colormap` and in label PNGs' palettes."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    colours = [_hsv(i * _GOLDEN, 0.65 + 0.15 * (i % 2), (1.0, 0.8, 0.6)[i % 3]) for i in range(num_classes)]
+    return np.array(colours, dtype=np.uint8)
 
 
 @dataclass(frozen=True)

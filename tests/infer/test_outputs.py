@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lasagna.atomic import write_atomic_dir
@@ -80,3 +81,23 @@ def test_a_live_writers_temporary_folder_is_left_alone(tmp_path):
 def test_an_empty_out_is_refused(out, capsys):
     assert main([*SEGMENT, "--out", out]) == 2
     assert "--out must name a folder" in capsys.readouterr().err
+
+
+def test_label_png_indexes_the_class_list_with_a_palette_and_void(tmp_path, capsys):
+    from PIL import Image
+
+    from lasagna.infer.outputs import LABEL_VOID
+
+    out = tmp_path / "out"
+    assert main(["segment", "examples/shapes.png", "--classes", "red circle, sky, blue square", "--out", str(out)]) == 0
+    capsys.readouterr()
+    result = json.loads((out / "result.json").read_text())
+    with Image.open(out / "label.png") as im:
+        assert im.mode == "P" and im.getpalette()[:3] != [0, 0, 0]
+        label = np.asarray(im)
+    assert label.shape == tuple(result["image_size"])
+    values = set(label.ravel().tolist())
+    present = {i for i, c in enumerate(result["classes"]) if c["present"]}
+    assert present and values <= present | {LABEL_VOID}
+    for i in present:  # every present class's pixels carry its index unless a surer class overlaps them
+        assert (label == i).sum() > 0
