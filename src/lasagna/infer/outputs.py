@@ -72,7 +72,8 @@ def label_png(label: np.ndarray, num_classes: int) -> Image.Image:
         palette[:num_classes] = semantic_palette(num_classes)
         picture.putpalette(palette.reshape(-1).tolist())
         return picture
-    return Image.fromarray(np.where(label < 0, LABEL_VOID_16, label).astype(np.uint16), mode="I;16")
+    # No mode= here: Pillow 13 refuses mode="I;16" for a uint16 array it would itself read as "I;16".
+    return Image.fromarray(np.where(label < 0, LABEL_VOID_16, label).astype(np.uint16))
 
 
 def check_output_folder(out: Path) -> None:
