@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import lasagna.infer.outputs as outputs
 import lasagna.viz as viz
 from lasagna.cli import main
 from lasagna.viz import LABEL_CHARS, label_anchors, layout_labels, overlay, overlay_scale, query_labels
@@ -118,7 +119,7 @@ def test_cli_labels_query_masks_with_the_query(tmp_path, monkeypatch):
         drawn["names"] = [name for name, _ in masks]
         return real(image, masks, absent, **kwargs)
 
-    monkeypatch.setattr(viz, "overlay", spy)
+    monkeypatch.setattr(outputs, "overlay", spy)  # where it is called: outputs may be imported before this test
     query = "the orange cross"
     assert main(["segment", str(EXAMPLE), "--query", query, "--out", str(tmp_path)]) == 0
     assert drawn["names"] and all(name.startswith(query) for name in drawn["names"])
