@@ -248,14 +248,14 @@ def test_cli_semseg_errors_name_the_files(tmp_path):
 
 
 def test_cli_semseg_more_than_255_classes(tmp_path, capsys):
-    # 16-bit GT with 300 classes: 255 is a class, 65535 the files' void value (passed with --ignore).
+    # 16-bit GT with 300 classes: 255 is a class, 65535 the files' void value (the default past 255 classes).
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     _write(gt_dir / "a.png", np.array([[255, 255, 299, 65535]], np.uint16))
     _write(pred_dir / "a.png", np.array([[255, 0, 299, 7]], np.uint16))
     argv = ["metrics", "semseg", "--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "300"]
     with pytest.raises(ValueError, match="ignore value 255 is a class id"):
-        _run_cli(argv)  # the 8-bit default would silently drop class 255
-    assert _run_cli([*argv, "--ignore", "65535"]) == 0
+        _run_cli([*argv, "--ignore", "255"])  # the 8-bit void would silently drop class 255
+    assert _run_cli(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["num_pixels"] == 3 and out["pixel_acc"] == pytest.approx(2 / 3)
     assert out["per_class_iou"][255] == pytest.approx(1 / 2) and out["per_class_iou"][299] == 1.0

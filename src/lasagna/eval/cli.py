@@ -1,4 +1,5 @@
-"""`lasagna eval`: metrics of a model on a dataset split, printed and written as JSON."""
+"""`lasagna eval`: metrics of a model on a dataset split, printed and written as JSON, with a per-class IoU table
+and chart; `--save-preds DIR` also writes every answer (see `eval.preds` for the layout)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def register(sub) -> None:
         help="overlapping masks: a pixel goes to the highest P(present) * P(pixel), or the highest logit (released)",
     )
     p.add_argument("--tasks", help="comma-separated tasks to evaluate (default: every task the dataset has)")
-    p.add_argument("--out", help="report file (default: eval-<dataset>-<split>.json)")
+    p.add_argument("--out", help="report file (default: eval-<dataset>-<split>.json); the chart goes beside it")
+    p.add_argument("--save-preds", metavar="DIR", help="write each answer: DIR/<task>/<image id>/, DIR/semantic-gt/")
+    p.add_argument("--save-overlays", action="store_true", help="with --save-preds, an overlay.png per answer")
     p.set_defaults(func=run)
 
 
@@ -62,8 +65,12 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
     from ..atomic import write_atomic_file
     from ..data.cli import options_from_args
     from .evaluate import evaluate_model
+    from .report import format_table, save_iou_chart
 
+    if args.save_overlays and not args.save_preds:
+        raise ValueError("--save-overlays needs --save-preds DIR")
     model = Lasagna.from_pretrained(args.model)
+    model_name = args.model or "embedded:shapeworld-small"
     report = evaluate_model(
         model,
         args.dataset,
@@ -81,16 +88,28 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
         merge=args.merge,
         options=options_from_args(args),
         tasks=tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None,
+        save_preds=args.save_preds,
+        save_overlays=args.save_overlays,
+        run_info={"model": model_name, "decoder": args.decoder, "chunk_size": args.chunk_size},
     )
-    report["model"] = args.model or "embedded:shapeworld-small"
+    report["model"] = model_name
     if rank == 0:
         out = Path(args.out or f"eval-{args.dataset}-{args.split}.json")
         write_atomic_file(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1) + "\n"))
+        rows = report.get("semantic", {}).get("per_class")
+        if rows:
+            print(format_table(rows))
         summary = {
-            task: {k: v for k, v in vals.items() if k != "per_class_iou"}
+            task: {k: v for k, v in vals.items() if k not in ("per_class_iou", "per_class")}
             for task, vals in report.items()
             if isinstance(vals, dict)
         }
         print(json.dumps(summary, indent=1))
         print(f"wrote {out}")
+        if rows and any(r["iou"] is not None for r in rows):
+            chart = out.with_name(f"{out.stem}-per-class-iou.png")
+            title = f"{Path(model_name).name} on {args.dataset} {args.split}: per-class IoU"
+            print(f"wrote {save_iou_chart(chart, rows, title)}")
+        if args.save_preds:
+            print(f"wrote the answers under {args.save_preds}")
     return 0

@@ -53,18 +53,26 @@ def result_json(pred: Prediction, image_path: str) -> dict:
     }
 
 
-def label_image(pred: Prediction, classes: Sequence[str] | None = None) -> Image.Image:
+def label_image(pred: Prediction, classes: Sequence[str] | None = None, by_score: bool = True) -> Image.Image:
     """The semantic map of a class-list answer as a PNG-ready image: a palette image ("P", the colours of
-    `viz.semantic_colormap`) indexed by `classes` (default: the queried list), or 16-bit ("I;16") past 255 names."""
+    `viz.semantic_colormap`) indexed by `classes` (default: the queried list), or 16-bit ("I;16") past 255 names.
+    `by_score` is how overlapping masks merge (`Prediction.semantic_map`)."""
     classes = list(classes or [c.name for c in pred.classes])
-    label = pred.semantic_map(classes)
-    if len(classes) <= LABEL_VOID:
+    return label_png(pred.semantic_map(classes, by_score=by_score), len(classes))
+
+
+def label_png(label: np.ndarray, num_classes: int) -> Image.Image:
+    """(H, W) class indices (negative: unlabelled) encoded as label.png: an 8-bit palette image with void
+    LABEL_VOID, or 16-bit with void LABEL_VOID_16 past 255 classes (eval writes GT maps the same way)."""
+    label = np.asarray(label)
+    if num_classes <= LABEL_VOID:
         picture = Image.fromarray(np.where(label < 0, LABEL_VOID, label).astype(np.uint8), mode="P")
         palette = np.zeros((256, 3), np.uint8)
-        palette[: len(classes)] = viz.semantic_palette(len(classes))
+        palette[:num_classes] = viz.semantic_palette(num_classes)
         picture.putpalette(palette.reshape(-1).tolist())
         return picture
-    return Image.fromarray(np.where(label < 0, LABEL_VOID_16, label).astype(np.uint16), mode="I;16")
+    # No mode= here: Pillow 13 refuses mode="I;16" for a uint16 array it would itself read as "I;16".
+    return Image.fromarray(np.where(label < 0, LABEL_VOID_16, label).astype(np.uint16))
 
 
 def check_output_folder(out: Path) -> None:
@@ -94,10 +102,16 @@ def write_image_outputs(
     image_path: str,
     query: str | None = None,
     with_overlay: bool = True,
+    classes: Sequence[str] | None = None,
+    by_score: bool = True,
 ) -> Path:
-    """One image's folder: result.json, overlay.png (unless `with_overlay` is False) and, for a class list,
-    label.png; all appear at once."""
-    text = json.dumps(result_json(pred, image_path), indent=1) + "\n"
+    """One image's folder: result.json (with the query, if any), overlay.png (unless `with_overlay` is False) and,
+    for a class list, label.png indexed by `classes` (default: the queried list; eval passes the dataset's full list)
+    and merged as `by_score` says; all appear at once."""
+    data = result_json(pred, image_path)
+    if query is not None:
+        data = {"query": query, **data}
+    text = json.dumps(data, indent=1) + "\n"
     picture = label = None
     if query is not None:
         masks = list(zip(viz.query_labels(query, len(pred.masks)), pred.masks, strict=True))
@@ -105,7 +119,7 @@ def write_image_outputs(
     else:
         masks = [(c.name, c.mask) for c in pred.classes if c.present]
         absent = pred.absent
-        label = label_image(pred)
+        label = label_image(pred, classes, by_score)
     if with_overlay:
         picture = viz.overlay(image, masks, absent)
 
