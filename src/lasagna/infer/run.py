@@ -25,7 +25,6 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .. import __version__
 from ..atomic import write_atomic_file
 from ..preprocess import check_image, to_rgb
 from .batch import segment_batch
@@ -131,7 +130,7 @@ def is_complete(folder: Path, spec: RunSpec) -> bool:
 
 
 def write_run_json(out: Path, spec: RunSpec) -> None:
-    data = {"lasagna": __version__, "settings": spec.answer_settings(), "overlay": spec.overlay}
+    data = {"settings": spec.answer_settings(), "overlay": spec.overlay}
     text = json.dumps(data, indent=1) + "\n"
     write_atomic_file(out / "run.json", lambda tmp: tmp.write_text(text))
 
