@@ -61,10 +61,13 @@ def _shard():
 
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
         return Shard()
+    import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # why: without a GPU it would run as one process each
+    if state.num_processes < 2:
+        raise RuntimeError(f"launched as {os.environ['WORLD_SIZE']} processes, but accelerate set up one")
     return Shard(state.process_index, state.num_processes, state.wait_for_everyone, gather_object)
 
 
