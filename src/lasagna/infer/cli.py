@@ -118,7 +118,7 @@ def run(args) -> int:
             warnings=notes,
             progress=shard.rank == 0,
         )
-    if outcome.last is not None and len(items) == 1:
+    if outcome.last is not None and len(items) == 1:  # one image: its answer, as the command always printed it
         _print_answer(outcome.last[1], notes, args.query is not None)
     if shard.rank == 0:
         _print_summary(outcome, out)
@@ -126,7 +126,7 @@ def run(args) -> int:
 
 
 def _print_answer(pred, notes: list[str], is_query: bool) -> None:
-    """The one image's answer, as the single-image command always printed it."""
+    """An image's answer: its warnings (but those of the class list, printed once), then per class or mask."""
     for warning in pred.warnings:
         if warning not in notes:
             print(f"warning: {warning}", file=sys.stderr)
@@ -140,12 +140,15 @@ def _print_answer(pred, notes: list[str], is_query: bool) -> None:
 
 
 def _print_summary(outcome, out: Path) -> None:
-    print(
-        f"{outcome.done} image(s) segmented, {outcome.skipped} already done, {len(outcome.failed)} failed; "
-        f"{outcome.predictions} prediction(s) over {outcome.images} image(s)"
-    )
+    print(f"{outcome.done} image(s) segmented, {outcome.skipped} already done, {len(outcome.failed)} failed")
     for line in outcome.failed[:5]:
         print(f"failed: {line['path']}: {line['message']}", file=sys.stderr)
     if outcome.failed:
         print(f"failed images are listed in {out / 'errors.jsonl'}", file=sys.stderr)
-    print(f"wrote {out}/ (per image: <name>/result.json, overlay.png, label.png; run.json, predictions.json, ...)")
+    if outcome.last is not None:
+        written = ", ".join(sorted(p.name for p in (out / outcome.last[0].rel).iterdir()))
+        print(f"wrote {out / outcome.last[0].rel}/: {written}")
+    print(
+        f"wrote {out}/: predictions.json ({outcome.predictions} mask(s) over {outcome.images} image(s)), "
+        "categories.json, images.json, errors.jsonl, run.json"
+    )
