@@ -80,3 +80,11 @@ def test_missing_and_empty_inputs_are_named(tmp_path, monkeypatch):
         find_images(["empty/*.png"])
     with pytest.raises(FileNotFoundError, match="list file not found"):
         find_images(["@missing.txt"])
+
+
+def test_a_run_folder_inside_the_input_folder_is_not_read(tmp_path, monkeypatch):
+    _images(tmp_path / "imgs", "a.png", "out/a/overlay.png", "out/a/label.png")
+    monkeypatch.chdir(tmp_path)
+    assert _rels(find_images(["imgs"], recursive=True, out=Path("imgs/out"))) == ["a"]
+    with pytest.raises(ImageListError, match="the run's own outputs"):
+        find_images(["imgs/out/a/label.png"], out=tmp_path / "imgs" / "out")

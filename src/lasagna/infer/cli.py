@@ -80,7 +80,7 @@ def run(args) -> int:
     from .run import RunSpec, check_out, run_folder
 
     out = Path(args.out)
-    items = find_images(args.paths, recursive=args.recursive)
+    items = find_images(args.paths, recursive=args.recursive, out=out)
     spec = RunSpec(
         model=str(Path(args.model).resolve()) if args.model else "embedded:shapeworld-small",
         query=args.query,

@@ -40,19 +40,24 @@ class Item:
     file_name: str
 
 
-def find_images(paths: list[str], recursive: bool = False) -> list[Item]:
-    """Every image the PATHs name, once each, sorted by output folder; raises `ImageListError` (or
-    FileNotFoundError for a missing file) naming the bad PATH or the clash."""
+def find_images(paths: list[str], recursive: bool = False, out: Path | None = None) -> list[Item]:
+    """Every image the PATHs name, once each, sorted by output folder, leaving out those under `out` (a run's
+    overlays and label maps, where OUT lies inside an input folder); raises `ImageListError` (or FileNotFoundError
+    for a missing file) naming the bad PATH or the clash."""
     items: list[Item] = []
     for spec in paths:
         items += _expand(spec, recursive, Path.cwd(), from_list=False)
+    skip = None if out is None else Path(out).resolve()
     unique: dict[Path, Item] = {}
     for item in items:  # a file named twice (directly and through its folder) is read once, where first named
-        unique.setdefault(item.path.resolve(), item)
+        resolved = item.path.resolve()
+        if skip is None or not resolved.is_relative_to(skip):
+            unique.setdefault(resolved, item)
     found = sorted(unique.values(), key=lambda item: item.rel)
     if not found:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise ImageListError(f"no images found in {', '.join(paths)} (searched for {suffixes})")
+        outputs = f"; those under {out} are the run's own outputs" if items else ""
+        raise ImageListError(f"no images found in {', '.join(paths)} (searched for {suffixes}{outputs})")
     check_clashes(found)
     return found
 
