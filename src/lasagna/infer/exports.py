@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..atomic import write_atomic_file
 from .listing import Item
 
@@ -29,12 +31,15 @@ def categories(classes: list[str] | None, query: str | None) -> list[dict]:
     return [{"id": k, "name": name} for k, name in enumerate(names, 1)]
 
 
-def rebuild(out: Path, items: list[Item], classes: list[str] | None, query: str | None) -> tuple[int, int]:
+def rebuild(
+    out: Path, items: list[Item], classes: list[str] | None, query: str | None, progress: bool = False
+) -> tuple[int, int]:
     """Write predictions.json, categories.json and images.json of `out` from the result.json of each of `items`
     (the run's sorted listing); returns (images with a result, predictions)."""
     ids = {c["name"]: c["id"] for c in categories(classes, query)}
     images, predictions = [], []
-    for image_id, item in enumerate(items, 1):
+    bar = tqdm(items, desc="run files", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
+    for image_id, item in enumerate(bar, 1):
         path = out / item.rel / "result.json"
         if not path.is_file():
             continue

@@ -169,7 +169,7 @@ def run_folder(
     outcome.done = sum(shard.gather([outcome.done]))
     if shard.rank == 0:
         write_errors(out, outcome.failed)
-        outcome.images, outcome.predictions = rebuild(out, items, spec.classes, spec.query)
+        outcome.images, outcome.predictions = rebuild(out, items, spec.classes, spec.query, progress)
     shard.barrier()  # nobody leaves (and closes its connection) while the first is still writing
     return outcome
 
