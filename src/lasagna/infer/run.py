@@ -187,7 +187,7 @@ class _Images(Dataset):
         item = self.items[index]
         try:
             return item, check_image(to_rgb(item.path), str(item.path)), None
-        except (ValueError, OSError) as err:
+        except Exception as err:  # why: Pillow's decoders raise many types on broken files (SyntaxError, struct.error)
             return item, None, error_line(item, err)
 
 
