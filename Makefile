@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 demo: venv
 	$(BIN)/lasagna segment examples/shapes.png --classes-file examples/shapes-classes.txt --out demo-out
-	@echo "open demo-out/overlay.png to see the masks (demo-out/result.json has them as COCO RLE)"
+	@echo "open demo-out/shapes/overlay.png to see the masks (demo-out/shapes/result.json has them as COCO RLE)"
 
 serve: venv
 	$(BIN)/lasagna serve

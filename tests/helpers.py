@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 import torch
+from PIL import Image
 
 from lasagna.config import preset
 from lasagna.model.lasagna import LasagnaInputs, LasagnaModel
@@ -169,3 +171,22 @@ def add_judges(lasagna, seed: int = 0, **flags: bool):
         lasagna.engine.judge = lasagna.judges
     lasagna.judges.add(JudgesConfig(**flags), seed=seed)
     return lasagna.judges
+
+
+SEGMENT_CLASSES = "wall, bed, sky, red circle, tree"
+"""A class list the tiny test tokenizer knows."""
+
+
+def write_scenes(folder: Path, count: int = 8) -> list[Path]:
+    """`count` small images of a few sizes (every third in a subfolder `sub/`), coloured blocks on noise."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        height, width = (24, 32) if i % 2 else (30, 20)
+        pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        pixels[: height // 2, : width // 2] = rng.integers(0, 255, 3, dtype=np.uint8)
+        path = folder / ("sub" if i % 3 == 2 else "") / f"img{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths

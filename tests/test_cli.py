@@ -31,13 +31,13 @@ def test_segment_writes_result_and_overlay(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["segment", str(image), "--classes", "wall, bed, sky", "--model", str(tiny_ckpt), "--out", str(out)])
     assert code == 0
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / "img" / "result.json").read_text())
     assert result["image_size"] == [30, 40]
     assert [c["name"] for c in result["classes"]] == ["wall", "bed", "sky"]
     for c in result["classes"]:
         if c["present"]:
             assert rle.decode(c["mask"]).sum() == c["area"]
-    assert Image.open(out / "overlay.png").size[1] >= 30
+    assert Image.open(out / "img" / "overlay.png").size[1] >= 30
     assert "wrote" in capsys.readouterr().out
 
 

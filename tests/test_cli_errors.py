@@ -58,7 +58,7 @@ def test_names_outside_the_vocabulary_are_warned_about_once_each(tmp_path, capsy
     assert main(["segment", "examples/shapes.png", "--classes", "sky, person, Red Circle", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "'person' is not among the 58 class names" in err
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / "shapes" / "result.json").read_text())
     assert result["warnings"] == ["'person' is not among the 58 class names this model was trained on"]
 
 

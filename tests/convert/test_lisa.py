@@ -97,7 +97,7 @@ def test_lisa_release_converts_and_answers_a_query(lisa_release, capsys):
         main(["segment", str(tmp / "photo.png"), "--model", str(out), "--query", "the dog", "--out", str(seg_out)]) == 0
     )
     assert "1 mask(s)" in capsys.readouterr().out  # one target per query, as LISA answers
-    result = json.loads((seg_out / "result.json").read_text())
+    result = json.loads((seg_out / "photo" / "result.json").read_text())
     assert len(result["masks"]) == 1 and re.match(r"\s*<ins>", result["answer"])
 
 

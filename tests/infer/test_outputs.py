@@ -14,14 +14,17 @@ from lasagna.cli import main
 SEGMENT = ["segment", "examples/shapes.png", "--classes", "sky, grass"]
 
 
-def test_a_rerun_replaces_result_and_overlay_together(tmp_path, capsys):
+def test_an_overwriting_rerun_replaces_result_and_overlay_together(tmp_path, capsys):
     out = tmp_path / "out"
     assert main([*SEGMENT, "--out", str(out)]) == 0
-    first = (out / "overlay.png").read_bytes()
-    assert main(["segment", "examples/shapes.png", "--classes", "sky", "--out", str(out)]) == 0
-    result = json.loads((out / "result.json").read_text())
-    assert [c["name"] for c in result["classes"]] == ["sky"] and (out / "overlay.png").read_bytes() != first
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary sibling is left
+    first = (out / "shapes" / "overlay.png").read_bytes()
+    other = ["segment", "examples/shapes.png", "--classes", "sky", "--out", str(out)]
+    assert main(other) == 2  # other classes into the same run folder mix two answers: refused
+    assert "other settings (classes differ)" in capsys.readouterr().err
+    assert main([*other, "--overwrite"]) == 0
+    result = json.loads((out / "shapes" / "result.json").read_text())
+    assert [c["name"] for c in result["classes"]] == ["sky"] and (out / "shapes" / "overlay.png").read_bytes() != first
+    assert not [p.name for p in out.rglob(".*")]  # no temporary sibling is left
     capsys.readouterr()
 
 
@@ -31,7 +34,7 @@ def test_a_folder_with_other_files_is_never_swapped_away(tmp_path, capsys):
     (out / "notes.txt").write_text("keep me")
     assert main([*SEGMENT, "--out", str(out)]) == 2
     assert "holds files lasagna did not write (notes.txt)" in capsys.readouterr().err
-    assert (out / "notes.txt").read_text() == "keep me" and not (out / "result.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
 
 
 KILLED = """
@@ -91,8 +94,8 @@ def test_label_png_indexes_the_class_list_with_a_palette_and_void(tmp_path, caps
     out = tmp_path / "out"
     assert main(["segment", "examples/shapes.png", "--classes", "red circle, sky, blue square", "--out", str(out)]) == 0
     capsys.readouterr()
-    result = json.loads((out / "result.json").read_text())
-    with Image.open(out / "label.png") as im:
+    result = json.loads((out / "shapes" / "result.json").read_text())
+    with Image.open(out / "shapes" / "label.png") as im:
         assert im.mode == "P" and im.getpalette()[:3] != [0, 0, 0]
         label = np.asarray(im)
     assert label.shape == tuple(result["image_size"])

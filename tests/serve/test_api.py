@@ -64,7 +64,7 @@ def test_segment_upload_matches_the_cli(client, tmp_path):
     assert response.status_code == 200, response.text
     served = response.json()
     assert main(["segment", str(EXAMPLES / "shapes.png"), "--classes", classes, "--out", str(tmp_path)]) == 0
-    written = json.loads((tmp_path / "result.json").read_text())
+    written = json.loads((tmp_path / "shapes" / "result.json").read_text())
     assert served["image"] == "shapes.png" and served["warnings"] == []
     for key in ("image_size", "classes", "masks", "answer", "unmatched_names"):
         assert served[key] == written[key], key

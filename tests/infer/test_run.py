@@ -1,0 +1,161 @@
+"""`lasagna segment` over folders: the per-image and run-level files, resuming, bad images, batches, queries."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from helpers import SEGMENT_CLASSES as CLASSES
+from helpers import write_scenes
+from lasagna import rle
+from lasagna.cli import main
+from lasagna.infer import run as run_module
+from lasagna.infer.engine import Engine
+
+
+def _segment(folder, ckpt, out, *extra) -> int:
+    return main(["segment", str(folder), "--model", str(ckpt), "--out", str(out), "--workers", "0", *extra])
+
+
+def _json(path):
+    return json.loads(path.read_text())
+
+
+def test_a_folder_run_writes_every_image_and_coco_files(run_ckpt, tmp_path, capsys):
+    write_scenes(tmp_path / "imgs", 6)
+    out = tmp_path / "out"
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--recursive", "--classes", CLASSES) == 0
+    assert "6 image(s) segmented, 0 already done, 0 failed" in capsys.readouterr().out
+    rels = ["img0", "img1", "img3", "img4", "sub/img2", "sub/img5"]
+    assert sorted(str(p.parent.relative_to(out)) for p in out.rglob("result.json")) == rels
+    assert all({p.name for p in (out / rel).iterdir()} == {"result.json", "overlay.png", "label.png"} for rel in rels)
+    names = [c.strip() for c in CLASSES.split(",")]
+    assert _json(out / "run.json")["settings"]["classes"] == names
+    assert _json(out / "categories.json") == [{"id": k + 1, "name": n} for k, n in enumerate(names)]
+    images = _json(out / "images.json")
+    assert [(i["id"], i["file_name"]) for i in images] == [(k + 1, f"{rel}.png") for k, rel in enumerate(rels)]
+    predictions = _json(out / "predictions.json")
+    expected = []
+    for image in images:
+        result = _json(out / image["file_name"].removesuffix(".png") / "result.json")
+        with Image.open(tmp_path / "imgs" / image["file_name"]) as picture:
+            assert [image["height"], image["width"]] == result["image_size"] == [picture.height, picture.width]
+        for k, c in enumerate(result["classes"]):
+            if c["present"]:
+                expected.append((image["id"], k + 1, c["mask"]["counts"], c["score"]))
+    assert (
+        expected
+        and [(p["image_id"], p["category_id"], p["segmentation"]["counts"], p["score"]) for p in predictions]
+        == expected
+    )
+    assert (out / "errors.jsonl").read_text() == ""
+    coco = COCO()  # the files load as COCO ground-truth images and categories plus results
+    coco.dataset = {"images": images, "categories": _json(out / "categories.json"), "annotations": []}
+    coco.createIndex()
+    assert len(coco.loadRes(str(out / "predictions.json")).getAnnIds()) == len(predictions)
+
+
+def test_a_rerun_does_only_what_is_missing(run_ckpt, tmp_path, capsys):
+    write_scenes(tmp_path / "imgs", 4)
+    out = tmp_path / "out"
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", CLASSES, "--no-overlay") == 0
+    assert not list(out.rglob("overlay.png"))
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", CLASSES, "--no-overlay") == 0
+    assert "0 image(s) segmented, 3 already done" in capsys.readouterr().out
+    first = {p: p.stat().st_ino for p in out.rglob("result.json")}
+    (out / "img1" / "label.png").unlink()  # an incomplete folder is redone
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", CLASSES, "--no-overlay") == 0
+    assert "1 image(s) segmented, 2 already done" in capsys.readouterr().out
+    assert [p for p, ino in first.items() if p.stat().st_ino != ino] == [out / "img1" / "result.json"]
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", CLASSES) == 0  # an overlay is asked for now
+    assert "3 image(s) segmented, 0 already done" in capsys.readouterr().out
+    assert len(list(out.rglob("overlay.png"))) == 3
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", CLASSES, "--overwrite") == 0
+    assert "3 image(s) segmented, 0 already done" in capsys.readouterr().out
+
+
+def test_a_bad_image_is_reported_and_skipped_unless_strict(run_ckpt, tmp_path, capsys):
+    write_scenes(tmp_path / "imgs", 2)
+    (tmp_path / "imgs" / "bad.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", CLASSES) == 1
+    err = capsys.readouterr().err
+    assert "bad.png" in err and "errors.jsonl" in err
+    (line,) = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+    assert line["path"] == str(tmp_path / "imgs" / "bad.png") and line["error"] == "ImageReadError"
+    assert "bad.png" in line["message"] and not (out / "bad").exists()
+    assert [(i["id"], i["file_name"]) for i in _json(out / "images.json")] == [(2, "img0.png"), (3, "img1.png")]
+    assert _segment(tmp_path / "imgs", run_ckpt, tmp_path / "strict", "--classes", CLASSES, "--strict") == 2
+    assert "bad.png" in capsys.readouterr().err and not (tmp_path / "strict" / "img0").exists()
+
+
+def test_a_failing_batch_is_retried_image_by_image(run_ckpt, tmp_path, capsys, monkeypatch):
+    write_scenes(tmp_path / "imgs", 4)
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    real = Engine.segment_classes
+
+    def tall_images_fail(self, image, *args, **kwargs):
+        if image.shape[0] == 30:
+            raise RuntimeError("out of memory")
+        return real(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "segment_batch", out_of_memory)
+    monkeypatch.setattr(Engine, "segment_classes", tall_images_fail)
+    out = tmp_path / "out"
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", CLASSES, "--batch-size", "4") == 1
+    errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+    assert [(e["path"].rsplit("/", 1)[1], e["error"]) for e in errors] == [("img0.png", "RuntimeError")]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["img1", "img3"]  # img2 is in sub/, not searched
+    capsys.readouterr()
+
+
+def test_batches_give_the_answers_of_one_image_at_a_time(run_ckpt, tmp_path, capsys):
+    write_scenes(tmp_path / "imgs", 6)
+    args = ["--recursive", "--classes", CLASSES]
+    assert _segment(tmp_path / "imgs", run_ckpt, tmp_path / "one", *args) == 0
+    assert _segment(tmp_path / "imgs", run_ckpt, tmp_path / "three", *args, "--batch-size", "3", "--workers", "1") == 0
+    capsys.readouterr()
+    present = 0
+    for path in (tmp_path / "one").rglob("result.json"):
+        alone = _json(path)["classes"]
+        batched = _json(tmp_path / "three" / path.relative_to(tmp_path / "one"))["classes"]
+        assert [c["present"] for c in batched] == [c["present"] for c in alone]
+        for a, b in zip(alone, batched, strict=True):
+            if a["present"]:  # the same up to float rounding: masks may differ at a few boundary pixels
+                assert np.mean(rle.decode(a["mask"]) != rle.decode(b["mask"])) < 0.01
+                present += 1
+    assert present > 0
+
+
+def test_a_query_run_has_the_query_as_its_category(run_ckpt, tmp_path, capsys):
+    write_scenes(tmp_path / "imgs", 2)
+    out = tmp_path / "out"
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--query", "the red circle") == 0
+    capsys.readouterr()
+    assert _json(out / "categories.json") == [{"id": 1, "name": "the red circle"}]
+    assert _json(out / "run.json")["settings"] == {"model": str(run_ckpt.resolve()), "query": "the red circle"}
+    masks = [m for p in sorted(out.rglob("result.json")) for m in _json(p)["masks"]]
+    assert [p["segmentation"] for p in _json(out / "predictions.json")] == masks
+    assert not list(out.rglob("label.png"))
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        (lambda t: None, ["--classes", "sky, <ins>"], "reserved"),
+        (lambda t: (t / "out").mkdir() or (t / "out" / "mine.txt").write_text("x"), ["--classes", "sky"], "mine.txt"),
+        (lambda t: write_scenes(t / "imgs" / "img0", 1), ["--classes", "sky", "--recursive"], "would write inside"),
+        (lambda t: None, ["--classes", "sky", "--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_bad_runs_are_refused_before_any_image(run_ckpt, tmp_path, capsys, setup, args, message):
+    write_scenes(tmp_path / "imgs", 2)
+    setup(tmp_path)
+    assert _segment(tmp_path / "imgs", run_ckpt, tmp_path / "out", *args) == 2
+    assert message in capsys.readouterr().err
+    assert not list((tmp_path / "out").rglob("result.json")) and not (tmp_path / "out" / "run.json").exists()

@@ -1,0 +1,98 @@
+"""Segment runs across processes: a run killed with SIGKILL resumes to a clean run's files, and two processes
+write what one does."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import SEGMENT_CLASSES, failed_run, run_two_processes, write_scenes
+from lasagna.cli import main
+
+# A run whose every image takes a while after it is written, so that the test can kill it mid-run.
+SLOW_RUN = """
+import sys, time
+from lasagna.infer import run
+
+real = run.write_image_outputs
+
+def slow(*args, **kwargs):
+    done = real(*args, **kwargs)
+    time.sleep(0.3)
+    return done
+
+run.write_image_outputs = slow
+from lasagna.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _done(out: Path) -> list[Path]:
+    """The image folders in place (a writer's temporary folder is hidden, its name starts with a dot)."""
+    found = [p.parent for p in out.rglob("result.json")]
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(out).parts))
+
+
+def _args(folder: Path, ckpt: Path, out: Path) -> list[str]:
+    return [
+        "segment",
+        str(folder),
+        "--recursive",
+        "--classes",
+        SEGMENT_CLASSES,
+        "--model",
+        str(ckpt),
+        "--out",
+        str(out),
+    ]
+
+
+def test_a_killed_run_resumes_to_the_files_of_a_clean_run(run_ckpt, tmp_path, capsys, one_thread):
+    write_scenes(tmp_path / "imgs", 8)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    cmd = [sys.executable, "-c", SLOW_RUN, *_args(tmp_path / "imgs", run_ckpt, out), "--workers", "1"]
+    killed = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not _done(out) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    _, err = killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    done = _done(out)
+    assert 1 <= len(done) < 8  # killed mid-run
+    for folder in done:  # every folder is whole
+        assert {p.name for p in folder.iterdir()} == {"result.json", "overlay.png", "label.png"}
+    kept = {folder: (folder / "result.json").stat().st_ino for folder in done}
+
+    assert main([*_args(tmp_path / "imgs", run_ckpt, out), "--workers", "0"]) == 0
+    assert f"{8 - len(done)} image(s) segmented, {len(done)} already done" in capsys.readouterr().out
+    assert all((folder / "result.json").stat().st_ino == ino for folder, ino in kept.items())  # not redone
+    assert main([*_args(tmp_path / "imgs", run_ckpt, tmp_path / "clean"), "--workers", "0"]) == 0
+    capsys.readouterr()
+    resumed, clean = _files(out), _files(tmp_path / "clean")
+    assert list(resumed) == list(clean)  # no temporary file is left either
+    assert len(clean) == 8 * 3 + 5
+    for name, data in clean.items():
+        assert resumed[name] == data, name
+
+
+def test_two_processes_write_what_one_does(run_ckpt, tmp_path, capsys, one_thread):
+    write_scenes(tmp_path / "imgs", 5)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG broken")
+    assert main([*_args(tmp_path / "imgs", run_ckpt, tmp_path / "one"), "--workers", "0"]) == 1
+    capsys.readouterr()
+    done = run_two_processes([*_args(tmp_path / "imgs", run_ckpt, tmp_path / "two"), "--workers", "0"])
+    assert done.returncode == 1, failed_run(done)
+    assert done.stdout.count("image(s) segmented") == 1, done.stdout  # the first process alone sums up
+    assert "5 image(s) segmented, 0 already done, 1 failed" in done.stdout
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert list(two) == list(one) and len(one) == 5 * 3 + 5
+    for name, data in one.items():
+        assert two[name] == data, name
