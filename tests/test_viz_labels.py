@@ -118,9 +118,7 @@ def test_cli_labels_query_masks_with_the_query(tmp_path, monkeypatch):
         drawn["names"] = [name for name, _ in masks]
         return real(image, masks, absent, **kwargs)
 
-    from lasagna.infer import outputs
-
-    monkeypatch.setattr(outputs, "overlay", spy)  # where it is called from (it was bound there on import)
+    monkeypatch.setattr(viz, "overlay", spy)
     query = "the orange cross"
     assert main(["segment", str(EXAMPLE), "--query", query, "--out", str(tmp_path)]) == 0
     assert drawn["names"] and all(name.startswith(query) for name in drawn["names"])

@@ -4,6 +4,7 @@ run.json with the class list), its errors, and --chart. The flat-folder form is 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ from PIL import Image
 from lasagna.cli import main
 from lasagna.eval.metrics import SemanticIoU
 from lasagna.infer.outputs import label_png
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
 
 NAMES = ["wall", "floor", "sky"]
 PRED_A = np.array([[0, 0, 1], [2, 255, 1]])
@@ -110,3 +114,32 @@ def test_missing_predictions_name_the_image(tmp_path, capsys):
     Image.fromarray(GT_B.astype(np.uint8)).save(gt / "c.png")
     assert main(["metrics", "semseg", "--pred", str(out), "--gt", str(gt)]) == 2
     assert "have no counterpart" in (err := capsys.readouterr().err) and "c.png" in err
+
+
+def test_metrics_scores_what_segment_wrote(tmp_path, capsys):
+    """`lasagna segment DIR --out OUT` then `metrics semseg --pred OUT`: nested folders, classes from run.json."""
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    for name, where in [("shapes.png", "sub"), ("shapeworld-test-0.png", "")]:
+        (images / where / name).write_bytes((EXAMPLES / name).read_bytes())
+    out, gt = tmp_path / "out", tmp_path / "gt"
+    classes = "sky, grass, red circle"
+    assert main(["segment", str(images), "--recursive", "--classes", classes, "--out", str(out)]) == 0
+    capsys.readouterr()
+    labels = {p.parent.relative_to(out).as_posix(): np.asarray(Image.open(p)) for p in out.rglob("label.png")}
+    assert sorted(labels) == ["shapeworld-test-0", "sub/shapes"]
+    # GT: the saved maps with one image's sky pixels called grass, so the score is known and below 1
+    for rel, label in labels.items():
+        truth = label.copy()
+        if rel == "sub/shapes":
+            truth[label == 0] = 1
+        (gt / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(truth.astype(np.uint8)).save(gt / f"{rel}.png")
+    expected = SemanticIoU(3)
+    for rel, label in labels.items():
+        truth = np.asarray(Image.open(gt / f"{rel}.png")).astype(np.int64)
+        expected.update(label.astype(np.int64), np.where(truth == 255, -1, truth))
+    assert main(["metrics", "semseg", "--pred", str(out), "--gt", str(gt)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["classes"] == ["sky", "grass", "red circle"] and result["num_images"] == 2
+    assert result["mIoU"] == pytest.approx(expected.compute()["mIoU"]) and result["mIoU"] < 1
