@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import lasagna.viz as viz
 from lasagna.cli import main
+from lasagna.infer import outputs
 from lasagna.viz import LABEL_CHARS, label_anchors, layout_labels, overlay, overlay_scale, query_labels
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shapes.png"
@@ -118,7 +119,9 @@ def test_cli_labels_query_masks_with_the_query(tmp_path, monkeypatch):
         drawn["names"] = [name for name, _ in masks]
         return real(image, masks, absent, **kwargs)
 
+    # why both: infer/outputs.py binds `overlay` when it is first imported, which an earlier test may have done
     monkeypatch.setattr(viz, "overlay", spy)
+    monkeypatch.setattr(outputs, "overlay", spy)
     query = "the orange cross"
     assert main(["segment", str(EXAMPLE), "--query", query, "--out", str(tmp_path)]) == 0
     assert drawn["names"] and all(name.startswith(query) for name in drawn["names"])
