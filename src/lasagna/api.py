@@ -17,15 +17,18 @@ from __future__ import annotations
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .checkpoint import CheckpointError, Header, load_checkpoint
 from .config import to_dict
-from .infer.engine import Decoder, Engine, Prediction
-from .infer.inputs import ClassListError
-from .infer.parse import normalise
 from .preprocess import to_rgb
+
+# why lazy: `import lasagna.api` (the CLI, before it even reads its arguments' image) must not pay for torch and
+# transformers; the model's code is imported where a model is built or used, in `from_pretrained` and `__init__`.
+if TYPE_CHECKING:
+    import torch
+
+    from .checkpoint import Header
+    from .infer.engine import Decoder, Prediction
 
 DEFAULT_MODEL = "shapeworld-small"
 DEFAULT_CHUNK_SIZE = 16
@@ -47,6 +50,9 @@ class Lasagna:
     chat."""
 
     def __init__(self, model, tokenizer, judges=None, header: Header | None = None, folder: Path | None = None):
+        from .infer.engine import Engine
+        from .infer.inputs import normalise
+
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.judges = None if judges is None else judges.eval()
@@ -59,6 +65,8 @@ class Lasagna:
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Lasagna:
         """Load a checkpoint folder of ours; without a path, the embedded ShapeWorld model."""
+        from .checkpoint import CheckpointError, load_checkpoint
+
         folder = Path(path) if path is not None else default_model_dir()
         if path is None and not (folder / "config.json").exists():
             raise FileNotFoundError(f"the embedded model is missing from this installation (looked in {folder})")
@@ -85,6 +93,8 @@ class Lasagna:
         """The names of `classes` outside the model's vocabulary (none for an open-vocabulary model)."""
         if self._known is None:
             return []
+        from .infer.inputs import normalise
+
         return [name for name in classes if normalise(name) not in self._known]
 
     def info(self) -> dict:
@@ -144,6 +154,8 @@ class Lasagna:
         if (classes is None) == (query is None):
             raise ValueError("give exactly one of classes=[...] or query='...'")
         if isinstance(classes, str):
+            from .infer.inputs import ClassListError
+
             raise ClassListError(
                 f"classes must be a list of names, got the string {classes!r}; "
                 f"pass classes=[{classes!r}] for one class, or split a comma-separated string into a list"

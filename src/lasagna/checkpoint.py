@@ -289,7 +289,7 @@ def load_checkpoint(folder: str | Path, dtype: torch.dtype | None = None, cfg: M
 
     cfg: the config to build instead of the folder's own (a training run's `model_overrides` on it). The model's
     weights load strictly; every other tensor must belong to a judge the config lists (else the load fails)."""
-    from transformers import AutoTokenizer
+    from transformers.models.auto.tokenization_auto import AutoTokenizer
 
     from .tokens import token_ids
 

@@ -8,19 +8,21 @@ import sys
 
 from . import __version__
 
-# Each module has `register(subparsers)`, which adds its subcommand and sets `func` to a callable(args) -> int.
-# A package left out of an installation (the judges, say) takes its commands with it.
-COMMAND_MODULES = (
-    "lasagna.convert.cli",
-    "lasagna.data.cli",
-    "lasagna.shapeworld.cli",
-    "lasagna.eval.metrics_cli",
-    "lasagna.eval.cli",
-    "lasagna.infer.cli",
-    "lasagna.serve.cli",
-    "lasagna.train.cli",
-    "lasagna.judges.cli",
-)
+# Each module has `register(subparsers)`, which adds the subcommands named beside it and sets `func` to a
+# callable(args) -> int. A call imports only the module of its command (every module for `lasagna --help` or a name
+# not listed here), so `lasagna segment` never pays for the imports of training or serving. A package left out of an
+# installation (the judges, say) takes its commands with it.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "lasagna.convert.cli": ("convert",),
+    "lasagna.data.cli": ("data",),
+    "lasagna.shapeworld.cli": ("shapeworld",),
+    "lasagna.eval.metrics_cli": ("metrics",),
+    "lasagna.eval.cli": ("eval",),
+    "lasagna.infer.cli": ("segment",),
+    "lasagna.serve.cli": ("serve",),
+    "lasagna.train.cli": ("train", "export"),
+    "lasagna.judges.cli": ("calibrate", "train-verifier", "train-picker"),
+}
 
 
 USER_ERRORS = (ValueError, KeyError, OSError)
@@ -57,13 +59,22 @@ def run_info(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand an argument list asks for: its first word that is not an option (the top-level parser's
+    options take no values), None for none."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `lasagna` parser with every subcommand, or, for a `command` listed in `COMMAND_MODULES`, with that one
+    alone (and `info`)."""
     parser = argparse.ArgumentParser(prog="lasagna", description="LaSagnA segmentation assistant")
     parser.add_argument("--version", action="version", version=f"lasagna {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     register_info(sub)
-    for name in COMMAND_MODULES:
+    modules = [name for name, commands in COMMAND_MODULES.items() if command in commands] or list(COMMAND_MODULES)
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
@@ -75,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -53,13 +53,15 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from .config import PreprocessConfig
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_PIXELS_ENV = "LASAGNA_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS: about 256 MiB as 24-bit RGB
@@ -261,6 +263,8 @@ def _clip_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 def clip_pixels(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, clip_size, clip_size) float32, normalised as transformers 4.31 does."""
+    import torch  # why here: reading an image (`to_rgb`, before a model loads) must not pay for importing torch
+
     crop = _clip_crop(image, cfg.clip_size)
     x = (crop.astype(np.float64) * (1 / 255)).astype(np.float32)
     x = (x - np.asarray(cfg.clip_mean, np.float32)) / np.asarray(cfg.clip_std, np.float32)
@@ -276,6 +280,8 @@ def sam_resize_shape(h: int, w: int, size: int) -> tuple[int, int]:
 
 def sam_pixels(image: np.ndarray, cfg: PreprocessConfig) -> tuple[torch.Tensor, tuple[int, int]]:
     """(H, W, 3) uint8 RGB -> ((3, sam_size, sam_size) float32 zero-padded, (h', w') resized size)."""
+    import torch
+
     h, w = image.shape[:2]
     new_h, new_w = sam_resize_shape(h, w, cfg.sam_size)
     if (new_h, new_w) != (h, w):

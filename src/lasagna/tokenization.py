@@ -41,7 +41,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Literal
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers.tokenization_utils_tokenizers import PreTrainedTokenizerFast
 
 from .prompts import render
 from .tokens import ALL_TOKENS, IGNORE_INDEX, IMAGE, IMAGE_TOKEN_ID, find_special, register_tokens

@@ -11,7 +11,7 @@ from helpers import SEGMENT_CLASSES as CLASSES
 from helpers import write_scenes
 from lasagna import rle
 from lasagna.cli import main
-from lasagna.infer import run as run_module
+from lasagna.infer import batch as batch_module
 from lasagna.infer.engine import Engine
 
 
@@ -104,7 +104,7 @@ def test_a_failing_batch_is_retried_image_by_image(run_ckpt, tmp_path, capsys, m
             raise RuntimeError("out of memory")
         return real(self, image, *args, **kwargs)
 
-    monkeypatch.setattr(run_module, "segment_batch", out_of_memory)
+    monkeypatch.setattr(batch_module, "segment_batch", out_of_memory)  # run.py imports it at the call
     monkeypatch.setattr(Engine, "segment_classes", tall_images_fail)
     out = tmp_path / "out"
     assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", CLASSES, "--batch-size", "4") == 1

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from transformers import DynamicCache
+from transformers.cache_utils import DynamicCache
 
 from ..model.lasagna import ImageEncoding
 from ..model.mllm import expand_images

@@ -19,7 +19,7 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers.cache_utils import DynamicCache
 
 from ..model.lasagna import ImageEncoding, LasagnaModel
 from ..model.mllm import expand_images

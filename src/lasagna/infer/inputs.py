@@ -13,9 +13,18 @@ Long class lists are never refused: they are split into chunks (`Engine.segment_
 
 from __future__ import annotations
 
+import re
+
 from ..config import ModelConfig
 from ..tokens import DEFAULT_RESERVED, IMAGE_TOKEN_ID, check_user_text
-from .parse import normalise
+
+_STRIP = " \t\n,.;:"
+
+
+def normalise(name: str) -> str:
+    """A class name as names are compared: whitespace runs to one space, edge punctuation gone, lower case."""
+    return re.sub(r"\s+", " ", name).strip(_STRIP).lower()
+
 
 MAX_NAME_CHARS = 200
 """Longest class name, in characters. A name is a few words; 200 leaves room for long compound names while a 7B

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from .. import rle, viz
 from ..atomic import write_atomic_dir
-from .engine import Prediction
+
+if TYPE_CHECKING:  # the engine (torch, transformers) is not needed to write a prediction out
+    from .engine import Prediction
 
 LABEL_VOID = 255
 """Unlabelled pixels in an 8-bit label.png (the class list then has at most 255 names)."""

@@ -8,20 +8,15 @@ another class. A class named twice keeps its first decision; names that match no
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 from rapidfuzz import fuzz, process
 
 from .decode import RowResult
+from .inputs import normalise
 
 FUZZY_CUTOFF = 85.0
-_STRIP = " \t\n,.;:"
-
-
-def normalise(name: str) -> str:
-    return re.sub(r"\s+", " ", name).strip(_STRIP).lower()
 
 
 @dataclass

@@ -20,19 +20,20 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..atomic import write_atomic_file
 from ..preprocess import check_image, to_rgb
-from .batch import segment_batch
-from .engine import Engine, Prediction
 from .exports import rebuild, write_errors
 from .inputs import ClassListError, ContextLengthError, TextTooLongError
 from .listing import Item
 from .outputs import write_image_outputs
+
+if TYPE_CHECKING:  # the engine (torch, transformers) loads with the model, after the run's checks
+    from .engine import Engine, Prediction
 
 QUESTION_ERRORS = (ClassListError, TextTooLongError, ContextLengthError)
 """Errors of the class list or query rather than of an image: every image would fail alike, so the run stops."""
@@ -174,8 +175,9 @@ def run_folder(
     return outcome
 
 
-class _Images(Dataset):
-    """Decodes images in DataLoader workers: (item, RGB array or None, error line or None)."""
+class _Images:
+    """Decodes images in DataLoader workers: (item, RGB array or None, error line or None). A map-style dataset
+    is all a DataLoader needs, so torch is not imported here before the model loads."""
 
     def __init__(self, items: list[Item]):
         self.items = items
@@ -216,6 +218,8 @@ def segment_images(
     outcome = Outcome()
     if not items:
         return outcome
+    from torch.utils.data import DataLoader
+
     loader = DataLoader(
         _Images(items),
         batch_size=batch_size,
@@ -257,6 +261,8 @@ def _answer(engine: Engine, decoded: list[tuple[Item, np.ndarray]], spec: RunSpe
     images = [image for _, image in decoded]
     if spec.classes is not None and len(images) > 1:
         try:
+            from .batch import segment_batch
+
             return segment_batch(engine, images, [spec.classes] * len(images), spec.chunk_size, spec.decoder)
         except QUESTION_ERRORS:
             raise

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# why transformers' submodules, not `from transformers import ...`: the package's lazy top-level index costs about 0.4 s
+# of CPU more at start-up (benchmarks/startup.py); so for every transformers import on the path of `lasagna segment`.
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+from transformers.models.auto.configuration_auto import AutoConfig
+from transformers.models.auto.modeling_auto import AutoModelForCausalLM
+from transformers.models.clip.configuration_clip import CLIPVisionConfig
+from transformers.models.clip.modeling_clip import CLIPVisionModel
 
 from ..config import LLMConfig, VisionConfig
 from ..tokens import IGNORE_INDEX, IMAGE_TOKEN_ID

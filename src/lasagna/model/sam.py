@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import SamConfig as HFSamConfig
-from transformers import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+from transformers.models.sam.configuration_sam import SamConfig as HFSamConfig
+from transformers.models.sam.configuration_sam import SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPromptEncoder, SamVisionEncoder
 
 from ..config import SamConfig
