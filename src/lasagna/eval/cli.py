@@ -9,6 +9,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     from ..data.cli import add_reader_arguments
+    from ..devices import add_arguments
 
     p = sub.add_parser("eval", help="evaluate a model on a dataset split")
     p.add_argument("--model", help="checkpoint folder (default: the embedded ShapeWorld model)")
@@ -33,6 +34,7 @@ def register(sub) -> None:
     )
     p.add_argument("--tasks", help="comma-separated tasks to evaluate (default: every task the dataset has)")
     p.add_argument("--out", help="report file (default: eval-<dataset>-<split>.json)")
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -61,9 +63,10 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
     from ..api import Lasagna
     from ..atomic import write_atomic_file
     from ..data.cli import options_from_args
+    from ..devices import load_options
     from .evaluate import evaluate_model
 
-    model = Lasagna.from_pretrained(args.model)
+    model = Lasagna.from_pretrained(args.model, **load_options(args))
     report = evaluate_model(
         model,
         args.dataset,
