@@ -43,7 +43,6 @@ def llama_shaped_tokenizer(folder: Path, names: list[str], pieces: int = LLAMA_P
 
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import write_released_layout, write_released_tokenizer
-
     from lasagna.prompts import render, semantic_question
 
     folder.mkdir(parents=True, exist_ok=True)
