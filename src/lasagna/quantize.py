@@ -111,13 +111,14 @@ def quantize_linears(
         raise QuantizeError(f"unknown quantize mode {mode!r}; known: {', '.join(MODES)}")
     bnb = load_bitsandbytes()
     kept = {id(m) for m in keep}
-    targets = [(name, m) for name, m in root.named_modules() if type(m) is nn.Linear and id(m) not in kept]
+    # names, not modules: each full-precision layer is freed as soon as its quantized form replaces it
+    targets = [name for name, m in root.named_modules() if type(m) is nn.Linear and id(m) not in kept]
     from tqdm.auto import tqdm
 
-    for name, linear in tqdm(targets, desc=f"quantize {mode}", unit="layer", disable=not progress, leave=False):
+    for name in tqdm(targets, desc=f"quantize {mode}", unit="layer", disable=not progress, leave=False):
         parent_name, _, attr = name.rpartition(".")
         parent = root.get_submodule(parent_name) if parent_name else root
-        setattr(parent, attr, _quantized(bnb, linear, mode, device, compute_dtype))
+        setattr(parent, attr, _quantized(bnb, getattr(parent, attr), mode, device, compute_dtype))
     return len(targets)
 
 
