@@ -35,10 +35,9 @@ import torch
 from ..atomic import write_atomic_dir
 from ..checkpoint import DEFAULT_SHARD_BYTES, write_config
 from ..tokens import IMAGE_WRAP_TOKENS, INPUT_TOKENS, INS, NO_INS, token_ids
-from .infer import SAM_DECODER_HEADS, model_config_from_release, read_json
-from .keymap import CLIP_PREFIX, CLIP_RULES, plan_keys
-from .official import DTYPES, NO_CLIP, TOKENIZER_FILES, ConvertReport, our_shapes, plan_official, stream_weights
-from .sources import ShardWriter, read_shapes, weight_files
+from .infer import SAM_DECODER_HEADS
+from .official import TOKENIZER_FILES, ConvertReport, plan_release, stream_weights
+from .sources import ShardWriter
 
 SEG = "[SEG]"
 NOTE = "lisa.json"
@@ -126,37 +125,18 @@ def convert_lisa(
     Every weight is planned (mapped, allowed leftover, or an error naming it) and checked against a meta-device
     build before anything is written; see the module docstring for the tokens.
     """
-    src, out = Path(src), Path(out)
-    if clip is None:
-        raise ValueError(NO_CLIP)
-    clip = Path(clip)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    hf = read_json(src / "config.json", "released config")
-    files, clip_files = weight_files(src), weight_files(clip)
-    shapes, clip_shapes = read_shapes(files), read_shapes(clip_files)
-    rows = shapes.get("model.embed_tokens.weight", (None,))[0]
-    if rows != hf.get("vocab_size"):
-        raise ValueError(f"{src}: config vocab_size {hf.get('vocab_size')} but embed_tokens has {rows} rows")
-    cfg = model_config_from_release(hf, shapes, clip, str(src), sam_decoder_heads)
-    ours = our_shapes(cfg)  # at LISA's vocabulary: the rows this converter adds are not in the release
-    plan = plan_official(shapes, ours)
-    plan.raise_if_bad(f"released weights in {src}")
-    clip_plan = plan_keys(clip_shapes, CLIP_RULES, ours, [k for k in ours if k.startswith(CLIP_PREFIX)])
-    clip_plan.raise_if_bad(f"CLIP weights in {clip}")
+    p = plan_release(src, out, clip, dtype, overwrite, sam_decoder_heads)  # at LISA's vocabulary
     result: dict[str, Any] = {}
 
     def fill(tmp: Path) -> None:
-        _, seg_id, added = lisa_tokenizer(src, tmp, rows)
-        cfg.llm.vocab_size = rows + len(added)
+        _, seg_id, added = lisa_tokenizer(p.src, tmp, p.rows)
+        p.config.llm.vocab_size = p.rows + len(added)  # the rows this converter adds are not in the release
         writer = ShardWriter(tmp, max_shard_bytes)
         grow = partial(grow_rows, extra=len(added))
-        main = stream_weights(files, plan, writer, DTYPES[dtype], "released weights", grow)
-        result["clip"] = stream_weights(clip_files, clip_plan, writer, DTYPES[dtype], "CLIP weights")
+        main = stream_weights(p.files, p.plan, writer, p.dtype, "released weights", grow)
+        result["clip"] = stream_weights(p.clip_files, p.clip_plan, writer, p.dtype, "CLIP weights")
         writer.close()
-        write_config(tmp, cfg)
+        write_config(tmp, p.config)
         result.update(main=main, seg_id=seg_id, added={token: UNTRAINED[token] for token in added})
         note = {
             "converted_from": "LISA",
@@ -168,13 +148,13 @@ def convert_lisa(
         }
         (tmp / NOTE).write_text(json.dumps(note, indent=1) + "\n")
 
-    write_atomic_dir(out, fill, overwrite=overwrite)
+    write_atomic_dir(p.out, fill, overwrite=overwrite)
     return LisaReport(
-        out=out,
-        config=cfg,
+        out=p.out,
+        config=p.config,
         tensors=result["main"] + result["clip"],
         clip_tensors=result["clip"],
-        skipped={**plan.skipped, **clip_plan.skipped},
+        skipped=p.skipped,
         seg_id=result["seg_id"],
         added=result["added"],
     )

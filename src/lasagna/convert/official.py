@@ -140,6 +140,57 @@ def convert_official(
     Every key is planned (mapped, allowed leftover, or an error naming it) and every shape checked against a
     meta-device build of the inferred config before anything is written.
     """
+    p = plan_release(src, out, clip, dtype, overwrite, sam_decoder_heads)
+    counts: dict[str, int] = {}
+
+    def fill(tmp: Path) -> None:
+        copy_tokenizer(p.src, tmp, p.config.llm.vocab_size)
+        writer = ShardWriter(tmp, max_shard_bytes)
+        counts["main"] = stream_weights(p.files, p.plan, writer, p.dtype, "released weights")
+        counts["clip"] = stream_weights(p.clip_files, p.clip_plan, writer, p.dtype, "CLIP weights")
+        writer.close()
+        write_config(tmp, p.config)
+
+    write_atomic_dir(p.out, fill, overwrite=overwrite)
+    return ConvertReport(
+        out=p.out,
+        config=p.config,
+        tensors=counts["main"] + counts["clip"],
+        clip_tensors=counts["clip"],
+        skipped=p.skipped,
+    )
+
+
+@dataclass
+class ReleasePlan:
+    """What a converter of a released folder knows before it writes: where every weight goes, checked."""
+
+    src: Path
+    out: Path
+    files: list[Path]
+    clip_files: list[Path]
+    rows: int  # the released vocabulary (rows of embed_tokens)
+    config: ModelConfig
+    plan: KeyPlan
+    clip_plan: KeyPlan
+    dtype: torch.dtype
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return {**self.plan.skipped, **self.clip_plan.skipped}
+
+
+def plan_release(
+    src: str | Path,
+    out: str | Path,
+    clip: str | Path | None,
+    dtype: str,
+    overwrite: bool,
+    sam_decoder_heads: int,
+) -> ReleasePlan:
+    """Check the arguments and plan every key of a released LaSagnA/LISA folder and its CLIP folder against a
+    meta-device build of the inferred config (at the release's vocabulary), raising an error that names what is
+    wrong before anything is written."""
     src, out = Path(src), Path(out)
     if clip is None:
         raise ValueError(NO_CLIP)
@@ -160,21 +211,4 @@ def convert_official(
     plan.raise_if_bad(f"released weights in {src}")
     clip_plan = plan_keys(clip_shapes, CLIP_RULES, ours, [k for k in ours if k.startswith(CLIP_PREFIX)])
     clip_plan.raise_if_bad(f"CLIP weights in {clip}")
-    counts: dict[str, int] = {}
-
-    def fill(tmp: Path) -> None:
-        copy_tokenizer(src, tmp, cfg.llm.vocab_size)
-        writer = ShardWriter(tmp, max_shard_bytes)
-        counts["main"] = stream_weights(files, plan, writer, DTYPES[dtype], "released weights")
-        counts["clip"] = stream_weights(clip_files, clip_plan, writer, DTYPES[dtype], "CLIP weights")
-        writer.close()
-        write_config(tmp, cfg)
-
-    write_atomic_dir(out, fill, overwrite=overwrite)
-    return ConvertReport(
-        out=out,
-        config=cfg,
-        tensors=counts["main"] + counts["clip"],
-        clip_tensors=counts["clip"],
-        skipped={**plan.skipped, **clip_plan.skipped},
-    )
+    return ReleasePlan(src, out, files, clip_files, rows, cfg, plan, clip_plan, DTYPES[dtype])

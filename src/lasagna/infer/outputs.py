@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import rle
+from .. import rle, viz
 from ..atomic import write_atomic_dir
-from ..viz import overlay, query_labels, semantic_palette
 from .engine import Prediction
 
 LABEL_VOID = 255
@@ -62,7 +61,7 @@ def label_image(pred: Prediction, classes: Sequence[str] | None = None) -> Image
     if len(classes) <= LABEL_VOID:
         picture = Image.fromarray(np.where(label < 0, LABEL_VOID, label).astype(np.uint8), mode="P")
         palette = np.zeros((256, 3), np.uint8)
-        palette[: len(classes)] = semantic_palette(len(classes))
+        palette[: len(classes)] = viz.semantic_palette(len(classes))
         picture.putpalette(palette.reshape(-1).tolist())
         return picture
     return Image.fromarray(np.where(label < 0, LABEL_VOID_16, label).astype(np.uint16), mode="I;16")
@@ -101,14 +100,14 @@ def write_image_outputs(
     text = json.dumps(result_json(pred, image_path), indent=1) + "\n"
     picture = label = None
     if query is not None:
-        masks = list(zip(query_labels(query, len(pred.masks)), pred.masks, strict=True))
+        masks = list(zip(viz.query_labels(query, len(pred.masks)), pred.masks, strict=True))
         absent = [] if masks else ["(no target)"]
     else:
         masks = [(c.name, c.mask) for c in pred.classes if c.present]
         absent = pred.absent
         label = label_image(pred)
     if with_overlay:
-        picture = overlay(image, masks, absent)
+        picture = viz.overlay(image, masks, absent)
 
     def fill(folder: Path) -> None:
         (folder / "result.json").write_text(text)

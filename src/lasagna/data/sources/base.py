@@ -76,6 +76,19 @@ class Layout:
             raise self._error(f"data root {path} is not a directory.")
         return path
 
+    def one_file(self, root: str | Path | None, names: list[str]) -> Path:
+        """A dataset held in one file: `root` itself when it is a file, else the first of `names` under the root
+        that exists; none is FileNotFoundError naming every path tried."""
+        if root is not None and Path(root).expanduser().is_file():
+            return Path(root).expanduser()
+        base = self.root(root)
+        candidates = [base / name for name in names]
+        for path in candidates:
+            if path.is_file():
+                return path
+        tried = "\n".join(f"  {p}" for p in candidates)
+        raise FileNotFoundError(f"{self.dataset}: none of these files exists:\n{tried}\nExpected layout:\n{self.tree}")
+
     def require(self, path: Path) -> Path:
         """`path` itself, or FileNotFoundError naming it and the expected tree."""
         if not path.exists():

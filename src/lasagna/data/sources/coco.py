@@ -52,15 +52,7 @@ BACKGROUND = "background"
 
 def find_coco_json(root: str | Path | None, split: str) -> Path:
     """The COCO file: `root` itself when it is a file, else DIR/<split>.json, else DIR/annotations.json."""
-    if root is not None and Path(root).expanduser().is_file():
-        return Path(root).expanduser()
-    base = COCO.root(root)
-    candidates = [base / f"{split}.json", base / DEFAULT_FILE]
-    for path in candidates:
-        if path.is_file():
-            return path
-    tried = "\n".join(f"  {p}" for p in candidates)
-    raise FileNotFoundError(f"coco: none of these files exists:\n{tried}\nExpected layout:\n{COCO.tree}")
+    return COCO.one_file(root, [f"{split}.json", DEFAULT_FILE])
 
 
 @dataclass

@@ -41,15 +41,7 @@ DEFAULT_FILE = "expressions.jsonl"
 
 def find_jsonl(root: str | Path | None, split: str) -> Path:
     """The expressions file: `root` itself when it is a file, else DIR/<split>.jsonl, else DIR/expressions.jsonl."""
-    if root is not None and Path(root).expanduser().is_file():
-        return Path(root).expanduser()
-    base = JSONL.root(root)
-    candidates = [base / f"{split}.jsonl", base / DEFAULT_FILE]
-    for path in candidates:
-        if path.is_file():
-            return path
-    tried = "\n".join(f"  {p}" for p in candidates)
-    raise FileNotFoundError(f"jsonl: none of these files exists:\n{tried}\nExpected layout:\n{JSONL.tree}")
+    return JSONL.one_file(root, [f"{split}.jsonl", DEFAULT_FILE])
 
 
 def _targets(value: Any) -> list[Any]:
