@@ -14,12 +14,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+gpus=$(nvidia-smi -L 2>/dev/null || true)
+if ! grep -q '^GPU ' <<<"$gpus"; then
     echo "gpu_check: no NVIDIA GPU on this machine (nvidia-smi is missing or lists none): this check needs one;" \
         "nothing was installed or run" >&2
     exit 3
 fi
-nvidia-smi -L
+echo "$gpus"
 
 python=${PYTHON:-python3}
 venv=${GPU_CHECK_VENV:-.venv-gpu}
@@ -32,6 +33,11 @@ if [ ! -x "$venv/bin/python" ]; then
     if "$python" -c "$has_cuda_torch" 2>/dev/null; then
         echo "gpu_check: $venv reuses $python's torch $("$python" -c 'import torch; print(torch.__version__)')"
         "$python" -m venv --system-site-packages "$venv"
+        # why: when $python is itself a virtual environment, --system-site-packages reaches only the interpreter's
+        # own packages, not that environment's (where the torch is): list its folders after the venv's own
+        site_dirs=$("$python" -c 'import site; print("\n".join(site.getsitepackages()))')
+        purelib=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+        echo "$site_dirs" >"$purelib/gpu-check-machine-packages.pth"
     else
         "$python" -m venv "$venv"
     fi
