@@ -36,8 +36,10 @@ DEFAULT_CHUNK_SIZE = 16
 
 
 def _count(modules) -> int:
+    from .quantize import logical_numel
+
     modules = modules if isinstance(modules, list) else [modules]
-    return sum(p.numel() for m in modules for p in m.parameters())
+    return sum(logical_numel(p) for m in modules for p in m.parameters())
 
 
 def default_model_dir() -> Path:
@@ -59,18 +61,45 @@ class Lasagna:
         self.engine = Engine(model, tokenizer, self.judges)
         self.header = header
         self.folder = folder
+        self.quantize: str | None = None  # the LLM's bitsandbytes quantization (8bit / 4bit), set by from_pretrained
         vocabulary = None if header is None else header.vocabulary
         self._known = None if vocabulary is None else {normalise(name) for name in vocabulary}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Lasagna:
-        """Load a checkpoint folder of ours; without a path, the embedded ShapeWorld model."""
-        from .checkpoint import CheckpointError, load_checkpoint
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device = "auto",
+        quantize: str | None = None,
+    ) -> Lasagna:
+        """Load a checkpoint folder of ours; without a path, the embedded ShapeWorld model.
 
+        device: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps. dtype: fp32, bf16, fp16 or a torch dtype
+        (None: as saved). quantize: 8bit or 4bit loads the LLM's linear layers through bitsandbytes (its embeddings
+        and output layer, the vision tower, projectors and SAM stay in `dtype`); the weights are checked strictly
+        before quantization. Combinations the machine cannot run are refused first (`lasagna.devices`)."""
+        from .checkpoint import CheckpointError, load_checkpoint
+        from .devices import resolve
+        from .quantize import quantize_linears
+
+        placement = resolve(device, dtype, quantize)
         folder = Path(path) if path is not None else default_model_dir()
         if path is None and not (folder / "config.json").exists():
             raise FileNotFoundError(f"the embedded model is missing from this installation (looked in {folder})")
-        loaded = load_checkpoint(folder, dtype=dtype)
+        loaded = load_checkpoint(folder, dtype=placement.dtype)
+        if placement.quantize is not None:
+            llm = loaded.model.llm
+            quantize_linears(
+                llm,
+                placement.quantize,
+                placement.device,
+                compute_dtype=placement.dtype or llm.get_output_embeddings().weight.dtype,
+                # why: the output layer decides every <ins> / <no_ins>, and holds 2% of a 7B LLM's weights
+                keep=[llm.get_output_embeddings()],
+                progress=loaded.model.cfg.llm.num_hidden_layers >= 16,  # a bar for 7B-sized LLMs only
+            )
+        loaded.model.to(placement.device)
         judges = None
         if loaded.judges.any:
             try:
@@ -82,7 +111,10 @@ class Lasagna:
                     f"{folder} has judges beside its model ({loaded.judges}), which need the lasagna.judges package"
                 ) from err
             judges = Judges.from_state(loaded.model, loaded.judges, loaded.judges_state, str(folder))
-        return cls(loaded.model, loaded.tokenizer, judges, loaded.header, folder)
+            judges.to(placement.device)
+        lasagna = cls(loaded.model, loaded.tokenizer, judges, loaded.header, folder)
+        lasagna.quantize = placement.quantize
+        return lasagna
 
     @property
     def vocabulary(self) -> list[str] | None:
@@ -115,6 +147,8 @@ class Lasagna:
             "source": None if header is None else header.source,
             "parameters": {**sizes, "total": sum(sizes.values())},
             "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "device": str(next(self.model.parameters()).device),
+            "quantize": self.quantize,
             "llm": {k: getattr(cfg.llm, k) for k in ("arch", "hidden_size", "num_hidden_layers", "vocab_size")},
             "max_positions": cfg.llm.max_position_embeddings,
             "image_sizes": {"clip": cfg.preprocess.clip_size, "sam": cfg.preprocess.sam_size},

@@ -43,7 +43,7 @@ def run_info(args) -> int:
 
     from .api import Lasagna
 
-    info = Lasagna.from_pretrained(args.model).info()
+    info = Lasagna.from_pretrained(args.model, device="cpu").info()  # why: describing needs no GPU memory
     if args.json:
         print(json.dumps(info, indent=1))
         return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     from ..data.cli import add_reader_arguments
+    from ..devices import add_arguments
 
     p = sub.add_parser("eval", help="evaluate a model on a dataset split")
     p.add_argument("--model", help="checkpoint folder (default: the embedded ShapeWorld model)")
@@ -36,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="report file (default: eval-<dataset>-<split>.json); the chart goes beside it")
     p.add_argument("--save-preds", metavar="DIR", help="write each answer: DIR/<task>/<image id>/, DIR/semantic-gt/")
     p.add_argument("--save-overlays", action="store_true", help="with --save-preds, an overlay.png per answer")
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -64,12 +66,13 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
     from ..api import Lasagna
     from ..atomic import write_atomic_file
     from ..data.cli import options_from_args
+    from ..devices import load_options
     from .evaluate import evaluate_model
     from .report import format_table, save_iou_chart
 
     if args.save_overlays and not args.save_preds:
         raise ValueError("--save-overlays needs --save-preds DIR")
-    model = Lasagna.from_pretrained(args.model)
+    model = Lasagna.from_pretrained(args.model, **load_options(args))
     model_name = args.model or "embedded:shapeworld-small"
     report = evaluate_model(
         model,

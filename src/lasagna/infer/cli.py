@@ -11,6 +11,8 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from ..devices import add_arguments
+
     p = sub.add_parser(
         "segment",
         help="segment images (files, folders, globs, @list.txt) with a class list or a referring/reasoning query",
@@ -37,6 +39,7 @@ def register(sub) -> None:
     )
     p.add_argument("--chunk-size", type=int, default=16, help="classes per chunk (default 16)")
     p.add_argument("--decoder", choices=["free", "template"], help="default: the checkpoint's choice")
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -75,6 +78,7 @@ def run(args) -> int:
     if not args.out.strip():
         raise ValueError("--out must name a folder, got an empty string")
     from ..api import Lasagna
+    from ..devices import load_options
     from .inputs import check_classes, check_query
     from .listing import find_images
     from .run import RunSpec, check_out, run_folder
@@ -91,7 +95,7 @@ def run(args) -> int:
     if spec.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {spec.chunk_size}")
     check_out(out, spec, overwrite=True)  # a folder of the user's is refused before the model loads
-    model = Lasagna.from_pretrained(args.model)
+    model = Lasagna.from_pretrained(args.model, **load_options(args))
     notes: list[str] = []
     if spec.query is not None:
         check_query(spec.query, model.engine.reserved)

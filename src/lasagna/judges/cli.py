@@ -78,7 +78,7 @@ def run_calibrate(args) -> int:
     from ..eval.evaluate import open_eval_sources
     from .calibrate import calibrate_model
 
-    lasagna = Lasagna.from_pretrained(args.model)
+    lasagna = Lasagna.from_pretrained(args.model, device="cpu")  # why: small fits, tested on the CPU only
     model = lasagna.model
     sources = open_eval_sources(args.dataset, args.split, args.root)
     try:
@@ -144,7 +144,7 @@ def _run_on_answers(args, part: str, held_out_split: str, train, check) -> int:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     train_source = _referring_source(args.dataset, args.split, args.root, args.no_target_rate, args.twins)
     held_out = _referring_source(args.dataset, held_out_split, args.root, None, False)
-    lasagna = Lasagna.from_pretrained(args.model)
+    lasagna = Lasagna.from_pretrained(args.model, device="cpu")  # why: small fits, tested on the CPU only
     model = lasagna.model
     dtype = next(model.parameters()).dtype
     judges = lasagna.judges if lasagna.judges is not None else Judges.for_model(model, JudgesConfig())

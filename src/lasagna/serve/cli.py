@@ -6,9 +6,8 @@ import ipaddress
 import os
 import sys
 
+from ..devices import add_arguments, load_options
 from .limits import Limits
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def register(sub) -> None:
@@ -21,8 +20,7 @@ def register(sub) -> None:
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
     p.add_argument("--max-batch", type=int, default=8, help="class-list requests run together (1: no batching)")
     p.add_argument("--batch-timeout", type=float, default=0.01, help="seconds a request waits for others (0.01)")
-    p.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="weight dtype (default: as saved)")
+    add_arguments(p)
     g = p.add_argument_group("limits per request (past one: a 4xx JSON error naming the field)")
     g.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / 2**20, help="request body (16)")
     g.add_argument("--max-pixels", type=int, default=d.max_pixels, help=f"image width x height ({d.max_pixels})")
@@ -82,18 +80,11 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 2
-    import torch
-
     from ..api import Lasagna
     from .describe import model_vocabulary
     from .limits import ServeSettings
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
-    model = Lasagna.from_pretrained(args.model, dtype=dtype)
-    model.model.to(device)
-    if model.judges is not None:
-        model.judges.to(device)
+    model = Lasagna.from_pretrained(args.model, **load_options(args))
     settings = ServeSettings(
         limits=limits,
         max_batch=args.max_batch,
