@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     with old_and_new(args.old) as trees, tempfile.TemporaryDirectory(prefix="lasagna-startup-") as scratch:
         seconds: dict[str, dict[str, list[float]]] = {t.label: defaultdict(list) for t in trees}
         heavy: dict[str, list[str]] = {}
-        for tree in turns(args.runs, trees):
-            marks, _ = run_child(tree, segment_args(Path(scratch) / "out"), hook=True)
+        for n, tree in enumerate(turns(args.runs, trees)):
+            # why a folder per run: the trees write different layouts, and this one refuses a folder it did not write
+            marks, _ = run_child(tree, segment_args(Path(scratch) / f"out-{n}"), hook=True)
             row = seconds[tree.label]
             row["segment: CPU s before the model loads"].append(marks["before_load"])
             row["segment: CPU s loading the model"].append(marks["loaded"] - marks["before_load"])
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             found = ", ".join(heavy[tree.label]) or "none"
             print(f"{tree.label}: of {', '.join(HEAVY)}, imported before the model loads: {found}")
         for tree in trees:
-            _, stderr = run_child(tree, segment_args(Path(scratch) / "out"), hook=True, importtime=True)
+            _, stderr = run_child(tree, segment_args(Path(scratch) / f"out-{tree.label}"), hook=True, importtime=True)
             report_imports(tree, stderr, args.top)
     return 0
 
