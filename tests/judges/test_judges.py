@@ -76,7 +76,12 @@ def test_a_query_verifier_decides_a_query_by_its_fusion_and_leaves_class_lists_a
     assert said == len(voted.masks) and voted.text.replace("<no_ins>", "<ins>") == alone.text.replace(
         "<no_ins>", "<ins>"
     )
-    assert voted.evidence[:, 1].tolist() == [vote] * len(alone.scores)
+    # a verifier that says -30 whatever it sees can call nothing present: no slot's mask is drawn for it to see
+    seen = [vote] * len(alone.scores) if vote > 0 else [True] * len(alone.scores)
+    assert [v if v == v else True for v in voted.evidence[:, 1].tolist()] == seen
+    with judges.every_slot():  # what calibration asks: every slot judged
+        every = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), query=text)
+    assert every.evidence[:, 1].tolist() == [vote] * len(alone.scores) and every.text == voted.text
     segment = dict(classes=CLASSES, chunk_size=2, decoder="template")
     a = Lasagna(plain, tiny_tokenizer).segment(_image(), **segment)
     b = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), **segment)  # class lists are not its to judge

@@ -46,19 +46,40 @@ class Slots:
 class Judge(Protocol):
     """A second opinion on the LLM's decisions, beside the paper's model (`lasagna.judges.Judges` is one).
 
-    judges(kind): whether it decides the decisions of class lists ("classes") or queries ("query"); if so, every slot's
+    judges(kind): whether it decides the decisions of class lists ("classes") or queries ("query"). If so, `reach`
+    gives, from the LLM's (N,) log-odds alone, the lowest and highest fused log-odds each slot can get whatever the
+    judge sees; a slot whose highest is below 0 is absent without its mask being drawn, and for every other slot the
     mask is decoded and `decide` gives (N,) fused log-odds (present where >= 0) and (N, 2) evidence. refine: the
     present slots' low-res masks as they should be drawn."""
 
     def judges(self, kind: Kind) -> bool: ...
+
+    def reach(self, kind: Kind, llm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def decide(self, kind: Kind, slots: Slots) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def refine(self, kind: Kind, slots: Slots) -> torch.Tensor: ...
 
 
+MASK_BATCH = 128
+"""Slots whose masks SAM's decoder draws in one call: each holds its own copy of the image's embedding and its
+upscaled maps, so this bounds memory whatever the length of the list."""
+
+FREE_MARGIN = 8
+"""Tokens free decoding of a chunk may generate past its longest answer in the trained format (each name with its
+marker, then the end of sequence): room for a model that words a name its own way, none for one that never stops."""
+
 QUERY_BATCH = 16
 """Queries decoded together (`Engine.answer_queries`): each row holds its own copy of the shared prefix's KV cache."""
+
+
+@dataclass
+class ChunkRows:
+    """`Engine.chunk_rows`: per chunk its token row; template: where its answer starts; free: its token budget."""
+
+    rows: list[list[int]]
+    starts: list[int]
+    budgets: list[int]
 
 
 @dataclass
@@ -155,8 +176,11 @@ class Engine:
         if not hiddens:
             return torch.zeros((0, 0, 0), device=enc.sam_embeds.device)
         proj = self.model.text_projector
-        prompts_ = proj(torch.stack(hiddens).to(proj[0].weight.dtype))
-        return self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
+        out = []
+        for start in range(0, len(hiddens), MASK_BATCH):
+            prompts_ = proj(torch.stack(hiddens[start : start + MASK_BATCH]).to(proj[0].weight.dtype))
+            out.append(self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0)))
+        return torch.cat(out)
 
     def _full_size(self, low: torch.Tensor, resized, original) -> torch.Tensor:
         """(N, h, w) low-res logits -> (N, H, W) float32 logits at the image's size."""
@@ -168,10 +192,11 @@ class Engine:
         """Decisions and the ids of the name each answers -> (present flags, scores, (K, H, W) mask logits of the
         present ones in order, (N, 2) the LLM's and the judge's log-odds, or None where no judge decides).
 
-        Without a judge the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). A judge that decides
-        this kind sees every slot's mask and its fused log-odds decide; the score is the fused probability. A judge
-        may also redraw the present masks (`Judge.refine`). Only the present masks are brought to the image's size,
-        once."""
+        Without a judge the LLM's `<ins>`/`<no_ins>` decides, the score is its P(`<ins>`), and only the present
+        slots' masks are drawn. A judge that decides this kind sees the mask of every slot it could still call present
+        (`Judge.reach`), and its fused log-odds decide; the score is the fused probability (for a slot it did not need
+        to see, the highest it could have been, below 0.5; its evidence then has NaN for the judge). A judge may also
+        redraw the present masks (`Judge.refine`). Only the present masks are brought to the image's size, once."""
         device = enc.sam_embeds.device
         judge = self.judge
         judged = judge is not None and judge.judges(kind)
@@ -180,12 +205,8 @@ class Engine:
         ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
         evidence = None
         if judged:
-            low = self.slot_low_res(enc, [d.hidden for d in decisions])
-            llm = llm_log_odds(torch.tensor([d.score for d in decisions], device=device))
-            slots = Slots(enc.sam_embeds.expand(len(low), -1, -1, -1), low, ids, llm, self.model.embed_tokens)
-            fused, evidence = judge.decide(kind, slots)
-            flags, scores, evidence = (fused >= 0).tolist(), torch.sigmoid(fused).tolist(), evidence.cpu()
-            low = low[fused >= 0]
+            fused, evidence, low = self._judge(enc, judge, kind, decisions, ids)
+            flags, scores = (fused >= 0).tolist(), torch.sigmoid(fused).tolist()
         else:
             flags, scores = [d.present for d in decisions], [d.score for d in decisions]
             low = self.slot_low_res(enc, [d.hidden for d in decisions if d.present])
@@ -195,34 +216,60 @@ class Engine:
             low = judge.refine(kind, Slots(embeds, low, kept, None, self.model.embed_tokens))
         return flags, scores, self._full_size(low, resized, original), evidence
 
-    def chunk_rows(self, chunks: list[list[str]], decoder: Decoder) -> tuple[list[list[int]], list[int]]:
+    def _judge(self, enc, judge: Judge, kind: Kind, decisions: list, ids: list[torch.Tensor]):
+        """(N,) fused log-odds, (N, 2) evidence (CPU) and the low-res masks of the slots fused present, in order.
+
+        Slots go to SAM's decoder and the judge `MASK_BATCH` at a time, and only those the judge could call present
+        (`Judge.reach`): the others keep the highest fused log-odds they could reach, which is below 0."""
+        device = enc.sam_embeds.device
+        llm = llm_log_odds(torch.tensor([d.score for d in decisions], device=device))
+        _, highest = judge.reach(kind, llm)
+        fused = highest.float().clone()
+        evidence = torch.stack([llm.float(), torch.full_like(fused, float("nan"))], -1)
+        seen = torch.nonzero(highest >= 0).flatten().tolist()
+        present = []
+        for start in range(0, len(seen), MASK_BATCH):
+            part = seen[start : start + MASK_BATCH]
+            low = self.slot_low_res(enc, [decisions[i].hidden for i in part])
+            embeds = enc.sam_embeds.expand(len(low), -1, -1, -1)
+            slots = Slots(embeds, low, [ids[i] for i in part], llm[part], self.model.embed_tokens)
+            fused[part], evidence[part] = judge.decide(kind, slots)
+            present.append(low[fused[part] >= 0])
+        low = torch.cat(present) if present else torch.zeros((0, 0, 0), device=device)
+        return fused, evidence.cpu(), low
+
+    def chunk_rows(self, chunks: list[list[str]], decoder: Decoder) -> ChunkRows:
         """The token rows a class list's chunks are decoded from (free: the prompts; template: prompt and answer),
-        and (template) where each row's answer starts; a chunk over the model's positions is refused by name."""
-        rows, starts = [], []
+        where each answer starts (template) and each row's token budget (free); a chunk over the model's positions
+        is refused by name."""
+        out = ChunkRows([], [], [])
         for chunk in chunks:
             question = semantic_question(chunk)
             prompt_ids = self._encode(self._render([(question, None)]))
-            full = self._encode(self._render([(question, prompts.semantic_answer(chunk))]))
+            # why "absent" as the guess: most names of a list are absent from an image, so a row whose names all are
+            # is verified in one pass, and one with present names re-runs only from its first present one
+            full = self._encode(self._render([(question, prompts.semantic_answer(chunk, [False] * len(chunk)))]))
             check_chunk_context(full, self.model.cfg, chunk)
             if decoder == "free":
-                rows.append(prompt_ids)
+                out.rows.append(prompt_ids)
+                out.budgets.append(len(full) - len(prompt_ids) + FREE_MARGIN)
                 continue
             if full[: len(prompt_ids)] != prompt_ids:
                 raise RuntimeError("tokenizer merges the prompt into the answer; template decoding needs a boundary")
-            rows.append(full)
-            starts.append(len(prompt_ids))
-        return rows, starts
+            out.rows.append(full)
+            out.starts.append(len(prompt_ids))
+        return out
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
-        rows, starts = self.chunk_rows(chunks, decoder)
+        planned = self.chunk_rows(chunks, decoder)
+        rows, starts = planned.rows, planned.starts
         shared = _common_prefix(rows)
         if starts:  # decisions are never part of the shared prefix
             shared = min(shared, *starts)
         prefix = encode_prefix(self.model, enc, 0, rows[0][:shared])
         suffixes = [r[shared:] for r in rows]
         if decoder == "free":
-            budget = max(len(s) for s in suffixes) * 2 + 16
-            return decode_free(self.model, prefix, suffixes, self.ids, max_new_tokens=budget)
+            return decode_free(self.model, prefix, suffixes, self.ids, max_new_tokens=planned.budgets)
         return decode_template(self.model, prefix, suffixes, [s - shared for s in starts], self.ids)
 
     @torch.no_grad()
