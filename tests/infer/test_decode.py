@@ -1,6 +1,8 @@
 """infer/decode.py: template decoding restarts per row, free decoding stops each row at its own end, rows run in
 batches of bounded size (each a copy of the one prefix), grouped by length."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,9 @@ def test_free_decoding_stops_every_row_at_its_own_budget(tiny_tokenizer, feeds):
     assert [rows for rows, _, _ in feeds] == [2, 2, 2] + [1] * 7  # a row that is done leaves the batch
     alone = decode_free(model, prefix, [prompt[-1:]], ids, max_new_tokens=10, banned=(ids.eos,))[0]
     assert alone.ids == out[1].ids
+    # a row that writes `max_run` tokens without a decision is naming nothing of its chunk any more: it stops
+    wordy = decode_free(model, prefix, [prompt[-1:]] * 2, ids, [50, 50], (ids.eos, ids.ins, ids.no_ins), max_run=[4, 6])
+    assert [len(r.ids) for r in wordy] == [4, 6] and wordy[1].ids[:4] == wordy[0].ids
 
 
 def test_a_chunk_of_64_free_decodes_at_most_its_answer_and_a_margin(tiny_tokenizer, monkeypatch):
@@ -97,16 +102,22 @@ def test_a_chunk_of_64_free_decodes_at_most_its_answer_and_a_margin(tiny_tokeniz
     lasagna = Lasagna(model, tiny_tokenizer)
     names = [f"{w} {i}" for i, w in enumerate(WORDS * 8)][:64]
     monkeypatch.setattr(model.cfg.llm, "max_position_embeddings", 2048)  # rotary positions: any length runs
-    budgets = []
+    limits = []
     real = engine_module.decode_free
     monkeypatch.setattr(
-        engine_module, "decode_free", lambda *a, **k: budgets.append(k["max_new_tokens"]) or real(*a, **k)
+        engine_module,
+        "decode_free",
+        lambda *a, **k: limits.append((k["max_new_tokens"], k["max_run"])) or real(*a, **k),
     )
     rows = lasagna.engine.chunk_rows([names], "template")
-    answer = len(rows.rows[0]) - rows.starts[0]  # every name and its marker, then the end of sequence
+    answer = rows.rows[0][rows.starts[0] :]  # every name and its marker, then the end of sequence
+    ins, no_ins = token_ids(tiny_tokenizer).ins, token_ids(tiny_tokenizer).no_ins
+    marks = [-1] + [i for i, t in enumerate(answer) if t in (ins, no_ins)]
+    longest = max(b - a for a, b in itertools.pairwise(marks))  # a name and its marker
     pred = lasagna.segment(_image(4), classes=names, chunk_size=64, decoder="free")
-    assert budgets == [[answer + engine_module.FREE_MARGIN]]
-    assert len(pred.text) > 0 and budgets[0][0] < 2 * answer  # the old budget was twice the prompt, plus 16
+    margin = engine_module.FREE_MARGIN
+    assert limits == [([len(answer) + margin], [longest + margin])]
+    assert len(pred.text) > 0 and len(answer) + margin < 2 * len(answer)  # the old budget: twice the prompt, + 16
 
 
 def test_batches_are_bounded_longest_first_and_closed_before_a_much_shorter_row():
@@ -156,6 +167,6 @@ def test_a_long_list_shows_progress_where_a_terminal_can_see_it(monkeypatch, row
             made[-1]["done"] = made[-1].get("done", 0) + n
 
     monkeypatch.setattr(decode, "tqdm", Bar)
-    assert sum(len(g) for g in decode._batched([[1, 2]] * rows, 8)) == rows
+    assert sum(len(g) for g in decode._batched([[1, 2]] * rows, 8, None)) == rows
     # None: tqdm's own rule, a bar only where stderr is a terminal; True: none at all
     assert made[0]["disable"] is (None if shown else True) and made[0]["done"] == rows

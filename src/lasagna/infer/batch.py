@@ -101,20 +101,21 @@ def _segment_group(engine: Engine, images: list[np.ndarray], chunks: list[list[l
     clips = torch.stack([clip_pixels(image, model.cfg.preprocess) for image in images])
     enc = model.encode_images(clips.to(**to), torch.stack(sams).to(**to))
 
-    rows, starts, owner, budgets = [], [], [], []
+    rows, starts, owner, budgets, runs = [], [], [], [], []
     for k, image_chunks in enumerate(chunks):
         planned = engine.chunk_rows(image_chunks, decoder)
         rows += planned.rows
         starts += planned.starts
         budgets += planned.budgets
+        runs += planned.runs
         owner += [k] * len(planned.rows)
     shared = _common_prefix(rows)
     if starts:  # decisions are never part of the shared prefix
         shared = min(shared, *starts)
     prefix = _prefix_per_row(engine, enc, rows[0][:shared], owner)
     suffixes = [r[shared:] for r in rows]
-    if decoder == "free":  # each row keeps the token budget it has alone (`Engine.chunk_rows`): the same answer
-        results = decode_free(model, prefix, suffixes, engine.ids, max_new_tokens=budgets)
+    if decoder == "free":  # each row keeps the limits it has alone (`Engine.chunk_rows`): the same answer
+        results = decode_free(model, prefix, suffixes, engine.ids, max_new_tokens=budgets, max_run=runs)
     else:
         results = decode_template(model, prefix, suffixes, [s - shared for s in starts], engine.ids)
 

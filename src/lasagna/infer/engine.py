@@ -66,8 +66,9 @@ MASK_BATCH = 128
 upscaled maps, so this bounds memory whatever the length of the list."""
 
 FREE_MARGIN = 8
-"""Tokens free decoding of a chunk may generate past its longest answer in the trained format (each name with its
-marker, then the end of sequence): room for a model that words a name its own way, none for one that never stops."""
+"""Tokens free decoding of a chunk may write past the longest answer in the trained format (each name with its
+marker, then the end of sequence), and past its longest item without a marker: room for a model that words a name
+its own way, none for one that never stops or repeats a word."""
 
 QUERY_BATCH = 16
 """Queries decoded together (`Engine.answer_queries`): each row holds its own copy of the shared prefix's KV cache."""
@@ -75,11 +76,13 @@ QUERY_BATCH = 16
 
 @dataclass
 class ChunkRows:
-    """`Engine.chunk_rows`: per chunk its token row; template: where its answer starts; free: its token budget."""
+    """`Engine.chunk_rows`: per chunk its token row; template: where its answer starts; free: its token budget and
+    the most tokens it may write in a row without a decision (`decode_free`'s `max_run`)."""
 
     rows: list[list[int]]
-    starts: list[int]
-    budgets: list[int]
+    starts: list[int] = field(default_factory=list)
+    budgets: list[int] = field(default_factory=list)
+    runs: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -242,7 +245,7 @@ class Engine:
         """The token rows a class list's chunks are decoded from (free: the prompts; template: prompt and answer),
         where each answer starts (template) and each row's token budget (free); a chunk over the model's positions
         is refused by name."""
-        out = ChunkRows([], [], [])
+        out = ChunkRows([])
         for chunk in chunks:
             question = semantic_question(chunk)
             prompt_ids = self._encode(self._render([(question, None)]))
@@ -253,6 +256,7 @@ class Engine:
             if decoder == "free":
                 out.rows.append(prompt_ids)
                 out.budgets.append(len(full) - len(prompt_ids) + FREE_MARGIN)
+                out.runs.append(_longest_item(full[len(prompt_ids) :], self.ids) + FREE_MARGIN)
                 continue
             if full[: len(prompt_ids)] != prompt_ids:
                 raise RuntimeError("tokenizer merges the prompt into the answer; template decoding needs a boundary")
@@ -269,7 +273,8 @@ class Engine:
         prefix = encode_prefix(self.model, enc, 0, rows[0][:shared])
         suffixes = [r[shared:] for r in rows]
         if decoder == "free":
-            return decode_free(self.model, prefix, suffixes, self.ids, max_new_tokens=planned.budgets)
+            budgets, runs = planned.budgets, planned.runs
+            return decode_free(self.model, prefix, suffixes, self.ids, max_new_tokens=budgets, max_run=runs)
         return decode_template(self.model, prefix, suffixes, [s - shared for s in starts], self.ids)
 
     @torch.no_grad()
@@ -427,6 +432,16 @@ def name_ids(row: RowResult) -> list[list[int]]:
         out.append(row.ids[start : d.index])
         start = d.index + 1
     return out
+
+
+def _longest_item(answer: list[int], ids) -> int:
+    """The most tokens of a templated answer up to and including one of its decisions (a name and its marker)."""
+    longest, since = 0, 0
+    for tok in answer:
+        since += 1
+        if tok in (ids.ins, ids.no_ins):
+            longest, since = max(longest, since), 0
+    return max(longest, since)
 
 
 def _common_prefix(rows: list[list[int]]) -> int:

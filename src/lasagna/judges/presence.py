@@ -48,9 +48,10 @@ class PresenceVerifier(nn.Module):
         """Bounds of `judge`'s log-odds over every mask and name: none finite (`Judges.reach`).
 
         why none: the match is a bilinear form of an MLP of the region, unbounded in general. A sound bound for one
-        image (the region's pooled features range over the hull of its cells) came out at about +-40..70 on the
-        embedded model's test scenes, while its fusion weighs the LLM's log-odds (clamped to +-13.8) by 0.30 and
-        the match by 0.85: such a bound leaves every slot in the band, so the engine draws every slot's mask."""
+        image exists (the region's pooled features lie in the hull of its cells, and interval arithmetic carries
+        that through the MLP), but on the embedded model's scenes it is several times wider than the LLM's term can
+        offset (its fusion weighs the LLM's log-odds, clamped to +-13.8, by 0.30 and the match by 0.85): it would
+        leave every slot in the band, so the engine draws every slot's mask."""
         return -math.inf, math.inf
 
     def fuse(self, llm: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
