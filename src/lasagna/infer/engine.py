@@ -8,7 +8,7 @@ cache, and the chunks' suffixes together.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,44 +21,11 @@ from ..tokenization import encode
 from ..tokens import reserved_strings, token_ids
 from .decode import RowResult, decode_free, decode_template, encode_prefix
 from .inputs import check_chunk_context, check_classes, check_query, check_query_context
+from .judging import Judge, Kind, Slots, judge_slots
 from .parse import parse_row
 from .semantic import merge_semantic
 
 Decoder = Literal["free", "template"]
-Kind = Literal["classes", "query"]
-
-
-@dataclass
-class Slots:
-    """The decisions of one answer as a judge reads them.
-
-    embeds: (N, C, h, w) the image's SAM embedding for each slot; low_res: (N, kh, kw) the mask logits its hidden
-    state draws; names: per slot the ids of the name it answers (`name_ids`); llm: (N,) the LLM's log-odds of `<ins>`
-    (None for `Judge.refine`, which sees present slots only); embed_tokens: the LLM's input embedding."""
-
-    embeds: torch.Tensor
-    low_res: torch.Tensor
-    names: list[torch.Tensor]
-    llm: torch.Tensor | None
-    embed_tokens: torch.nn.Module
-
-
-class Judge(Protocol):
-    """A second opinion on the LLM's decisions, beside the paper's model (`lasagna.judges.Judges` is one).
-
-    judges(kind): whether it decides the decisions of class lists ("classes") or queries ("query"). If so, `reach`
-    gives, from the LLM's (N,) log-odds alone, the lowest and highest fused log-odds each slot can get whatever the
-    judge sees; a slot whose highest is below 0 is absent without its mask being drawn, and for every other slot the
-    mask is decoded and `decide` gives (N,) fused log-odds (present where >= 0) and (N, 2) evidence. refine: the
-    present slots' low-res masks as they should be drawn."""
-
-    def judges(self, kind: Kind) -> bool: ...
-
-    def reach(self, kind: Kind, llm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def decide(self, kind: Kind, slots: Slots) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def refine(self, kind: Kind, slots: Slots) -> torch.Tensor: ...
 
 
 MASK_BATCH = 128
@@ -208,7 +175,7 @@ class Engine:
         ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
         evidence = None
         if judged:
-            fused, evidence, low = self._judge(enc, judge, kind, decisions, ids)
+            fused, evidence, low = judge_slots(self, enc, judge, kind, decisions, ids, MASK_BATCH)
             flags, scores = (fused >= 0).tolist(), torch.sigmoid(fused).tolist()
         else:
             flags, scores = [d.present for d in decisions], [d.score for d in decisions]
@@ -218,28 +185,6 @@ class Engine:
             embeds = enc.sam_embeds.expand(len(low), -1, -1, -1)
             low = judge.refine(kind, Slots(embeds, low, kept, None, self.model.embed_tokens))
         return flags, scores, self._full_size(low, resized, original), evidence
-
-    def _judge(self, enc, judge: Judge, kind: Kind, decisions: list, ids: list[torch.Tensor]):
-        """(N,) fused log-odds, (N, 2) evidence (CPU) and the low-res masks of the slots fused present, in order.
-
-        Slots go to SAM's decoder and the judge `MASK_BATCH` at a time, and only those the judge could call present
-        (`Judge.reach`): the others keep the highest fused log-odds they could reach, which is below 0."""
-        device = enc.sam_embeds.device
-        llm = llm_log_odds(torch.tensor([d.score for d in decisions], device=device))
-        _, highest = judge.reach(kind, llm)
-        fused = highest.float().clone()
-        evidence = torch.stack([llm.float(), torch.full_like(fused, float("nan"))], -1)
-        seen = torch.nonzero(highest >= 0).flatten().tolist()
-        present = []
-        for start in range(0, len(seen), MASK_BATCH):
-            part = seen[start : start + MASK_BATCH]
-            low = self.slot_low_res(enc, [decisions[i].hidden for i in part])
-            embeds = enc.sam_embeds.expand(len(low), -1, -1, -1)
-            slots = Slots(embeds, low, [ids[i] for i in part], llm[part], self.model.embed_tokens)
-            fused[part], evidence[part] = judge.decide(kind, slots)
-            present.append(low[fused[part] >= 0])
-        low = torch.cat(present) if present else torch.zeros((0, 0, 0), device=device)
-        return fused, evidence.cpu(), low
 
     def chunk_rows(self, chunks: list[list[str]], decoder: Decoder) -> ChunkRows:
         """The token rows a class list's chunks are decoded from (free: the prompts; template: prompt and answer),
@@ -417,11 +362,6 @@ class Engine:
         prefix = encode_prefix(self.model, enc, 0, ids[:-1])
         banned = (self.ids.ins, self.ids.no_ins)
         return decode_free(self.model, prefix, [ids[-1:]], self.ids, max_new_tokens=max_new_tokens, banned=banned)[0]
-
-
-def llm_log_odds(scores: torch.Tensor) -> torch.Tensor:
-    """P(`<ins>`) of decisions -> the log-odds a judge's fusion weighs, clamped so a sure answer stays finite."""
-    return torch.logit(scores.float(), eps=1e-6)
 
 
 def name_ids(row: RowResult) -> list[list[int]]:
