@@ -51,7 +51,7 @@ def test_each_row_restarts_from_its_own_first_disagreement_and_a_row_that_holds_
     model = decisive_model(tiny_tokenizer, 1)
     ids = token_ids(tiny_tokenizer)
     enc, _, _ = Lasagna(model, tiny_tokenizer).engine.encode_image(_image(1))
-    chunks = [WORDS[:4], WORDS[4:8], WORDS[1:5]]
+    chunks = [WORDS[:4], WORDS[4:8], WORDS[1:5], WORDS[3:7]]
     rows = [_row(tiny_tokenizer, c, [False] * len(c)) for c in chunks]
     shared = min(engine_module._common_prefix([r for r, _ in rows]), *(s for _, s in rows))
     prefix = encode_prefix(model, enc, 0, rows[0][0][:shared])
@@ -62,8 +62,14 @@ def test_each_row_restarts_from_its_own_first_disagreement_and_a_row_that_holds_
 
     truth, _ = run([[False] * len(c) for c in chunks])
     answers = [[d.present for d in r.decisions] for r in truth]
-    # row 0 guessed right; row 1 wrong at its last decision only; row 2 wrong at its first
-    guesses = [answers[0], [*answers[1][:-1], not answers[1][-1]], [not answers[2][0], *answers[2][1:]]]
+    flip = [not a for a in answers[1][-2:-1]]
+    # row 0 guessed right; row 1 wrong at its next-to-last decision; row 2 wrong at its first; row 3 at its last only
+    guesses = [
+        answers[0],
+        [*answers[1][:-2], *flip, answers[1][-1]],
+        [not answers[2][0], *answers[2][1:]],
+        [*answers[3][:-1], not answers[3][-1]],
+    ]
     feeds.clear()
     got, made = run(guesses)
     assert [[d.present for d in r.decisions] for r in got] == answers  # the same decisions, whatever the guess
@@ -73,12 +79,13 @@ def test_each_row_restarts_from_its_own_first_disagreement_and_a_row_that_holds_
             torch.testing.assert_close(x.hidden, y.hidden, atol=1e-4, rtol=1e-4)
     assert len(feeds) == 2  # one pass over all, one re-pass of the rows that disagreed
     (rows_1, _, real_1), (rows_2, _, real_2) = feeds
-    assert rows_1 == 3 and rows_2 == 2  # row 0 held: it stopped after the first pass
-    suffix = [len(r) - shared for r, _ in made]
+    # rows 0 and 3 stopped after the first pass: row 0 held, and row 3's fixed last decision has none after it
+    assert rows_1 == 4 and rows_2 == 2
     slot_of = [[d.index + s - shared for d in r.decisions] for r, (_, s) in zip(got, made, strict=True)]
-    assert sorted(real_1) == sorted(suffix)  # rows go longest first
-    # each re-runs from its own first disagreement: row 1 from its last decision, row 2 from its first
-    assert sorted(real_2) == sorted([suffix[1] - slot_of[1][-1], suffix[2] - slot_of[2][0]])
+    # a row is fed up to its last decision (the token that predicts it), not the decision token and its eos
+    assert sorted(real_1) == sorted(slots[-1] for slots in slot_of)
+    # each re-runs from its own first disagreement: row 1 from its next-to-last decision, row 2 from its first
+    assert sorted(real_2) == sorted([slot_of[1][-1] - slot_of[1][-2], slot_of[2][-1] - slot_of[2][0]])
 
 
 def test_free_decoding_stops_every_row_at_its_own_budget(tiny_tokenizer, feeds):

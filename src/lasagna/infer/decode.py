@@ -310,38 +310,39 @@ def decode_template(
 
 def _template_batch(model, rows: _Rows, suffixes, starts: list[int], ids: TokenIds, max_passes) -> list[RowResult]:
     """`decode_template` of one batch. Per row: `kept` tokens have their KV in the cache (at cache columns `where`),
-    the rest are fed; only rows with a wrong decision go on, each from its first wrong one."""
+    the tokens up to its last decision are fed (the decision token itself and what follows predict none); only rows
+    with a wrong decision that has decisions after it go on, each from its first wrong one."""
     guess = [list(s) for s in suffixes]
     decision = (ids.ins, ids.no_ins)
     slots = [[c for c in range(start, len(s)) if s[c] in decision] for s, start in zip(suffixes, starts, strict=True)]
+    ends = [sl[-1] for sl in slots]  # a row is fed up to, not including, its last decision
     scores: list[dict[int, float]] = [{} for _ in suffixes]
     hiddens: list[dict[int, torch.Tensor]] = [{} for _ in suffixes]
     kept, where = [0] * len(suffixes), [[] for _ in suffixes]
     active = list(range(len(suffixes)))
     for _ in range(max_passes or max(len(s) for s in suffixes)):
-        block = [guess[r][kept[r] :] for r in active]
+        block = [guess[r][kept[r] : ends[r]] for r in active]
         base = rows.width
         col_ids, col_mask = _left_pad(block, ids.pad, rows.device)
         hidden = rows.feed(col_ids, col_mask)
         width = col_ids.shape[1]
         # the state at a row's token c predicts its token c + 1: score every slot whose predicting state is new
-        asked = [(k, s, width - len(guess[r]) + s - 1) for k, r in enumerate(active) for s in slots[r] if s > kept[r]]
-        if asked:
-            states = hidden[[k for k, _, _ in asked], [col for _, _, col in asked]]
-            probs = _presence_score(_logits(model, states, (ids.ins, ids.no_ins))).tolist()
-            states = states.float()
+        asked = [(k, s, width - ends[r] + s - 1) for k, r in enumerate(active) for s in slots[r] if s > kept[r]]
+        states = hidden[[k for k, _, _ in asked], [col for _, _, col in asked]]
+        probs = _presence_score(_logits(model, states, decision)).tolist()
+        states = states.float()
         going, columns = [], []
         for k, r in enumerate(active):
-            mine = [(i, s) for i, (kk, s, _) in enumerate(asked) if kk == k]
             wrong = None
-            for i, s in mine:
+            for i in [i for i, (kk, _, _) in enumerate(asked) if kk == k]:
+                s = asked[i][1]
                 scores[r][s], hiddens[r][s] = probs[i], states[i]
                 choice = ids.ins if probs[i] >= 0.5 else ids.no_ins
                 if wrong is None and choice != guess[r][s]:
                     wrong = s
                 if wrong is not None:
                     guess[r][s] = choice  # why: the model's later choices are the best guess for the next pass
-            if wrong is None:
+            if wrong is None or wrong == ends[r]:  # all hold, or only the last was wrong: nothing left to verify
                 continue
             offset = base + width - len(block[k])  # cache column of the row's first fed token
             where[r] = where[r] + [offset + c - kept[r] for c in range(kept[r], wrong)]
