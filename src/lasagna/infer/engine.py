@@ -84,7 +84,8 @@ class Prediction:
     # what the caller should know of this answer (class names outside the model's vocabulary, say)
     warnings: list[str] = field(default_factory=list)
     # with a judge, class lists: (len(classes), 2) the LLM's and the judge's log-odds of each queried class, NaN where
-    # free decoding never named it; queries: (decisions, 2) alike, in answer order (what a judge's fusion is fit on)
+    # free decoding never named it; queries: (decisions, 2) alike, in answer order (what a judge's fusion is fit on);
+    # the judge's is NaN for a slot it could not have called present, whose mask was not drawn (`Judge.reach`)
     evidence: torch.Tensor | None = field(default=None, repr=False)
 
     @property
