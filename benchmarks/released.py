@@ -40,8 +40,9 @@ def released(api, image: np.ndarray, names: list[str]) -> tuple[list[bool | None
     """(per name: the LLM's decision, None where the answer never names it; tokens generated)."""
     engine = api.engine
     ids_ = engine.ids
-    prompt = engine.chunk_rows([names], "free")[0][0]
-    full, start = (x[0] for x in engine.chunk_rows([names], "template"))
+    prompt = engine.chunk_rows([names], "free").rows[0]
+    template = engine.chunk_rows([names], "template")
+    full, start = template.rows[0], template.starts[0]
     ids = list(prompt)
     for _ in range(len(full) - start + MARGIN):
         nxt = int(_next_logits(api, image, ids).argmax())
@@ -59,7 +60,8 @@ def constrained(api, image: np.ndarray, names: list[str]) -> tuple[list[bool], i
     """(per name: the LLM's decision, tokens generated) with every step held to the list's template."""
     engine = api.engine
     ins, no_ins = engine.ids.ins, engine.ids.no_ins
-    full, start = (x[0] for x in engine.chunk_rows([names], "template"))
+    template = engine.chunk_rows([names], "template")
+    full, start = template.rows[0], template.starts[0]
     ids, decisions = list(full[:start]), []
     for token in full[start:]:
         logits = _next_logits(api, image, ids)
@@ -90,7 +92,7 @@ def floor(api, image: np.ndarray, names: list[str], chunk_size: int) -> dict:
     """The floor of the LLM part of one template answer of `names` in chunks of `chunk_size`."""
     engine, llm = api.engine, api.model.llm
     chunks = [names[i : i + chunk_size] for i in range(0, len(names), chunk_size)]
-    rows, _ = engine.chunk_rows(chunks, "template")
+    rows = engine.chunk_rows(chunks, "template").rows
     shared = min(next((i for i, t in enumerate(r) if t != rows[0][i]), len(r)) for r in rows)
     if rows[0][:shared].count(IMAGE_TOKEN_ID) != 1:
         raise RuntimeError("the shared prefix must hold the image token once")

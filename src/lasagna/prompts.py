@@ -151,8 +151,8 @@ def semantic_question(classes: Sequence[str], rng: random.Random | None = None) 
 
 
 def semantic_answer(classes: Sequence[str], present: Sequence[bool] | None = None) -> str:
-    """The answer items of `classes` in order, "name<ins>" when present (all, by default: the guess that template
-    decoding starts from) and "name<no_ins>" when absent; lower-cased as `semantic_question`'s."""
+    """The answer items of `classes` in order, "name<ins>" when present (all, by default) and "name<no_ins>" when
+    absent; lower-cased as `semantic_question`'s. Template decoding starts from all absent (`Engine.chunk_rows`)."""
     flags = [True] * len(classes) if present is None else list(present)
     if len(flags) != len(classes):
         raise ValueError(f"semantic_answer got {len(classes)} classes but {len(flags)} presence flags")

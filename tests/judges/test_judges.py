@@ -76,7 +76,12 @@ def test_a_query_verifier_decides_a_query_by_its_fusion_and_leaves_class_lists_a
     assert said == len(voted.masks) and voted.text.replace("<no_ins>", "<ins>") == alone.text.replace(
         "<no_ins>", "<ins>"
     )
-    assert voted.evidence[:, 1].tolist() == [vote] * len(alone.scores)
+    # a verifier that says -30 whatever it sees can call nothing present: no slot's mask is drawn for it to see
+    seen = [vote] * len(alone.scores) if vote > 0 else [True] * len(alone.scores)
+    assert [v if v == v else True for v in voted.evidence[:, 1].tolist()] == seen
+    with judges.every_slot():  # what calibration asks: every slot judged
+        every = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), query=text)
+    assert every.evidence[:, 1].tolist() == [vote] * len(alone.scores) and every.text == voted.text
     segment = dict(classes=CLASSES, chunk_size=2, decoder="template")
     a = Lasagna(plain, tiny_tokenizer).segment(_image(), **segment)
     b = Lasagna(verified, tiny_tokenizer, judges).segment(_image(), **segment)  # class lists are not its to judge
@@ -222,3 +227,50 @@ print("exit", train, evaluate)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "exit 0 0" in done.stdout
     assert "semantic" in json.loads(report.read_text())
+
+
+def test_masks_are_drawn_for_present_slots_and_those_a_judge_could_still_flip(tiny_tokenizer, monkeypatch):
+    names = [f"{w} {i}" for i, w in enumerate(CLASSES * 6)]
+    verified, judges = _judged(tiny_tokenizer, presence_verifier=True)
+    drawn = []
+    real = verified.sam.decode
+    monkeypatch.setattr(verified.sam, "decode", lambda e, p, s=(): drawn.append(len(p)) or real(e, p, s))
+    segment = dict(classes=names, chunk_size=8, decoder="template")
+    plain = Lasagna(verified, tiny_tokenizer).segment(_image(), **segment)
+    assert sum(drawn) == len(plain.present) < len(names)  # no judge: the present slots' masks only
+    with torch.no_grad():  # the verifier says 0.3 whatever it sees and declares the range [-0.5, 0.5]; fused = llm + v
+        judges.verifier.fusion.weight.copy_(torch.tensor([[1.0, 1.0]]))
+        judges.verifier.name.weight.zero_()
+        judges.verifier.name.bias.zero_()
+        judges.verifier.bias.fill_(0.3)
+    monkeypatch.setattr(judges.verifier, "log_odds_range", lambda: (-0.5, 0.5))
+    lasagna = Lasagna(verified, tiny_tokenizer, judges)
+    with judges.every_slot():  # calibration's view: every slot drawn and judged
+        drawn.clear()
+        every = lasagna.segment(_image(), **segment)
+        assert sum(drawn) == len(names)
+    drawn.clear()
+    banded = lasagna.segment(_image(), **segment)
+    llm = every.evidence[:, 0]
+    seen = llm + 0.5 >= 0  # below the band (llm < -0.5) a slot is absent whatever the verifier says: no mask
+    assert sum(drawn) == int(seen.sum()) and 0 < sum(drawn) < len(names)
+    assert banded.present == every.present and banded.text == every.text
+    for a, b, low, judged in zip(banded.classes, every.classes, llm.tolist(), seen.tolist(), strict=True):
+        assert a.score == pytest.approx(b.score if judged else torch.sigmoid(torch.tensor(low + 0.5)).item())
+    assert banded.evidence[~seen, 1].isnan().all() and not banded.evidence[seen].isnan().any()
+
+
+def test_the_query_verifiers_declared_range_holds_for_any_input_and_is_nearly_reached():
+    from lasagna.judges.query import QueryVerifier
+
+    torch.manual_seed(0)
+    verifier = QueryVerifier(16, 8, width=32)
+    with torch.no_grad():
+        verifier.head[0].weight.normal_()
+        verifier.head[0].bias.normal_()
+        low, high = verifier.log_odds_range()
+        out = verifier.head(torch.randn(2000, 32) * torch.logspace(-2, 3, 2000)[:, None])[:, 0]
+        assert low <= out.min() and out.max() <= high
+        u = verifier.head[1].weight[0] * verifier.head[0].weight
+        best = verifier.head((u - u.mean())[None])[0, 0]  # the normalised input along u reaches the top
+        assert best == pytest.approx(high, rel=0.03)

@@ -2,11 +2,11 @@
 
 `Engine.segment_classes` runs one image: its chunks share that image's prefix. Here the images are encoded
 together, their prefixes (system prompt + image tokens + instruction, the same length for every image) run through
-the LLM as one batch, and every chunk of every image decodes in one batch, each row continuing its own image's
-prefix from the batched KV cache (`decode.Prefix` with one row per suffix). Each image's answers then go through
-`Engine.segment_classes` itself, fed with the batch's outputs (`_Replay`), so its assembly and decision step
-(`_decide`, with the model's add-on verifiers) are the engine's own and each `Prediction` is the one the image gets
-alone, up to float rounding.
+the LLM as one batch, and the chunks of all the images decode together (`decode.ROW_BATCH` rows per LLM call), each
+row continuing its own image's prefix from the batched KV cache (`decode.Prefix` with an `owner` per row). Each
+image's answers then go through `Engine.segment_classes` itself, fed with the batch's outputs (`_Replay`), so its
+assembly and decision step (`_decide`, with the model's add-on verifiers) are the engine's own and each `Prediction`
+is the one the image gets alone, up to float rounding.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from .engine import Decoder, Engine, Prediction, _common_prefix
 from .inputs import check_classes
 
 MAX_ROWS = 64
-"""Chunk rows decoded in one batch: images whose rows would pass it go into the next batch (memory stays bounded)."""
+"""Chunk rows of one group of images: images whose rows would pass it go into the next group, so that the images
+encoded at once stay few (the rows themselves run `decode.ROW_BATCH` at a time)."""
 
 
 @torch.no_grad()
@@ -100,21 +101,21 @@ def _segment_group(engine: Engine, images: list[np.ndarray], chunks: list[list[l
     clips = torch.stack([clip_pixels(image, model.cfg.preprocess) for image in images])
     enc = model.encode_images(clips.to(**to), torch.stack(sams).to(**to))
 
-    rows, starts, owner, alone_budgets = [], [], [], []
+    rows, starts, owner, budgets, runs = [], [], [], [], []
     for k, image_chunks in enumerate(chunks):
-        image_rows, image_starts = engine.chunk_rows(image_chunks, decoder)
-        rows += image_rows
-        starts += image_starts
-        owner += [k] * len(image_rows)
-        alone_budgets += [free_budget(image_rows)] * len(image_rows)
+        planned = engine.chunk_rows(image_chunks, decoder)
+        rows += planned.rows
+        starts += planned.starts
+        budgets += planned.budgets
+        runs += planned.runs
+        owner += [k] * len(planned.rows)
     shared = _common_prefix(rows)
     if starts:  # decisions are never part of the shared prefix
         shared = min(shared, *starts)
     prefix = _prefix_per_row(engine, enc, rows[0][:shared], owner)
     suffixes = [r[shared:] for r in rows]
-    if decoder == "free":
-        results = decode_free(model, prefix, suffixes, engine.ids, max_new_tokens=max(alone_budgets))
-        results = [_cut(r, budget) for r, budget in zip(results, alone_budgets, strict=True)]
+    if decoder == "free":  # each row keeps the limits it has alone (`Engine.chunk_rows`): the same answer
+        results = decode_free(model, prefix, suffixes, engine.ids, max_new_tokens=budgets, max_run=runs)
     else:
         results = decode_template(model, prefix, suffixes, [s - shared for s in starts], engine.ids)
 
@@ -130,28 +131,12 @@ def _segment_group(engine: Engine, images: list[np.ndarray], chunks: list[list[l
     return replays
 
 
-def free_budget(rows: list[list[int]]) -> int:
-    """The new-token budget `Engine._run_chunks` gives free decoding of one image's rows: twice the longest row past
-    their shared prefix, plus 16. A row of the batch keeps the budget it has alone, so its answer is the same."""
-    shared = _common_prefix(rows)
-    return max(len(r) - shared for r in rows) * 2 + 16
-
-
-def _cut(row: RowResult, budget: int) -> RowResult:
-    """`row` as generation stopped after `budget` steps would have left it: finished only if its eos came within
-    them (after at most `budget` - 1 tokens), else its first `budget` tokens, unfinished."""
-    if row.finished and len(row.ids) < budget:
-        return row
-    return RowResult(ids=row.ids[:budget], decisions=[d for d in row.decisions if d.index < budget], finished=False)
-
-
 def _prefix_per_row(engine: Engine, enc: ImageEncoding, prefix_ids: list[int], owner: list[int]) -> Prefix:
-    """Run the shared prefix text over every image at once, then give each row its own image's KV cache."""
+    """Run the shared prefix text over every image at once; each row continues its own image's (`owner`)."""
     model = engine.model
     count = enc.llm_feats.shape[0]
     ids = torch.tensor([prefix_ids] * count, device=enc.llm_feats.device)
     expanded = expand_images(model.embed_tokens, ids, torch.ones_like(ids), enc.llm_feats, model.pad_id)
     cache = DynamicCache(config=model.llm.config)
     model.llm.get_decoder()(inputs_embeds=expanded.embeds, past_key_values=cache, use_cache=True)
-    cache.batch_select_indices(torch.tensor(owner, device=enc.llm_feats.device))
-    return Prefix(cache=cache, length=expanded.embeds.shape[1])
+    return Prefix(cache=cache, length=expanded.embeds.shape[1], owner=owner)

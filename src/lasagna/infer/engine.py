@@ -8,7 +8,7 @@ cache, and the chunks' suffixes together.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,44 +21,35 @@ from ..tokenization import encode
 from ..tokens import reserved_strings, token_ids
 from .decode import RowResult, decode_free, decode_template, encode_prefix
 from .inputs import check_chunk_context, check_classes, check_query, check_query_context
+from .judging import Judge, Kind, Slots, judge_slots
 from .parse import parse_row
 from .semantic import merge_semantic
 
 Decoder = Literal["free", "template"]
-Kind = Literal["classes", "query"]
 
 
-@dataclass
-class Slots:
-    """The decisions of one answer as a judge reads them.
+MASK_BATCH = 128
+"""Slots whose masks SAM's decoder draws in one call: each holds its own copy of the image's embedding and its
+upscaled maps, so this bounds memory whatever the length of the list."""
 
-    embeds: (N, C, h, w) the image's SAM embedding for each slot; low_res: (N, kh, kw) the mask logits its hidden
-    state draws; names: per slot the ids of the name it answers (`name_ids`); llm: (N,) the LLM's log-odds of `<ins>`
-    (None for `Judge.refine`, which sees present slots only); embed_tokens: the LLM's input embedding."""
-
-    embeds: torch.Tensor
-    low_res: torch.Tensor
-    names: list[torch.Tensor]
-    llm: torch.Tensor | None
-    embed_tokens: torch.nn.Module
-
-
-class Judge(Protocol):
-    """A second opinion on the LLM's decisions, beside the paper's model (`lasagna.judges.Judges` is one).
-
-    judges(kind): whether it decides the decisions of class lists ("classes") or queries ("query"); if so, every slot's
-    mask is decoded and `decide` gives (N,) fused log-odds (present where >= 0) and (N, 2) evidence. refine: the
-    present slots' low-res masks as they should be drawn."""
-
-    def judges(self, kind: Kind) -> bool: ...
-
-    def decide(self, kind: Kind, slots: Slots) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def refine(self, kind: Kind, slots: Slots) -> torch.Tensor: ...
-
+FREE_MARGIN = 8
+"""Tokens free decoding of a chunk may write past the longest answer in the trained format (each name with its
+marker, then the end of sequence), and past its longest item without a marker: room for a model that words a name
+its own way, none for one that never stops or repeats a word."""
 
 QUERY_BATCH = 16
 """Queries decoded together (`Engine.answer_queries`): each row holds its own copy of the shared prefix's KV cache."""
+
+
+@dataclass
+class ChunkRows:
+    """`Engine.chunk_rows`: per chunk its token row; template: where its answer starts; free: its token budget and
+    the most tokens it may write in a row without a decision (`decode_free`'s `max_run`)."""
+
+    rows: list[list[int]]
+    starts: list[int] = field(default_factory=list)
+    budgets: list[int] = field(default_factory=list)
+    runs: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -93,7 +84,8 @@ class Prediction:
     # what the caller should know of this answer (class names outside the model's vocabulary, say)
     warnings: list[str] = field(default_factory=list)
     # with a judge, class lists: (len(classes), 2) the LLM's and the judge's log-odds of each queried class, NaN where
-    # free decoding never named it; queries: (decisions, 2) alike, in answer order (what a judge's fusion is fit on)
+    # free decoding never named it; queries: (decisions, 2) alike, in answer order (what a judge's fusion is fit on);
+    # the judge's is NaN for a slot it could not have called present, whose mask was not drawn (`Judge.reach`)
     evidence: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -155,8 +147,11 @@ class Engine:
         if not hiddens:
             return torch.zeros((0, 0, 0), device=enc.sam_embeds.device)
         proj = self.model.text_projector
-        prompts_ = proj(torch.stack(hiddens).to(proj[0].weight.dtype))
-        return self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0))
+        out = []
+        for start in range(0, len(hiddens), MASK_BATCH):
+            prompts_ = proj(torch.stack(hiddens[start : start + MASK_BATCH]).to(proj[0].weight.dtype))
+            out.append(self.model.sam.decode(enc.sam_embeds, prompts_, enc.skips_of(0)))
+        return torch.cat(out)
 
     def _full_size(self, low: torch.Tensor, resized, original) -> torch.Tensor:
         """(N, h, w) low-res logits -> (N, H, W) float32 logits at the image's size."""
@@ -168,10 +163,11 @@ class Engine:
         """Decisions and the ids of the name each answers -> (present flags, scores, (K, H, W) mask logits of the
         present ones in order, (N, 2) the LLM's and the judge's log-odds, or None where no judge decides).
 
-        Without a judge the LLM's `<ins>`/`<no_ins>` decides and the score is its P(`<ins>`). A judge that decides
-        this kind sees every slot's mask and its fused log-odds decide; the score is the fused probability. A judge
-        may also redraw the present masks (`Judge.refine`). Only the present masks are brought to the image's size,
-        once."""
+        Without a judge the LLM's `<ins>`/`<no_ins>` decides, the score is its P(`<ins>`), and only the present
+        slots' masks are drawn. A judge that decides this kind sees the mask of every slot it could still call present
+        (`Judge.reach`), and its fused log-odds decide; the score is the fused probability (for a slot it did not need
+        to see, the highest it could have been, below 0.5; its evidence then has NaN for the judge). A judge may also
+        redraw the present masks (`Judge.refine`). Only the present masks are brought to the image's size, once."""
         device = enc.sam_embeds.device
         judge = self.judge
         judged = judge is not None and judge.judges(kind)
@@ -180,12 +176,8 @@ class Engine:
         ids = [torch.tensor(n, dtype=torch.long, device=device) for n in names]
         evidence = None
         if judged:
-            low = self.slot_low_res(enc, [d.hidden for d in decisions])
-            llm = llm_log_odds(torch.tensor([d.score for d in decisions], device=device))
-            slots = Slots(enc.sam_embeds.expand(len(low), -1, -1, -1), low, ids, llm, self.model.embed_tokens)
-            fused, evidence = judge.decide(kind, slots)
-            flags, scores, evidence = (fused >= 0).tolist(), torch.sigmoid(fused).tolist(), evidence.cpu()
-            low = low[fused >= 0]
+            fused, evidence, low = judge_slots(self, enc, judge, kind, decisions, ids, MASK_BATCH)
+            flags, scores = (fused >= 0).tolist(), torch.sigmoid(fused).tolist()
         else:
             flags, scores = [d.present for d in decisions], [d.score for d in decisions]
             low = self.slot_low_res(enc, [d.hidden for d in decisions if d.present])
@@ -195,34 +187,40 @@ class Engine:
             low = judge.refine(kind, Slots(embeds, low, kept, None, self.model.embed_tokens))
         return flags, scores, self._full_size(low, resized, original), evidence
 
-    def chunk_rows(self, chunks: list[list[str]], decoder: Decoder) -> tuple[list[list[int]], list[int]]:
+    def chunk_rows(self, chunks: list[list[str]], decoder: Decoder) -> ChunkRows:
         """The token rows a class list's chunks are decoded from (free: the prompts; template: prompt and answer),
-        and (template) where each row's answer starts; a chunk over the model's positions is refused by name."""
-        rows, starts = [], []
+        where each answer starts (template) and each row's token budget (free); a chunk over the model's positions
+        is refused by name."""
+        out = ChunkRows([])
         for chunk in chunks:
             question = semantic_question(chunk)
             prompt_ids = self._encode(self._render([(question, None)]))
-            full = self._encode(self._render([(question, prompts.semantic_answer(chunk))]))
+            # why "absent" as the guess: most names of a list are absent from an image, so a row whose names all are
+            # is verified in one pass, and one with present names re-runs only from its first present one
+            full = self._encode(self._render([(question, prompts.semantic_answer(chunk, [False] * len(chunk)))]))
             check_chunk_context(full, self.model.cfg, chunk)
             if decoder == "free":
-                rows.append(prompt_ids)
+                out.rows.append(prompt_ids)
+                out.budgets.append(len(full) - len(prompt_ids) + FREE_MARGIN)
+                out.runs.append(_longest_item(full[len(prompt_ids) :], self.ids) + FREE_MARGIN)
                 continue
             if full[: len(prompt_ids)] != prompt_ids:
                 raise RuntimeError("tokenizer merges the prompt into the answer; template decoding needs a boundary")
-            rows.append(full)
-            starts.append(len(prompt_ids))
-        return rows, starts
+            out.rows.append(full)
+            out.starts.append(len(prompt_ids))
+        return out
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
-        rows, starts = self.chunk_rows(chunks, decoder)
+        planned = self.chunk_rows(chunks, decoder)
+        rows, starts = planned.rows, planned.starts
         shared = _common_prefix(rows)
         if starts:  # decisions are never part of the shared prefix
             shared = min(shared, *starts)
         prefix = encode_prefix(self.model, enc, 0, rows[0][:shared])
         suffixes = [r[shared:] for r in rows]
         if decoder == "free":
-            budget = max(len(s) for s in suffixes) * 2 + 16
-            return decode_free(self.model, prefix, suffixes, self.ids, max_new_tokens=budget)
+            budgets, runs = planned.budgets, planned.runs
+            return decode_free(self.model, prefix, suffixes, self.ids, max_new_tokens=budgets, max_run=runs)
         return decode_template(self.model, prefix, suffixes, [s - shared for s in starts], self.ids)
 
     @torch.no_grad()
@@ -367,11 +365,6 @@ class Engine:
         return decode_free(self.model, prefix, [ids[-1:]], self.ids, max_new_tokens=max_new_tokens, banned=banned)[0]
 
 
-def llm_log_odds(scores: torch.Tensor) -> torch.Tensor:
-    """P(`<ins>`) of decisions -> the log-odds a judge's fusion weighs, clamped so a sure answer stays finite."""
-    return torch.logit(scores.float(), eps=1e-6)
-
-
 def name_ids(row: RowResult) -> list[list[int]]:
     """Per decision of an answer, the ids since the previous decision (or the answer's start): the name it answers,
     as a judge reads it in training (`lasagna.judges.presence.name_spans`)."""
@@ -380,6 +373,16 @@ def name_ids(row: RowResult) -> list[list[int]]:
         out.append(row.ids[start : d.index])
         start = d.index + 1
     return out
+
+
+def _longest_item(answer: list[int], ids) -> int:
+    """The most tokens of a templated answer up to and including one of its decisions (a name and its marker)."""
+    longest, since = 0, 0
+    for tok in answer:
+        since += 1
+        if tok in (ids.ins, ids.no_ins):
+            longest, since = max(longest, since), 0
+    return max(longest, since)
 
 
 def _common_prefix(rows: list[list[int]]) -> int:

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_atomic_file
 from ..data.records import Expression, ReferRecord
-from ..infer.engine import llm_log_odds, name_ids
+from ..infer.engine import name_ids
+from ..infer.judging import llm_log_odds
 from .query import word_embeddings
 
 

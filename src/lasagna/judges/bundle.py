@@ -4,6 +4,7 @@ docstring says what each judge does)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import zlib
 
 import torch
@@ -45,6 +46,7 @@ class Judges(nn.Module):
         self.verifier: PresenceVerifier | None = None
         self.query_verifier: QueryVerifier | None = None
         self.instance_picker: InstancePicker | None = None
+        self._every_slot = False
         self.add(cfg, seed)
 
     @classmethod
@@ -129,6 +131,41 @@ class Judges(nn.Module):
     # The engine's `Judge` protocol.
     def judges(self, kind: str) -> bool:
         return self._verifier(kind) is not None
+
+    def reach(self, kind: str, llm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) LLM log-odds -> (N,) lowest and highest fused log-odds the verifier of `kind` can give each slot,
+        whatever it sees: the engine draws masks only for slots whose highest is >= 0 (`Engine._judge`).
+
+        The band. A fusion is fused = a * llm + b * v + c, linear in the verifier's log-odds v; where v is bounded,
+        v in [v_lo, v_hi] (the verifier's `log_odds_range`), fused lies between a * llm + c + b * v_lo and
+        a * llm + c + b * v_hi. The verifier can flip a slot only where 0 lies between the two: for a, b > 0, LLM
+        log-odds in [-(c + b * v_hi) / a, -(c + b * v_lo) / a]. Below that band the slot is absent whatever its
+        mask shows, above it present. The two ends are computed by the fusion itself (`fuse`), whose rounding is
+        monotone in v, so they bound what `decide` gives exactly, and equal it where b = 0 (an untrained fusion).
+        With `every_slot()` (calibration, which fits the fusion on every slot's evidence) the band is unbounded.
+
+        The embedded model's presence verifier has no finite bound (`PresenceVerifier.log_odds_range`), so with
+        its fusion (a = 0.30, b = 0.85) every slot of a class list is seen; its query verifier's bound |v - 0.17| <=
+        10.5 and fusion (0.73, 0.30, -2.03) give the band [-1.5, 6.9]: a query slot the LLM answers `<no_ins>`
+        below -1.5 needs no mask."""
+        verifier = self._verifier(kind)
+        llm = llm.float()
+        if self._every_slot:
+            return torch.full_like(llm, -math.inf), torch.full_like(llm, math.inf)
+        v_lo, v_hi = verifier.log_odds_range()
+        if float(verifier.fusion.weight[0, 1]) == 0:  # the verifier's say is nil: the ends are the fused value
+            v_lo = v_hi = 0.0
+        ends = [verifier.fuse(llm, torch.full_like(llm, v)) for v in (v_lo, v_hi)]
+        return torch.minimum(*ends), torch.maximum(*ends)
+
+    @contextlib.contextmanager
+    def every_slot(self):
+        """Within it, `reach` is unbounded: the engine draws and judges every slot (the evidence calibration fits)."""
+        self._every_slot = True
+        try:
+            yield self
+        finally:
+            self._every_slot = False
 
     def decide(self, kind: str, slots) -> tuple[torch.Tensor, torch.Tensor]:
         """Every slot of an answer -> ((N,) fused log-odds that it is present, (N, 2) the LLM's and the verifier's

@@ -22,16 +22,18 @@ from ..data.records import IGNORE_LABEL
 
 def collect_evidence(lasagna, source, count: int, chunk_size: int = 16, progress: bool = True):
     """The first `count` scenes of a semantic source -> ((N, 2) LLM and verifier log-odds, (N,) bool present)."""
-    _check(_judges(lasagna).verifier, "presence", count)
+    judges = _judges(lasagna)
+    _check(judges.verifier, "presence", count)
     evidence, present = [], []
-    for index in tqdm(range(min(count, len(source))), desc=f"calibrate {source.name}", disable=not progress):
-        record = source[index]
-        classes = list(record.classes)
-        held = {classes[k] for k in np.unique(record.load_label()) if k != IGNORE_LABEL}
-        pred = lasagna.segment(record.load_image(), classes=classes, chunk_size=chunk_size)
-        named = ~torch.isnan(pred.evidence).any(1)  # free decoding may leave a class unnamed
-        evidence.append(pred.evidence[named])
-        present.append(torch.tensor([c in held for c in classes])[named])
+    with judges.every_slot():  # why: the fusion is fit on every slot, also those its current band would skip
+        for index in tqdm(range(min(count, len(source))), desc=f"calibrate {source.name}", disable=not progress):
+            record = source[index]
+            classes = list(record.classes)
+            held = {classes[k] for k in np.unique(record.load_label()) if k != IGNORE_LABEL}
+            pred = lasagna.segment(record.load_image(), classes=classes, chunk_size=chunk_size)
+            named = ~torch.isnan(pred.evidence).any(1)  # free decoding may leave a class unnamed
+            evidence.append(pred.evidence[named])
+            present.append(torch.tensor([c in held for c in classes])[named])
     return torch.cat(evidence), torch.cat(present)
 
 

@@ -14,6 +14,8 @@ them and the LLM's log-odds decides. The fusion starts as the LLM alone and is f
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +43,16 @@ class PresenceVerifier(nn.Module):
         """(N, C, h, w) each slot's image embedding, (N, kh, kw) its mask logits, each slot's name ids and the
         LLM's input embedding -> (N,) log-odds of a match (the engine's entry; `QueryVerifier.judge` alike)."""
         return self.match(pool_regions(embeds, low_res), name_embeddings(embed, names))
+
+    def log_odds_range(self) -> tuple[float, float]:
+        """Bounds of `judge`'s log-odds over every mask and name: none finite (`Judges.reach`).
+
+        why none: the match is a bilinear form of an MLP of the region, unbounded in general. A sound bound for one
+        image exists (the region's pooled features lie in the hull of its cells, and interval arithmetic carries
+        that through the MLP), but on the embedded model's scenes it is several times wider than the LLM's term can
+        offset (its fusion weighs the LLM's log-odds, clamped to +-13.8, by 0.30 and the match by 0.85): it would
+        leave every slot in the band, so the engine draws every slot's mask."""
+        return -math.inf, math.inf
 
     def fuse(self, llm: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
         """(N,) LLM log-odds of `<ins>` and (N,) match log-odds -> (N,) log-odds that the slot is present."""

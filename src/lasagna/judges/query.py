@@ -107,6 +107,19 @@ class QueryVerifier(nn.Module):
         logits = logits.masked_fill(~valid[:, None, :], -1e4)
         return (logits.softmax(-1)[..., None] * along).sum(2)
 
+    def log_odds_range(self) -> tuple[float, float]:
+        """Bounds of `judge`'s log-odds over every input (`Judges.reach`): its head reads a LayerNorm's output.
+
+        A LayerNorm's normalised vector x has zero mean and norm <= sqrt(width); the head gives u . x + k with
+        u = w * gamma and k = w . beta + bias, so its output lies within sqrt(width) * |u - mean(u)| of k (reached
+        by x along u - mean(u)). 2% on the radius covers the rounding of a bfloat16 model."""
+        norm, linear = self.head[0], self.head[1]
+        w = linear.weight.detach().double()[0]
+        u = w * norm.weight.detach().double()
+        centre = float(w @ norm.bias.detach().double() + linear.bias.detach().double()[0])
+        radius = 1.02 * len(u) ** 0.5 * float((u - u.mean()).norm()) + 1e-6
+        return centre - radius, centre + radius
+
     def fuse(self, llm: torch.Tensor, judged: torch.Tensor) -> torch.Tensor:
         """(N,) LLM log-odds of `<ins>` and (N,) `judge` log-odds -> (N,) log-odds that the slot has a target."""
         return self.fusion(torch.stack([llm, judged], -1).to(self.fusion.weight.dtype))[:, 0].float()
