@@ -38,7 +38,8 @@ def rebuild(
     (the run's sorted listing); returns (images with a result, predictions)."""
     ids = {c["name"]: c["id"] for c in categories(classes, query)}
     images, predictions = [], []
-    bar = tqdm(items, desc="run files", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
+    quiet = not progress or len(items) < 1000  # why: reading a few result.json files takes no time worth a bar
+    bar = tqdm(items, desc="run files", unit="img", disable=quiet, leave=False, dynamic_ncols=True)
     for image_id, item in enumerate(bar, 1):
         path = out / item.rel / "result.json"
         if not path.is_file():
