@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import zlib
 
 import torch
 from torch import nn
 
 from ..config import JudgesConfig
+from ..model.lasagna import seeded
 from ..tokens import IGNORE_INDEX
 from .picker import InstancePicker
 from .presence import PresenceVerifier, name_embeddings, name_spans, pool_regions
@@ -18,17 +18,6 @@ from .query import QueryVerifier, word_embeddings
 
 PREFIXES = ("verifier.", "query_verifier.", "instance_picker.")
 """State-dict names of the judges, beside the model's in a checkpoint's weights."""
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None, part: str):
-    """Draw `part`'s initial weights from a seed of its own (as the model's parts do), leaving the caller's RNG."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(zlib.crc32(f"{seed}:{part}".encode()))
-        yield
 
 
 def _zero_loss(module: nn.Module | None) -> torch.Tensor | None:
@@ -68,15 +57,15 @@ class Judges(nn.Module):
         """Add fresh judges that `cfg` asks for and this one lacks (each decides nothing until trained)."""
         region, word = self.dims
         if cfg.presence_verifier and self.verifier is None:
-            with _seeded(seed, "verifier"):
+            with seeded(seed, "verifier"):
                 self.verifier = PresenceVerifier(region, word)
             self.cfg.presence_verifier = True
         if cfg.query_verifier and self.query_verifier is None:
-            with _seeded(seed, "query_verifier"):
+            with seeded(seed, "query_verifier"):
                 self.query_verifier = QueryVerifier(region, word)
             self.cfg.query_verifier = True
         if cfg.instance_picker and self.instance_picker is None:
-            with _seeded(seed, "instance_picker"):
+            with seeded(seed, "instance_picker"):
                 self.instance_picker = InstancePicker(region, word)
             self.cfg.instance_picker = True
 

@@ -95,7 +95,7 @@ def _maybe_no_grad(module: nn.Module):
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, part: str):
+def seeded(seed: int | None, part: str):
     """Draw `part`'s initial weights from a seed of its own, leaving the caller's RNG as it was; no-op for None.
 
     why: with one shared stream, a part's init would depend on the sizes of the parts built before it (a new
@@ -122,24 +122,24 @@ class LasagnaModel(nn.Module):
         """`seed`: each part's random init comes from its own seed derived from this one (None: the global RNG)."""
         super().__init__()
         self.cfg = cfg
-        with _seeded(seed, "vision_tower"):
+        with seeded(seed, "vision_tower"):
             self.vision_tower = build_vision_tower(cfg.vision)
-        with _seeded(seed, "projector"):
+        with seeded(seed, "projector"):
             self.projector = image_projector(cfg.projector, cfg.vision.feature_dim, cfg.llm.hidden_size)
         self.image_positions: nn.Parameter | None = None
         if cfg.image_positions:
-            with _seeded(seed, "image_positions"):
+            with seeded(seed, "image_positions"):
                 self.image_positions = nn.Parameter(torch.randn(cfg.vision.num_features, cfg.llm.hidden_size) * 0.02)
         self.image_grid: nn.Linear | None = None
         if cfg.image_grid_code:
-            with _seeded(seed, "image_grid"):  # why: nn.Linear's own init draws, and must not move the LLM's
+            with seeded(seed, "image_grid"):  # why: nn.Linear's own init draws, and must not move the LLM's
                 self.image_grid = nn.Linear(cfg.image_grid_code, cfg.llm.hidden_size, bias=False)
             nn.init.zeros_(self.image_grid.weight)  # why: added to a trained model, it changes nothing until trained
-        with _seeded(seed, "llm"):
+        with seeded(seed, "llm"):
             self.llm = build_llm(cfg.llm)
-        with _seeded(seed, "sam"):
+        with seeded(seed, "sam"):
             self.sam = SamSegmenter(cfg.sam)
-        with _seeded(seed, "text_projector"):
+        with seeded(seed, "text_projector"):
             self.text_projector = text_projector(cfg.llm.hidden_size, cfg.sam.prompt_dim)
         self.ins_id: int | None = None
         self.no_ins_id: int | None = None
