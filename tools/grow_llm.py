@@ -20,7 +20,7 @@ import torch
 
 from lasagna.api import Lasagna
 from lasagna.checkpoint import build_from_state, read_config, save_pretrained
-from lasagna.model.lasagna import LasagnaModel, _seeded
+from lasagna.model.lasagna import LasagnaModel, seeded
 from lasagna.model.mllm import build_llm
 
 ZERO_STARTED = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         source = Lasagna.from_pretrained(args.model)  # its judges and vocabulary travel to the new folder
         model, tokenizer = source.model, source.tokenizer
-        with _seeded(args.seed, "llm"):  # the draws a model of the grown size built with this seed would start from
+        with seeded(args.seed, "llm"):  # the draws a model of the grown size built with this seed would start from
             fresh = build_llm(cfg.llm)
         grown = build_from_state(cfg, grown_state(model, fresh, old), str(args.model))
         grown.set_token_ids(model.ins_id, model.pad_id, model.no_ins_id)
