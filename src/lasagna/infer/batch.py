@@ -20,7 +20,7 @@ from ..model.lasagna import ImageEncoding
 from ..model.mllm import expand_images
 from ..preprocess import PreparedImage, check_image
 from .decode import Prefix, RowResult, decode_free, decode_template
-from .engine import Decoder, Engine, Image, Prediction, _common_prefix
+from .engine import Decoder, Engine, ImageInput, Prediction, _common_prefix
 from .inputs import check_classes
 
 MAX_ROWS = 64
@@ -31,7 +31,7 @@ encoded at once stay few (the rows themselves run `decode.ROW_BATCH` at a time).
 @torch.no_grad()
 def segment_batch(
     engine: Engine,
-    images: Sequence[Image],
+    images: Sequence[ImageInput],
     class_lists: Sequence[list[str]],
     chunk_size: int | Sequence[int] = 16,
     decoder: Decoder | None = None,

@@ -29,7 +29,7 @@ from .parse import parse_row
 from .semantic import merge_semantic
 
 Decoder = Literal["free", "template"]
-Image = np.ndarray | PreparedImage
+ImageInput = np.ndarray | PreparedImage
 
 
 MASK_BATCH = 128
@@ -136,7 +136,7 @@ class Engine:
     def _encode(self, text: str) -> list[int]:
         return encode(self.tokenizer, text, self.style)
 
-    def prepare(self, image: Image, what: str = "image") -> PreparedImage:
+    def prepare(self, image: ImageInput, what: str = "image") -> PreparedImage:
         """An image's encoder pixels under this model's preprocessing: computed for an array, checked for a
         `PreparedImage` (one made under another config would give other answers without a word)."""
         cfg = self.model.cfg.preprocess
@@ -147,7 +147,7 @@ class Engine:
         return image
 
     @torch.no_grad()
-    def encode_image(self, image: Image) -> tuple[ImageEncoding, tuple[int, int], tuple[int, int]]:
+    def encode_image(self, image: ImageInput) -> tuple[ImageEncoding, tuple[int, int], tuple[int, int]]:
         """An image -> (its encoding, SAM's resized (h', w'), the original (H, W))."""
         prepared = self.prepare(image)
         param = next(self.model.parameters())
@@ -239,7 +239,7 @@ class Engine:
 
     @torch.no_grad()
     def segment_classes(
-        self, image: Image, classes: list[str], chunk_size: int = 16, decoder: Decoder | None = None
+        self, image: ImageInput, classes: list[str], chunk_size: int = 16, decoder: Decoder | None = None
     ) -> Prediction:
         classes = check_classes(classes, self.reserved)
         decoder = decoder or self.model.cfg.default_decoder
@@ -305,13 +305,13 @@ class Engine:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     @torch.no_grad()
-    def segment_query(self, image: Image, query: str, max_new_tokens: int = 128) -> Prediction:
+    def segment_query(self, image: ImageInput, query: str, max_new_tokens: int = 128) -> Prediction:
         """A referring or reasoning query: free decoding, one mask per `<ins>` in the answer (with a judge, per decision
         its fusion calls present; `Prediction.evidence` then holds the two log-odds of each)."""
         return self.segment_queries(image, [query], max_new_tokens)[0]
 
     @torch.no_grad()
-    def segment_queries(self, image: Image, queries: list[str], max_new_tokens: int = 128) -> list[Prediction]:
+    def segment_queries(self, image: ImageInput, queries: list[str], max_new_tokens: int = 128) -> list[Prediction]:
         """`segment_query` for each of several queries about one image, which is encoded once; their answers are
         decoded together over one shared prefix (`answer_queries`)."""
         for query in queries:
@@ -364,7 +364,7 @@ class Engine:
         return out
 
     @torch.no_grad()
-    def chat(self, image: Image, text: str, max_new_tokens: int = 256) -> str:
+    def chat(self, image: ImageInput, text: str, max_new_tokens: int = 256) -> str:
         check_query(text, self.reserved, "text")
         enc, _, _ = self.encode_image(image)
         row = self._generate(enc, prompts.chat_question(text), max_new_tokens)
