@@ -320,7 +320,7 @@ def test_prepare_holds_both_encoders_pixels_and_pickles_for_dataloader_workers()
     image = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
     prepared = pickle.loads(pickle.dumps(prepare(image, cfg)))  # as it comes back from a worker
     sam, resized = sam_pixels(image, cfg)
-    assert np.array_equal(prepared.clip, clip_pixels(image, cfg).numpy()) and np.array_equal(prepared.sam, sam.numpy())
+    assert torch.equal(prepared.clip, clip_pixels(image, cfg)) and torch.equal(prepared.sam, sam)
     assert prepared.resized == resized == (38, 64) and prepared.size == (30, 50) and prepared.config == cfg
     assert np.array_equal(prepared.image, image)
     with pytest.raises(ImageInputError, match=r"photo\.png: expected an \(H, W, 3\) uint8"):

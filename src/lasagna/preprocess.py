@@ -304,13 +304,13 @@ class PreparedImage:
 
     image: (H, W, 3) uint8 RGB, checked (`check_image`); clip: (3, clip_size, clip_size) float32 (`clip_pixels`);
     sam: (3, sam_size, sam_size) float32 zero-padded, and `resized` its (h', w') before padding (`sam_pixels`).
-    The pixels are numpy arrays, not tensors: from DataLoader workers, tensors would travel through shared memory,
-    which containers often keep small (Docker's default is 64 MB, about five of SAM's 1024 px inputs); arrays go
-    through the workers' pipe. `torch.from_numpy` turns them back without a copy."""
+    The pixels stay tensors: from DataLoader workers, tensors travel through shared memory and the workers' pipe
+    carries only their handles. Megabytes of arrays would fill that pipe, and a worker blocked writing to it never
+    exits when the main process is killed (`kill -9` of a run left such workers behind in a test)."""
 
     image: np.ndarray
-    clip: np.ndarray
-    sam: np.ndarray
+    clip: torch.Tensor
+    sam: torch.Tensor
     resized: tuple[int, int]
     config: PreprocessConfig
 
@@ -324,4 +324,4 @@ def prepare(image: np.ndarray, cfg: PreprocessConfig, what: str = "image") -> Pr
     """(H, W, 3) uint8 RGB -> its `PreparedImage`; a bad array is refused by `check_image`, naming `what`."""
     image = check_image(image, what)
     sam, resized = sam_pixels(image, cfg)
-    return PreparedImage(image, clip_pixels(image, cfg).numpy(), sam.numpy(), resized, cfg)
+    return PreparedImage(image, clip_pixels(image, cfg), sam, resized, cfg)

@@ -101,8 +101,7 @@ def _segment_group(
     model = engine.model
     param = next(model.parameters())
     to = {"device": param.device, "dtype": param.dtype}
-    clips = torch.stack([torch.from_numpy(p.clip) for p in images])
-    sams = torch.stack([torch.from_numpy(p.sam) for p in images])
+    clips, sams = torch.stack([p.clip for p in images]), torch.stack([p.sam for p in images])
     enc = model.encode_images(clips.to(**to), sams.to(**to))
 
     rows, starts, owner, budgets, runs = [], [], [], [], []

@@ -152,8 +152,7 @@ class Engine:
         prepared = self.prepare(image)
         param = next(self.model.parameters())
         to = {"device": param.device, "dtype": param.dtype}
-        clip, sam = torch.from_numpy(prepared.clip)[None], torch.from_numpy(prepared.sam)[None]
-        enc = self.model.encode_images(clip.to(**to), sam.to(**to))
+        enc = self.model.encode_images(prepared.clip[None].to(**to), prepared.sam[None].to(**to))
         return enc, prepared.resized, prepared.size
 
     def slot_low_res(self, enc, hiddens: list[torch.Tensor]) -> torch.Tensor:
