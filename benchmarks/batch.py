@@ -3,10 +3,11 @@
     python benchmarks/batch.py [--model DIR] [--images 32] [--batch-size 8] [--classes 20] [--workers 2]
                                [--device cuda] [--threads 0]
 
-Both runs go through the whole runner (`lasagna.infer.run.segment_images`: PNG files decoded by DataLoader workers,
-the model, result.json / label.png / overlay.png written per image) into two temporary folders, after one warm-up
-image. It prints images/s of each and the ratio, then how far their answers agree: images whose present sets are
-equal, and the share of label.png pixels that are equal (batching is the same computation up to float rounding).
+Both runs go through the whole runner (`lasagna.infer.run.segment_images`: PNG files decoded and the encoders'
+pixels computed by DataLoader workers, the model, result.json / label.png / overlay.png written per image) into two
+temporary folders, after one warm-up image. It prints images/s of each and the ratio, then how far their answers
+agree: images whose present sets are equal, and the share of label.png pixels that are equal (batching is the same
+computation up to float rounding).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def main() -> None:
     print(
         f"model: {args.model or 'embedded shapeworld-small'}; {k} ShapeWorld test-open images; {len(names)} classes; "
         f"device {args.device}, {next(api.model.parameters()).dtype}; torch threads {torch.get_num_threads()}; "
-        f"{args.workers} decoding workers"
+        f"{args.workers} decoding and preprocessing workers"
     )
     print(f"{'batch':>5} | {'images/s':>8} | {'ratio':>5} | same present sets | equal label pixels")
     print(f"{1:>5} | {k / one:>8.2f} | {1.0:>5.2f} | {'-':>17} | {'-':>18}")

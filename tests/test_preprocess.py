@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 import re
 import warnings
 from fractions import Fraction
@@ -24,6 +25,7 @@ from lasagna.preprocess import (
     check_image,
     clip_pixels,
     clip_resize_shape,
+    prepare,
     sam_pixels,
     sam_resize_shape,
     to_rgb,
@@ -311,3 +313,15 @@ def test_exif_orientation_applies_to_files_and_pil_images(tmp_path):
     assert upright.shape == (4, 3, 3)
     np.testing.assert_array_equal(to_rgb(Image.open(io.BytesIO(path.read_bytes()))), upright)
     np.testing.assert_array_equal(to_rgb(path, exif_transpose=False), array)
+
+
+def test_prepare_holds_both_encoders_pixels_and_pickles_for_dataloader_workers():
+    cfg = PreprocessConfig(clip_size=32, sam_size=64)
+    image = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    prepared = pickle.loads(pickle.dumps(prepare(image, cfg)))  # as it comes back from a worker
+    sam, resized = sam_pixels(image, cfg)
+    assert torch.equal(prepared.clip, clip_pixels(image, cfg)) and torch.equal(prepared.sam, sam)
+    assert prepared.resized == resized == (38, 64) and prepared.size == (30, 50) and prepared.config == cfg
+    assert np.array_equal(prepared.image, image)
+    with pytest.raises(ImageInputError, match=r"photo\.png: expected an \(H, W, 3\) uint8"):
+        prepare(image[:, :, :2], cfg, "photo.png")

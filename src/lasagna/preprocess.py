@@ -45,6 +45,10 @@ Encoder pixels, as the released model computes them:
 - SAM (`sam_pixels`): ResizeLongestSide: (int(h * s + 0.5), int(w * s + 0.5)) with s = sam_size / max(h, w), at
   least 1 px each (`sam_resize_shape`); bilinear resize (Pillow); (x - mean) / std in 0..255 space; zero padding
   at the bottom and right to a square. The resized (h', w') is returned so masks are cropped back to it.
+
+`prepare(image, cfg)` computes both once, into a `PreparedImage` that the engine takes in place of the array: the
+pixel work can then run where the image is decoded (DataLoader workers in `lasagna segment`), with the same
+functions, so the answers are the same.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -291,3 +296,32 @@ def sam_pixels(image: np.ndarray, cfg: PreprocessConfig) -> tuple[torch.Tensor, 
     out = torch.zeros(3, cfg.sam_size, cfg.sam_size)
     out[:, :new_h, :new_w] = x
     return out, (new_h, new_w)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image with both encoders' pixels computed (`prepare`), under the `config` they were computed with.
+
+    image: (H, W, 3) uint8 RGB, checked (`check_image`); clip: (3, clip_size, clip_size) float32 (`clip_pixels`);
+    sam: (3, sam_size, sam_size) float32 zero-padded, and `resized` its (h', w') before padding (`sam_pixels`).
+    The pixels stay tensors: from DataLoader workers, tensors travel through shared memory and the workers' pipe
+    carries only their handles. Megabytes of arrays would fill that pipe, and a worker blocked writing to it never
+    exits when the main process is killed (`kill -9` of a run left such workers behind in a test)."""
+
+    image: np.ndarray
+    clip: torch.Tensor
+    sam: torch.Tensor
+    resized: tuple[int, int]
+    config: PreprocessConfig
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the original image: the size masks are brought back to."""
+        return self.image.shape[0], self.image.shape[1]
+
+
+def prepare(image: np.ndarray, cfg: PreprocessConfig, what: str = "image") -> PreparedImage:
+    """(H, W, 3) uint8 RGB -> its `PreparedImage`; a bad array is refused by `check_image`, naming `what`."""
+    image = check_image(image, what)
+    sam, resized = sam_pixels(image, cfg)
+    return PreparedImage(image, clip_pixels(image, cfg), sam, resized, cfg)

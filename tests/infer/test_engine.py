@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from lasagna.api import Lasagna
 from lasagna.infer.decode import decode_free, decode_template, encode_prefix
 from lasagna.infer.semantic import UNLABELLED, merge_semantic
 from lasagna.model.mllm import expand_images
+from lasagna.preprocess import prepare
 from lasagna.prompts import semantic_question
 from lasagna.tokenization import encode
 from lasagna.tokens import token_ids
@@ -148,6 +151,27 @@ def test_bad_images_are_clear_errors(tiny_tokenizer, tmp_path):
         api.segment(np.zeros((0, 4, 3), np.uint8), classes=["wall"])
     with pytest.raises(ValueError, match="exactly one"):
         api.segment(_image(), classes=["wall"], query="the wall")
+
+
+def test_a_prepared_image_gives_the_answers_of_its_array_bit_for_bit(tiny_tokenizer):
+    api = Lasagna(decisive_model(tiny_tokenizer, 3), tiny_tokenizer)
+    image = _image(3, 33, 47)
+    prepared = prepare(image, api.engine.model.cfg.preprocess)
+    (raw, raw_resized, raw_size), (pre, pre_resized, pre_size) = map(api.engine.encode_image, (image, prepared))
+    assert pre_resized == raw_resized and pre_size == raw_size == (33, 47)
+    tensors = [(e.llm_feats, e.sam_embeds, *e.sam_skips) for e in (raw, pre)]
+    assert all(torch.equal(a, b) for a, b in zip(*tensors, strict=True))
+    alone, given = (api.engine.segment_classes(x, CLASSES, chunk_size=4) for x in (image, prepared))
+    assert alone.present and [c.score for c in given.classes] == [c.score for c in alone.classes]
+    assert torch.equal(given.logits, alone.logits)
+    assert api.engine.segment_query(prepared, "the red circle").text == api.segment(image, query="the red circle").text
+
+
+def test_an_image_prepared_for_another_preprocessing_is_refused(tiny_tokenizer):
+    api = Lasagna(decisive_model(tiny_tokenizer, 0), tiny_tokenizer)
+    other = replace(api.engine.model.cfg.preprocess, sam_mean=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="prepared with"):
+        api.engine.encode_image(prepare(_image(), other))
 
 
 def test_image_kinds_are_accepted(tiny_tokenizer):

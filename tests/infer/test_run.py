@@ -10,9 +10,14 @@ from pycocotools.coco import COCO
 from helpers import SEGMENT_CLASSES as CLASSES
 from helpers import write_scenes
 from lasagna import rle
+from lasagna.api import Lasagna
 from lasagna.cli import main
 from lasagna.infer import batch as batch_module
+from lasagna.infer.batch import segment_batch
 from lasagna.infer.engine import Engine
+from lasagna.infer.listing import find_images
+from lasagna.infer.outputs import write_image_outputs
+from lasagna.preprocess import to_rgb
 
 
 def _segment(folder, ckpt, out, *extra) -> int:
@@ -100,7 +105,7 @@ def test_a_failing_batch_is_retried_image_by_image(run_ckpt, tmp_path, capsys, m
     real = Engine.segment_classes
 
     def tall_images_fail(self, image, *args, **kwargs):
-        if image.shape[0] == 30:
+        if image.size[0] == 30:  # the runner hands the engine `PreparedImage`s
             raise RuntimeError("out of memory")
         return real(self, image, *args, **kwargs)
 
@@ -159,3 +164,33 @@ def test_bad_runs_are_refused_before_any_image(run_ckpt, tmp_path, capsys, setup
     assert _segment(tmp_path / "imgs", run_ckpt, tmp_path / "out", *args) == 2
     assert message in capsys.readouterr().err
     assert not list((tmp_path / "out").rglob("result.json")) and not (tmp_path / "out" / "run.json").exists()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_worker_preprocessing_gives_the_answers_of_arrays_bit_for_bit(run_ckpt, tmp_path, capsys, batch_size):
+    """Encoder pixels computed in DataLoader workers (2) or in the main process (0) give the same files, byte for
+    byte, and the same result.json as the engine given the decoded arrays (its pixels computed by itself)."""
+    write_scenes(tmp_path / "imgs", 5)  # with batch 3: a full batch, then a short one
+    args = ["--recursive", "--classes", CLASSES, "--batch-size", str(batch_size)]
+    runs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"workers{workers}"
+        assert _segment(tmp_path / "imgs", run_ckpt, out, *args, "--workers", workers) == 0  # the last --workers wins
+        runs[workers] = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert len(runs["0"]) == 5 * 3 + 5 and runs["0"] == runs["2"]
+
+    api = Lasagna.from_pretrained(run_ckpt)
+    names = [c.strip() for c in CLASSES.split(",")]
+    items = find_images([str(tmp_path / "imgs")], recursive=True)
+    for start in range(0, len(items), batch_size):
+        group = items[start : start + batch_size]
+        images = [to_rgb(item.path) for item in group]
+        if batch_size == 1:
+            preds = [api.engine.segment_classes(images[0], names)]
+        else:
+            preds = segment_batch(api.engine, images, [names] * len(images))
+        for item, image, pred in zip(group, images, preds, strict=True):
+            pred.warnings.extend(api.vocabulary_warnings(names))
+            folder = write_image_outputs(tmp_path / "arrays" / item.rel, image, pred, str(item.path))
+            assert (folder / "result.json").read_bytes() == runs["2"][f"{item.rel}/result.json"]

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
 
 from ..model.lasagna import ImageEncoding
 from ..model.mllm import expand_images
-from ..preprocess import check_image, clip_pixels, sam_pixels
+from ..preprocess import PreparedImage, check_image
 from .decode import Prefix, RowResult, decode_free, decode_template
-from .engine import Decoder, Engine, Prediction, _common_prefix
+from .engine import Decoder, Engine, ImageInput, Prediction, _common_prefix
 from .inputs import check_classes
 
 MAX_ROWS = 64
@@ -32,17 +31,18 @@ encoded at once stay few (the rows themselves run `decode.ROW_BATCH` at a time).
 @torch.no_grad()
 def segment_batch(
     engine: Engine,
-    images: Sequence[np.ndarray],
+    images: Sequence[ImageInput],
     class_lists: Sequence[list[str]],
     chunk_size: int | Sequence[int] = 16,
     decoder: Decoder | None = None,
     max_rows: int = MAX_ROWS,
 ) -> list[Prediction]:
     """One `Prediction` per (image, class list) pair, as `engine.segment_classes(image, classes, chunk_size,
-    decoder)` gives it; `chunk_size` is one for all or one per image. Images are (H, W, 3) uint8 RGB of any sizes."""
+    decoder)` gives it; `chunk_size` is one for all or one per image. Images are (H, W, 3) uint8 RGB of any sizes,
+    or their `PreparedImage`s."""
     if len(images) != len(class_lists):
         raise ValueError(f"got {len(images)} images but {len(class_lists)} class lists; give one list per image")
-    images = [check_image(image, f"image {i}") for i, image in enumerate(images)]
+    images = [x if isinstance(x, PreparedImage) else check_image(x, f"image {i}") for i, x in enumerate(images)]
     lists = [check_classes(c, engine.reserved) for c in class_lists]
     sizes = [chunk_size] * len(lists) if isinstance(chunk_size, int) else list(chunk_size)
     if len(sizes) != len(lists):
@@ -56,7 +56,9 @@ def segment_batch(
     chunks = [[c[i : i + s] for i in range(0, len(c), s)] for c, s in zip(lists, sizes, strict=True)]
     out: list[Prediction] = []
     for group in _groups([len(c) for c in chunks], max_rows):
-        replays = _segment_group(engine, [images[i] for i in group], [chunks[i] for i in group], decoder)
+        # why per group: an image's pixels take megabytes, so only the group's are computed at a time
+        prepared = [engine.prepare(images[i], f"image {i}") for i in group]
+        replays = _segment_group(engine, prepared, [chunks[i] for i in group], decoder)
         for i, replay in zip(group, replays, strict=True):
             out.append(replay.segment_classes(images[i], lists[i], sizes[i], decoder))
     return out
@@ -92,14 +94,15 @@ class _Replay(Engine):
         return self._rows
 
 
-def _segment_group(engine: Engine, images: list[np.ndarray], chunks: list[list[list[str]]], decoder) -> list[_Replay]:
+def _segment_group(
+    engine: Engine, images: list[PreparedImage], chunks: list[list[list[str]]], decoder
+) -> list[_Replay]:
     """Encode `images` together and decode all their chunks as one batch -> one `_Replay` per image."""
     model = engine.model
-    sams, resized = zip(*(sam_pixels(image, model.cfg.preprocess) for image in images), strict=True)
     param = next(model.parameters())
     to = {"device": param.device, "dtype": param.dtype}
-    clips = torch.stack([clip_pixels(image, model.cfg.preprocess) for image in images])
-    enc = model.encode_images(clips.to(**to), torch.stack(sams).to(**to))
+    clips, sams = torch.stack([p.clip for p in images]), torch.stack([p.sam for p in images])
+    enc = model.encode_images(clips.to(**to), sams.to(**to))
 
     rows, starts, owner, budgets, runs = [], [], [], [], []
     for k, image_chunks in enumerate(chunks):
@@ -127,7 +130,7 @@ def _segment_group(engine: Engine, images: list[np.ndarray], chunks: list[list[l
             sam_embeds=enc.sam_embeds[k : k + 1],
             sam_skips=tuple(s[k : k + 1] for s in enc.sam_skips),
         )
-        replays.append(_Replay(engine, (one, resized[k], tuple(image.shape[:2])), mine, chunks[k]))
+        replays.append(_Replay(engine, (one, image.resized, image.size), mine, chunks[k]))
     return replays
 
 

@@ -35,7 +35,10 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo images already done (and allow other settings)")
     p.add_argument("--batch-size", type=int, default=1, help="images per batch for class lists (default 1)")
     p.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="image-decoding processes (default: up to 4)"
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes that decode and preprocess images (default: up to 4)",
     )
     p.add_argument("--chunk-size", type=int, default=16, help="classes per chunk (default 16)")
     p.add_argument("--decoder", choices=["free", "template"], help="default: the checkpoint's choice")

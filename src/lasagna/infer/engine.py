@@ -3,6 +3,9 @@
 A class list longer than `chunk_size` is split into chunks that run as one batch over the same image: the vision
 tower and SAM image encoder run once, the shared prefix (system prompt + image + instruction) once through the KV
 cache, and the chunks' suffixes together.
+
+Every method that takes an image takes either an (H, W, 3) uint8 RGB array or its `preprocess.PreparedImage`,
+whose encoder pixels were computed elsewhere (in `lasagna segment`'s DataLoader workers) by the same functions.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 
 from .. import prompts
 from ..model.lasagna import ImageEncoding, LasagnaModel
-from ..preprocess import check_image, clip_pixels, sam_pixels
+from ..preprocess import PreparedImage, prepare
 from ..prompts import query_question, semantic_question
 from ..tokenization import encode
 from ..tokens import reserved_strings, token_ids
@@ -26,6 +29,7 @@ from .parse import parse_row
 from .semantic import merge_semantic
 
 Decoder = Literal["free", "template"]
+ImageInput = np.ndarray | PreparedImage
 
 
 MASK_BATCH = 128
@@ -132,15 +136,24 @@ class Engine:
     def _encode(self, text: str) -> list[int]:
         return encode(self.tokenizer, text, self.style)
 
+    def prepare(self, image: ImageInput, what: str = "image") -> PreparedImage:
+        """An image's encoder pixels under this model's preprocessing: computed for an array, checked for a
+        `PreparedImage` (one made under another config would give other answers without a word)."""
+        cfg = self.model.cfg.preprocess
+        if not isinstance(image, PreparedImage):
+            return prepare(image, cfg, what)
+        if image.config != cfg:
+            raise ValueError(f"{what} was prepared with {image.config}, but this model preprocesses with {cfg}")
+        return image
+
     @torch.no_grad()
-    def encode_image(self, image: np.ndarray) -> tuple[ImageEncoding, tuple[int, int], tuple[int, int]]:
-        image = check_image(image)
-        pre = self.model.cfg.preprocess
-        sam, resized = sam_pixels(image, pre)
+    def encode_image(self, image: ImageInput) -> tuple[ImageEncoding, tuple[int, int], tuple[int, int]]:
+        """An image -> (its encoding, SAM's resized (h', w'), the original (H, W))."""
+        prepared = self.prepare(image)
         param = next(self.model.parameters())
         to = {"device": param.device, "dtype": param.dtype}
-        enc = self.model.encode_images(clip_pixels(image, pre)[None].to(**to), sam[None].to(**to))
-        return enc, resized, tuple(image.shape[:2])
+        enc = self.model.encode_images(prepared.clip[None].to(**to), prepared.sam[None].to(**to))
+        return enc, prepared.resized, prepared.size
 
     def slot_low_res(self, enc, hiddens: list[torch.Tensor]) -> torch.Tensor:
         """Mask embeddings (hidden states before decisions) -> (N, h, w) low-res mask logits, in `decode`'s frame."""
@@ -225,7 +238,7 @@ class Engine:
 
     @torch.no_grad()
     def segment_classes(
-        self, image: np.ndarray, classes: list[str], chunk_size: int = 16, decoder: Decoder | None = None
+        self, image: ImageInput, classes: list[str], chunk_size: int = 16, decoder: Decoder | None = None
     ) -> Prediction:
         classes = check_classes(classes, self.reserved)
         decoder = decoder or self.model.cfg.default_decoder
@@ -291,13 +304,13 @@ class Engine:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     @torch.no_grad()
-    def segment_query(self, image: np.ndarray, query: str, max_new_tokens: int = 128) -> Prediction:
+    def segment_query(self, image: ImageInput, query: str, max_new_tokens: int = 128) -> Prediction:
         """A referring or reasoning query: free decoding, one mask per `<ins>` in the answer (with a judge, per decision
         its fusion calls present; `Prediction.evidence` then holds the two log-odds of each)."""
         return self.segment_queries(image, [query], max_new_tokens)[0]
 
     @torch.no_grad()
-    def segment_queries(self, image: np.ndarray, queries: list[str], max_new_tokens: int = 128) -> list[Prediction]:
+    def segment_queries(self, image: ImageInput, queries: list[str], max_new_tokens: int = 128) -> list[Prediction]:
         """`segment_query` for each of several queries about one image, which is encoded once; their answers are
         decoded together over one shared prefix (`answer_queries`)."""
         for query in queries:
@@ -350,7 +363,7 @@ class Engine:
         return out
 
     @torch.no_grad()
-    def chat(self, image: np.ndarray, text: str, max_new_tokens: int = 256) -> str:
+    def chat(self, image: ImageInput, text: str, max_new_tokens: int = 256) -> str:
         check_query(text, self.reserved, "text")
         enc, _, _ = self.encode_image(image)
         row = self._generate(enc, prompts.chat_question(text), max_new_tokens)

@@ -9,9 +9,10 @@ image (`infer.outputs`: result.json, overlay.png, label.png, swapped in whole) a
   next run rebuilds the run-level files from what is there;
 - several processes (`Shard`) each take their share of the images left to do; the first writes run.json before
   and the run-level files after all are done, so the files equal those of one process.
-Images are decoded in the background by a torch DataLoader (`workers`), and class lists run `batch_size` images at
-a time through `infer.batch.segment_batch`; queries go image by image. A bad image (unreadable, or one the model
-fails on) is reported in errors.jsonl and skipped, unless `strict`.
+Images are decoded and their encoder pixels computed (`preprocess.prepare`) in the background by a torch DataLoader
+(`workers`), and class lists run `batch_size` images at a time through `infer.batch.segment_batch`; queries go image
+by image. A bad image (unreadable, or one the model fails on) is reported in errors.jsonl and skipped, unless
+`strict`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
 from ..atomic import write_atomic_file
-from ..preprocess import check_image, to_rgb
+from ..config import PreprocessConfig
+from ..preprocess import PreparedImage, prepare, to_rgb
 from .exports import rebuild, write_errors
 from .inputs import ClassListError, ContextLengthError, TextTooLongError
 from .listing import Item
@@ -176,11 +177,13 @@ def run_folder(
 
 
 class _Images:
-    """Decodes images in DataLoader workers: (item, RGB array or None, error line or None). A map-style dataset
-    is all a DataLoader needs, so torch is not imported here before the model loads."""
+    """Decodes images and computes their encoder pixels under the model's preprocessing `cfg` in DataLoader workers:
+    (item, `PreparedImage` or None, error line or None). A map-style dataset is all a DataLoader needs, so torch is
+    not imported here before the model loads (`preprocess` imports it where the pixels are computed)."""
 
-    def __init__(self, items: list[Item]):
+    def __init__(self, items: list[Item], cfg: PreprocessConfig):
         self.items = items
+        self.cfg = cfg
 
     def __len__(self) -> int:
         return len(self.items)
@@ -188,7 +191,7 @@ class _Images:
     def __getitem__(self, index: int):
         item = self.items[index]
         try:
-            return item, check_image(to_rgb(item.path), str(item.path)), None
+            return item, prepare(to_rgb(item.path), self.cfg, str(item.path)), None
         except Exception as err:  # why: Pillow's decoders raise many types on broken files (SyntaxError, struct.error)
             return item, None, error_line(item, err)
 
@@ -221,7 +224,7 @@ def segment_images(
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
-        _Images(items),
+        _Images(items, engine.model.cfg.preprocess),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_as_list,
@@ -238,24 +241,24 @@ def segment_images(
     with bar:
         for batch in loader:
             decoded = []
-            for item, image, error in batch:
+            for item, prepared, error in batch:
                 if error is None:
-                    decoded.append((item, image))
+                    decoded.append((item, prepared))
                 else:
                     fail(error)
-            for (item, image), answer in zip(decoded, _answer(engine, decoded, spec), strict=True):
+            for (item, prepared), answer in zip(decoded, _answer(engine, decoded, spec), strict=True):
                 if isinstance(answer, BaseException):
                     fail(error_line(item, answer), answer)
                     continue
                 answer.warnings.extend(warnings)
-                write_image_outputs(out / item.rel, image, answer, str(item.path), spec.query, spec.overlay)
+                write_image_outputs(out / item.rel, prepared.image, answer, str(item.path), spec.query, spec.overlay)
                 outcome.done += 1
                 outcome.last = (item, answer) if outcome.done == 1 else None
             bar.update(len(batch))
     return outcome
 
 
-def _answer(engine: Engine, decoded: list[tuple[Item, np.ndarray]], spec: RunSpec) -> list:
+def _answer(engine: Engine, decoded: list[tuple[Item, PreparedImage]], spec: RunSpec) -> list:
     """A Prediction (or the error it raised) per image; a batch that fails is retried image by image, so that one
     bad image does not take its batch-mates down with it."""
     images = [image for _, image in decoded]
