@@ -39,6 +39,22 @@ def _done(out: Path) -> list[Path]:
     return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(out).parts))
 
 
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def _args(folder: Path, ckpt: Path, out: Path) -> list[str]:
     return [
         "segment",
@@ -62,9 +78,15 @@ def test_a_killed_run_resumes_to_the_files_of_a_clean_run(run_ckpt, tmp_path, ca
     deadline = time.monotonic() + 120
     while not _done(out) and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    workers = _children(killed.pid)
     killed.send_signal(signal.SIGKILL)
     _, err = killed.communicate(timeout=60)
     assert killed.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert workers  # the DataLoader worker, which must not outlive the run
+    deadline = time.monotonic() + 2.5  # why not longer: a worker left alone notices the dead run within 5 s
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _alive(pid)]
     done = _done(out)
     assert 1 <= len(done) < 8  # killed mid-run
     for folder in done:  # every folder is whole
