@@ -8,6 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from helpers import SEGMENT_CLASSES, failed_run, run_two_processes, write_scenes
 from lasagna.cli import main
 
@@ -78,15 +81,9 @@ def test_a_killed_run_resumes_to_the_files_of_a_clean_run(run_ckpt, tmp_path, ca
     deadline = time.monotonic() + 120
     while not _done(out) and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    workers = _children(killed.pid)
     killed.send_signal(signal.SIGKILL)
     _, err = killed.communicate(timeout=60)
     assert killed.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    assert workers  # the DataLoader worker, which must not outlive the run
-    deadline = time.monotonic() + 2.5  # why not longer: a worker left alone notices the dead run within 5 s
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [pid for pid in workers if _alive(pid)]
     done = _done(out)
     assert 1 <= len(done) < 8  # killed mid-run
     for folder in done:  # every folder is whole
@@ -118,3 +115,32 @@ def test_two_processes_write_what_one_does(run_ckpt, tmp_path, capsys, one_threa
     assert list(two) == list(one) and len(one) == 5 * 3 + 5
     for name, data in one.items():
         assert two[name] == data, name
+
+
+def test_workers_do_not_outlive_a_killed_run(run_ckpt, tmp_path):
+    """Large decoded images fill the pipe from a worker to the run; once the run is killed, a worker blocked on it
+    would wait forever unless the system kills it with its parent."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (1600, 1600, 3), dtype=np.uint8)).save(imgs / f"big{i}.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    args = [*_args(imgs, run_ckpt, out), "--workers", "2", "--no-overlay"]
+    killed = subprocess.Popen([sys.executable, "-c", SLOW_RUN, *args], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not _done(out) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.0)  # the workers run ahead and fill the pipe
+    workers = _children(killed.pid)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    assert len(workers) == 2
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:  # never leave them behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left
