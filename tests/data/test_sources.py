@@ -390,7 +390,7 @@ def test_reasonseg_paints_largest_first_with_ignore(tmp_path):
 
 def test_reasonseg_is_evaluated_on_each_image_first_query(tmp_path):
     from lasagna.eval.evaluate import evaluate_model
-    from lasagna.infer.engine import Prediction
+    from lasagna.infer.prediction import Prediction
 
     _reason_tree(tmp_path)
     asked = []

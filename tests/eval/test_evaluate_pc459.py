@@ -8,7 +8,7 @@ from PIL import Image
 
 from lasagna.data.sources.classnames import PASCAL_CONTEXT_459
 from lasagna.eval.evaluate import evaluate_model
-from lasagna.infer.engine import ClassResult, Prediction
+from lasagna.infer.prediction import ClassResult, Prediction
 
 IGNORE_16 = 65535
 

@@ -265,7 +265,7 @@ def test_present_only_evaluation_asks_each_image_for_its_own_classes():
     import torch
 
     from lasagna.eval.evaluate import evaluate_semantic
-    from lasagna.infer.engine import ClassResult, Prediction
+    from lasagna.infer.prediction import ClassResult, Prediction
     from lasagna.shapeworld import ShapeWorldSemantic
 
     source = ShapeWorldSemantic("test", size=64, length=3)
@@ -298,7 +298,7 @@ def test_present_only_evaluation_asks_each_image_for_its_own_classes():
 def test_reasoning_evaluation_asks_each_first_query_as_trained_and_leaves_ignore_pixels_out():
     from lasagna.data.records import IGNORE_LABEL, ReasonRecord
     from lasagna.eval.evaluate import evaluate_model, evaluate_reasoning
-    from lasagna.infer.engine import Prediction
+    from lasagna.infer.prediction import Prediction
     from lasagna.prompts import reasoning_question
 
     image = np.zeros((4, 6, 3), np.uint8)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from lasagna.eval.metrics_cli import read_label_png
 from lasagna.eval.preds import PredictionWriter, image_rel
-from lasagna.infer.engine import ClassResult, Prediction
+from lasagna.infer.prediction import ClassResult, Prediction
 
 
 def test_image_rel_drops_roots_and_image_suffixes():

@@ -52,7 +52,7 @@ def _reduce_metric(metric, reduce: Callable | None) -> None:
 
 def _single_class_prediction(lasagna, image: np.ndarray, classes: list[str]):
     """LISA-style: one query per class; a class is present when its answer carries a non-empty mask."""
-    from ..infer.engine import ClassResult, Prediction
+    from ..infer.prediction import ClassResult, Prediction
 
     results, logits = [], []
     for name in classes:

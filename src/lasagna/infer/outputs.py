@@ -20,7 +20,7 @@ from .. import rle, viz
 from ..atomic import write_atomic_dir
 
 if TYPE_CHECKING:  # the engine (torch, transformers) is not needed to write a prediction out
-    from .engine import Prediction
+    from .prediction import Prediction
 
 LABEL_VOID = 255
 """Unlabelled pixels in an 8-bit label.png (the class list then has at most 255 names)."""

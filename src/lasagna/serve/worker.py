@@ -17,8 +17,8 @@ from PIL import Image
 
 from ..api import Lasagna
 from ..infer.batch import segment_batch
-from ..infer.engine import Prediction
 from ..infer.outputs import result_json
+from ..infer.prediction import Prediction
 from ..viz import class_color, overlay
 
 log = logging.getLogger("lasagna.serve")
