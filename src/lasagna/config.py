@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+QUANTIZE_MODES = ("8bit", "4bit")
+"""The LLM quantizations lasagna loads through bitsandbytes: 8bit is LLM.int8 (Linear8bitLt), 4bit NF4 (Linear4bit).
+Here, at the bottom of the layers, so that the command line lists them without importing torch."""
+
 
 @dataclass
 class VisionConfig:

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .quantize_modes import MODES
+from .config import QUANTIZE_MODES as MODES
 
 # why lazy: commands build their parsers (`add_arguments`) on every start, `lasagna --help` included, which must not
 # pay for torch; torch is imported where a setting is resolved.

@@ -20,7 +20,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from .quantize_modes import MODES
+from .config import QUANTIZE_MODES as MODES
 
 BLOCKSIZE = 64
 """Weights per NF4 absmax block (bitsandbytes' default)."""

@@ -19,13 +19,13 @@ from tqdm import tqdm
 from ..atomic import write_atomic_dir
 from ..checkpoint import DEFAULT_SHARD_BYTES, write_config
 from ..config import ModelConfig
+from ..devices import DTYPES
 from ..model.lasagna import LasagnaModel
 from ..tokens import token_ids
 from .infer import SAM_DECODER_HEADS, model_config_from_release, read_json
 from .keymap import CLIP_PREFIX, CLIP_RULES, KeyPlan, official_rules, plan_keys
 from .sources import ShardWriter, WeightFile, read_shapes, weight_files
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TOKENIZER_FILES = (
     "tokenizer.model",
     "tokenizer.json",
@@ -211,4 +211,4 @@ def plan_release(
     plan.raise_if_bad(f"released weights in {src}")
     clip_plan = plan_keys(clip_shapes, CLIP_RULES, ours, [k for k in ours if k.startswith(CLIP_PREFIX)])
     clip_plan.raise_if_bad(f"CLIP weights in {clip}")
-    return ReleasePlan(src, out, files, clip_files, rows, cfg, plan, clip_plan, DTYPES[dtype])
+    return ReleasePlan(src, out, files, clip_files, rows, cfg, plan, clip_plan, getattr(torch, DTYPES[dtype]))

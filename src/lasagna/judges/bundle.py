@@ -142,7 +142,7 @@ class Judges(nn.Module):
         if self._every_slot:
             return torch.full_like(llm, -math.inf), torch.full_like(llm, math.inf)
         v_lo, v_hi = verifier.log_odds_range()
-        if float(verifier.fusion.weight[0, 1]) == 0:  # the verifier's say is nil: the ends are the fused value
+        if float(verifier.fusion.weight[0, 1].detach()) == 0:  # the verifier's say is nil: the ends are the fused value
             v_lo = v_hi = 0.0
         ends = [verifier.fuse(llm, torch.full_like(llm, v)) for v in (v_lo, v_hi)]
         return torch.minimum(*ends), torch.maximum(*ends)

@@ -8,22 +8,23 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import save_pretrained
+from ..devices import DTYPES
 from ..model.build import configure_trainable, merge_lora
 from .config import load_train_config
 from .setup import RunWeights, build_run
 from .state import checkpoints, load_checkpoint_weights
 
-EXPORT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
 
 def export_model(model, tokenizer, out: Path, dtype: str = "bf16", overwrite: bool = True, judges=None) -> Path:
     """Merge LoRA and write our checkpoint format, with the judges beside the model (a copy: the training model
     keeps its adapters)."""
-    if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"export dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"export dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     plain = copy.deepcopy(model)
     merge_lora(plain)
-    return save_pretrained(plain, tokenizer, out, dtype=EXPORT_DTYPES[dtype], overwrite=overwrite, judges=judges)
+    return save_pretrained(
+        plain, tokenizer, out, dtype=getattr(torch, DTYPES[dtype]), overwrite=overwrite, judges=judges
+    )
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path, dtype: str = "bf16", overwrite: bool = False) -> Path:
