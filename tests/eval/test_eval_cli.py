@@ -10,7 +10,7 @@ from PIL import Image
 
 from helpers import failed_run, run_two_processes
 from lasagna.cli import main
-from lasagna.shapeworld import ShapeWorldReferring
+from lasagna.shapeworld import ShapeWorldReferring, ShapeWorldSemantic
 
 EVAL = ["eval", "--dataset", "shapeworld", "--split", "val"]  # the embedded model
 
@@ -62,7 +62,8 @@ def test_rerun_replaces_the_saved_folder_and_keeps_the_logit_merge(tmp_path, cap
     assert sorted(p.name for p in (preds / "semantic" / "shapeworld" / "val").iterdir()) == ["0000000", "0000001"]
     assert (preds / "semantic" / "shapeworld" / "val" / "0000000" / "overlay.png").is_file()
     run = json.loads((preds / "semantic" / "run.json").read_text())
-    assert run["merge"] == "logit" and run["images"] == 2 and run["model"] == "embedded:shapeworld-small"
+    assert run["settings"]["merge"] == "logit" and run["settings"]["model"] == "embedded:shapeworld-small"
+    assert run["images"] == 2 and run["settings"]["classes"] == list(ShapeWorldSemantic("val")[0].classes)
     scored = _metrics(capsys, preds / "semantic", preds / "semantic-gt")
     assert scored["num_images"] == 2 and scored["mIoU"] == pytest.approx(semantic["mIoU"], abs=1e-12)
 

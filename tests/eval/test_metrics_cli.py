@@ -37,7 +37,8 @@ def _output_folder(tmp_path, run: dict | None = None):
     out, gt = tmp_path / "out", tmp_path / "gt"
     _image_folder(out / "a", PRED_A)
     _image_folder(out / "city" / "b", PRED_B)
-    (out / "run.json").write_text(json.dumps(run if run is not None else {"classes": NAMES, "model": "m"}))
+    run = run if run is not None else {"settings": {"classes": NAMES, "model": "m"}}
+    (out / "run.json").write_text(json.dumps(run))
     (out / "predictions.json").write_text("[]")
     (gt / "city").mkdir(parents=True)
     Image.fromarray(GT_A.astype(np.uint8)).save(gt / "a.png")
@@ -79,12 +80,15 @@ def test_class_count_mismatches_are_clear_errors(tmp_path, capsys):
     argv = ["metrics", "semseg", "--pred", str(out), "--gt", str(gt)]
     assert main([*argv, "--num-classes", "4"]) == 2
     assert "--num-classes 4 does not match the 3 classes in" in capsys.readouterr().err
-    (out / "run.json").write_text(json.dumps({"classes": NAMES[:2]}))  # the maps hold class index 2
+    (out / "run.json").write_text(json.dumps({"settings": {"classes": NAMES[:2]}}))  # the maps hold class index 2
     assert main(argv) == 2
     assert "holds class index 2, but the run has 2 classes" in capsys.readouterr().err
-    (out / "run.json").write_text(json.dumps({"classes": "wall, floor"}))
+    (out / "run.json").write_text(json.dumps({"classes": "wall, floor"}))  # a hand-made one: the list alone
     assert main(argv) == 2
     assert "'classes' must be a non-empty list" in capsys.readouterr().err
+    (out / "run.json").write_text(json.dumps({"settings": ["wall", "floor"]}))
+    assert main(argv) == 2
+    assert "'settings' must be a JSON object" in capsys.readouterr().err
     (out / "run.json").unlink()
     assert main(argv) == 2
     assert "--num-classes is needed" in capsys.readouterr().err
@@ -100,7 +104,7 @@ def test_folders_without_label_maps_are_refused(tmp_path, capsys):
     argv = ["metrics", "semseg", "--pred", str(query_run), "--gt", str(gt), "--num-classes", "3"]
     assert main(argv) == 2
     assert "holds no <image>/label.png" in capsys.readouterr().err
-    (query_run / "run.json").write_text(json.dumps({"query": "the red cup"}))
+    (query_run / "run.json").write_text(json.dumps({"settings": {"query": "the red cup"}}))
     assert main(argv[:-2]) == 2
     assert "--query run" in capsys.readouterr().err
     single = tmp_path / "single"

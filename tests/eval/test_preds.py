@@ -47,7 +47,7 @@ def test_semantic_label_is_the_map_eval_scored_indexed_by_the_full_list(tmp_path
     result = json.loads((tmp_path / "semantic" / "imgs" / "x" / "result.json").read_text())
     assert result["image"] == "imgs/x.jpg" and [c["name"] for c in result["classes"]] == ["b", "d"]
     run = json.loads((tmp_path / "semantic" / "run.json").read_text())
-    assert run["classes"] == names and run["task"] == "semantic" and run["dataset"] == "toy"
+    assert run["settings"]["classes"] == names and run["task"] == "semantic" and run["dataset"] == "toy"
     assert not (tmp_path / "semantic" / "imgs" / "x" / "overlay.png").exists()  # only with overlays=True
     with pytest.raises(ValueError, match="would share the folder imgs/x"):
         writer.semantic("imgs/x.png", np.zeros((2, 3, 3), np.uint8), pred, names, by_score, gt)

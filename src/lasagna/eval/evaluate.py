@@ -195,7 +195,8 @@ def evaluate_model(
     `options` go to the dataset's reader (`layout`, ...). Returns a JSON-ready report.
 
     `save_preds`: a folder to write every answer to (`eval.preds`: `<task>/<image id>/result.json`, label.png,
-    `<task>/run.json` with `run_info` and the settings, `semantic-gt/`), overlays too with `save_overlays`."""
+    `<task>/run.json` with `run_info` and the task's settings under "settings", `semantic-gt/`), overlays too with
+    `save_overlays`."""
     report: dict = {"dataset": dataset, "split": split, "merge": merge}
     if present_only:
         report["present_only"] = True
@@ -215,8 +216,8 @@ def evaluate_model(
         indices = list(range(rank, count, world))
         writer = None
         if save_preds is not None:
-            info = {"dataset": dataset, "split": split, "images": count, **(run_info or {})}
-            writer = PredictionWriter(Path(save_preds), task, info, save_overlays, main=rank == 0)
+            info = {"dataset": dataset, "split": split, "images": count}
+            writer = PredictionWriter(Path(save_preds), task, info, run_info or {}, save_overlays, main=rank == 0)
             if rank == 0:
                 writer.prepare()
             _sum_scalar(0, reduce)  # a barrier: no process writes an image before the folder is ready

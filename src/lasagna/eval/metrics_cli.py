@@ -114,9 +114,10 @@ def class_list(pred_dir: Path, num_classes: int | None) -> tuple[int, list[str] 
     """The class count and names of a prediction folder: from its run.json when it has one (checked against
     `num_classes`), else `num_classes` without names."""
     run = read_run(pred_dir)
-    if run is not None:  # segment keeps what was asked under "settings", eval at the top
-        settings = run.get("settings")
-        run = {**(settings if isinstance(settings, dict) else {}), **run}
+    if run is not None and "settings" in run:  # why the other branch: a hand-made run.json may hold just a list
+        run = run["settings"]
+        if not isinstance(run, dict):
+            raise ValueError(f"{pred_dir}/run.json: 'settings' must be a JSON object")
     names = run.get("classes") if run else None
     if run is not None and names is None and "query" in run:
         raise ValueError(f"{pred_dir}/run.json is of a --query run: it has no class list and no label maps to score")

@@ -1,6 +1,7 @@
 """What `lasagna eval --save-preds DIR` writes: each evaluated image's answer, in the layout of `lasagna segment`.
 
-    DIR/semantic/run.json                  task, dataset, split, model, settings and the class list
+    DIR/semantic/run.json                  task, dataset, split and, under "settings", what the answers depend on
+                                           (model, decoder, chunk size, the class list), as `lasagna segment` keeps it
     DIR/semantic/<id>/result.json          the answer (per class: decision, score, RLE mask), `infer.outputs`
     DIR/semantic/<id>/label.png            the label map eval scored: class index per pixel, 255 unlabelled
                                            (16-bit with 65535 past 255 classes)
@@ -53,9 +54,11 @@ class PredictionWriter:
     """Writes one task's answers under `root/<task>` (and its GT under `root/<task>-gt`). Every process of a
     sharded eval writes its own images; only the `main` one prepares the folder and writes run.json."""
 
-    def __init__(self, root: Path, task: str, info: dict, overlays: bool = False, main: bool = True) -> None:
+    def __init__(
+        self, root: Path, task: str, info: dict, settings: dict | None = None, overlays: bool = False, main: bool = True
+    ) -> None:
         self.folder, self.gt_folder = Path(root) / task, Path(root) / f"{task}-gt"
-        self.info = {"written_by": WRITTEN_BY, "task": task, **info}
+        self.info = {"written_by": WRITTEN_BY, "task": task, **info, "settings": dict(settings or {})}
         self.overlays, self.main = overlays, main
         self._seen: dict[str, str] = {}
 
@@ -73,9 +76,9 @@ class PredictionWriter:
             shutil.rmtree(folder, ignore_errors=True)
         self.write_run()
 
-    def write_run(self, **more) -> None:
-        """(Re)write run.json with `more` added (the main process only)."""
-        self.info.update(more)
+    def write_run(self, **settings) -> None:
+        """(Re)write run.json with `settings` added to its settings (the main process only)."""
+        self.info["settings"].update(settings)
         if self.main:
             text = json.dumps(self.info, indent=1) + "\n"
             write_atomic_file(self.folder / "run.json", lambda tmp: tmp.write_text(text))
