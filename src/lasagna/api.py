@@ -100,6 +100,11 @@ class Lasagna:
                 progress=loaded.model.cfg.llm.num_hidden_layers >= 16,  # a bar for 7B-sized LLMs only
             )
         loaded.model.to(placement.device)
+        if placement.device.type == "cpu":
+            # why: on CPU the fused attention kernel is slower than plain matmuls at decoding's shapes (a few
+            # rows of tens of tokens against a prefix of hundreds): the LLM part of a 70-class answer of
+            # shapeworld-small takes about a sixth less time (`benchmarks/kernels.py`); GPUs keep the fused kernel
+            loaded.model.llm.set_attn_implementation("eager")
         judges = None
         if loaded.judges.any:
             try:

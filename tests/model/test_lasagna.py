@@ -290,6 +290,23 @@ def test_prompts_of_many_images_decode_in_one_call_as_image_by_image(skips):
         assert [tuple(m.shape) for m in none] == [(0, 20, 30), (0, 16, 16), (0, 8, 40)]
 
 
+def test_the_decoder_gives_the_same_masks_with_the_kernel_it_trains_with_and_the_one_it_infers_with():
+    """On CPU the mask decoder runs torch's math attention where gradients flow and the fused one without
+    (`decoder_attention`); the two must draw the same masks."""
+    model = _skips_model().eval()
+    sam = model.sam
+    torch.nn.init.normal_(sam.stem_skips.fine.weight)
+    prompts = torch.randn(4, sam.cfg.prompt_dim)
+    with torch.no_grad():
+        images = model.encode_images(
+            torch.randn(1, 3, 32, 32), torch.randn(1, 3, sam.cfg.image_size, sam.cfg.image_size)
+        )
+        inferred = sam.decode(images.sam_embeds, prompts, images.skips_of(0))
+    trained = sam.decode(images.sam_embeds, prompts.requires_grad_(), images.skips_of(0))
+    assert trained.requires_grad and not inferred.requires_grad
+    torch.testing.assert_close(trained.detach(), inferred, atol=1e-5, rtol=1e-4)
+
+
 def test_stem_skips_train_with_the_decoder_and_need_a_deep_enough_stem():
     model = _skips_model()
     model.set_token_ids(INS, 0)
