@@ -12,6 +12,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
@@ -113,3 +114,26 @@ def test_startup_compares_cpu_before_the_model_loads():
     assert "this tree: of torch, transformers, torch._dynamo, sympy, imported before the model loads: none" in (
         done.stdout
     )
+
+
+def test_the_verifier_band_counts_skipped_slots_and_changed_answers(bench, capsys):
+    llm = torch.tensor([-8.5, -7.2, -6.5, -3.0, 2.0])
+    evidence = torch.stack([llm, torch.zeros_like(llm)], -1)
+    present = torch.tensor([False, False, True, False, True])
+    bench("verifier_band").report("toy", evidence, present)
+    out = capsys.readouterr().out
+    assert "LLM log-odds in [-8.50, 2.00]" in out and "of which the LLM answered absent 1" in out
+    assert "lowest LLM log-odds of a slot fused present: -6.50" in out
+    rows = {
+        float(line.split("|")[0]): line.split("|")[1:] for line in out.splitlines() if line.strip()[:1] in ("-", "0")
+    }
+    assert [float(rows[-7.0][0]), int(rows[-7.0][1])] == [0.4, 0]  # two of five below -7, neither present
+    assert [float(rows[-6.0][0]), int(rows[-6.0][1])] == [0.6, 1]  # the -6.5 slot the verifier turned present
+
+
+def test_kernels_and_verifier_band_run_on_the_embedded_model(bench, capsys):
+    assert bench("kernels").main(["--images", "1", "--classes", "4", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "fused/eager" in out and "4/4 cls" in out
+    assert bench("verifier_band").main(["--splits", "val", "--scenes", "1"]) == 0
+    assert "val: 58 slots" in capsys.readouterr().out
