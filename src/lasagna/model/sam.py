@@ -72,7 +72,7 @@ def decoder_attention(device: torch.device):
     why: on CPU, torch's fused (flash) attention backward is slow for the decoder's shapes (a few prompt tokens
     against h x w cells): where gradients flow, the math kernel makes a shapeworld-small stage-1 step 1.2x and a
     stage-0b step 1.3x faster (`benchmarks/train_step.py`, b/c). Without gradients (inference) the fused kernel is
-    the faster one: a 70-class answer of shapeworld-small takes 1.28x less time (`benchmarks/kernels.py`). Other
+    the faster one: a 70-class answer of shapeworld-small runs 1.28x faster (`benchmarks/kernels.py`). Other
     devices keep torch's choice."""
     if device.type == "cpu" and torch.is_grad_enabled():
         return sdpa_kernel(SDPBackend.MATH)
