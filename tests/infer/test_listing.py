@@ -88,3 +88,10 @@ def test_a_run_folder_inside_the_input_folder_is_not_read(tmp_path, monkeypatch)
     assert _rels(find_images(["imgs"], recursive=True, out=Path("imgs/out"))) == ["a"]
     with pytest.raises(ImageListError, match="the run's own outputs"):
         find_images(["imgs/out/a/label.png"], out=tmp_path / "imgs" / "out")
+
+
+def test_a_list_file_with_a_bom_and_crlf_line_ends(tmp_path, monkeypatch):
+    _images(tmp_path, "imgs/img0.png", "imgs/img1.png")
+    (tmp_path / "list.txt").write_bytes("\ufeffimgs/img0.png\r\nimgs/img1.png\r\n".encode())
+    monkeypatch.chdir(tmp_path)
+    assert [item.rel for item in find_images(["@list.txt"])] == ["imgs/img0", "imgs/img1"]
