@@ -74,7 +74,9 @@ def find_images(paths: list[str], recursive: bool = False, out: Path | None = No
     if not found:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
         outputs = f"; those under {out} are the run's own outputs" if items else ""
-        raise ImageListError(f"no images found in {', '.join(paths)} (searched for {suffixes}{outputs})")
+        nested = not recursive and any(_has_subfolders(p) for p in paths)
+        deeper = "; it has subfolders: pass --recursive" if nested else ""
+        raise ImageListError(f"no images found in {', '.join(paths)} (searched for {suffixes}{outputs}){deeper}")
     check_clashes(found)
     return found
 
@@ -144,6 +146,11 @@ def _is_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
+def _has_subfolders(spec: str) -> bool:
+    path = Path(spec)
+    return path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
+
+
 def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
@@ -155,9 +162,10 @@ def check_clashes(items: list[Item]) -> None:
     for item in items:
         key = item.rel.casefold()
         if key in owner:
+            apart = owner[key].path.parent != item.path.parent  # else a parent folder would not tell them apart
             raise ImageListError(
-                f"{owner[key].path} and {item.path} would both write to the output folder {item.rel}/; "
-                "rename one, or give their common parent folder with --recursive"
+                f"{owner[key].path} and {item.path} would both write to the output folder {item.rel}/; rename one"
+                + (", or give their common parent folder with --recursive" if apart else "")
             )
         owner[key] = item
         top = item.rel.split("/", 1)[0]
