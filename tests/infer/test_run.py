@@ -210,3 +210,16 @@ def test_a_folder_left_by_another_question_is_redone(run_ckpt, tmp_path, capsys)
     assert _segment(tmp_path / "imgs", run_ckpt, out, "--query", "the red circle") == 0
     assert "1 image(s) segmented, 1 already done" in capsys.readouterr().out
     assert _json(out / "img1" / "result.json")["query"] == "the red circle"
+
+
+def test_a_run_of_another_kind_or_query_is_refused_in_words(tmp_path):
+    from lasagna.infer.run import RunSettingsError, RunSpec, check_out, write_run_json
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_run_json(out, RunSpec(model="m", classes=["sky"], decoder="template"))
+    with pytest.raises(RunSettingsError, match=r"holds a class-list run, and this is a query run; pass --overwrite"):
+        check_out(out, RunSpec(model="m", query="the red circle"), overwrite=False)
+    write_run_json(out, RunSpec(model="m", query="the red circle"))
+    with pytest.raises(RunSettingsError, match=r"other settings \(query differs\)"):
+        check_out(out, RunSpec(model="m", query="the blue square"), overwrite=False)

@@ -116,10 +116,16 @@ def check_out(out: Path, spec: RunSpec, overwrite: bool) -> None:
         raise RunSettingsError(f"{run_json} cannot be read ({err}); remove it or name another --out") from err
     now = spec.answer_settings()
     if earlier != now and not overwrite:
+        kinds = ["query" if "query" in settings else "class-list" for settings in (earlier, now)]
         changed = sorted(k for k in {*earlier, *now} if earlier.get(k) != now.get(k))
+        verb = "differs" if len(changed) == 1 and changed != ["classes"] else "differ"
+        what = (
+            f"a {kinds[0]} run, and this is a {kinds[1]} run"
+            if kinds[0] != kinds[1]
+            else f"a run with other settings ({', '.join(changed)} {verb})"
+        )
         raise RunSettingsError(
-            f"--out {out} holds a run with other settings ({', '.join(changed)} differ); pass --overwrite to redo "
-            "every image with the new ones, or name another --out"
+            f"--out {out} holds {what}; pass --overwrite to redo every image with the new ones, or name another --out"
         )
 
 
