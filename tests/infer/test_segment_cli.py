@@ -30,3 +30,17 @@ def test_a_classes_file_that_is_no_text_file_is_named(tmp_path, make, message):
     with pytest.raises(ValueError, match=message) as info:
         _from_file(path)
     assert str(path) in str(info.value)
+
+
+def test_a_class_list_over_the_models_positions_leaves_no_run_folder(run_ckpt, tmp_path, capsys):
+    from helpers import write_scenes
+    from lasagna.cli import main
+
+    write_scenes(tmp_path / "imgs", 2)
+    names = ", ".join(f"name {i} " + "zebra quilt " * 15 for i in range(16))
+    out = tmp_path / "out"
+    argv = ["segment", str(tmp_path / "imgs"), "--model", str(run_ckpt), "--out", str(out), "--workers", "0"]
+    assert main([*argv, "--classes", names]) == 2
+    assert "use a smaller chunk_size" in capsys.readouterr().err
+    assert not out.exists()  # a rerun with a list that fits is not refused as another run's folder
+    assert main([*argv, "--classes", "sky, tree"]) == 0

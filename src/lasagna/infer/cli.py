@@ -106,6 +106,7 @@ def run(args) -> int:
         spec.classes = check_classes(spec.classes, model.engine.reserved)
         spec.decoder = args.decoder or model.config.default_decoder
         notes = model.vocabulary_warnings(spec.classes)
+    model.engine.check_fits(spec.classes, spec.query, spec.chunk_size, spec.decoder)
     shard = _shard()
     if shard.rank == 0:
         for note in notes:
