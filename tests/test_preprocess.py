@@ -325,3 +325,14 @@ def test_prepare_holds_both_encoders_pixels_and_pickles_for_dataloader_workers()
     assert np.array_equal(prepared.image, image)
     with pytest.raises(ImageInputError, match=r"photo\.png: expected an \(H, W, 3\) uint8"):
         prepare(image[:, :, :2], cfg, "photo.png")
+
+
+def test_files_that_are_no_image_say_why_naming_the_file_once(tmp_path):
+    from lasagna.preprocess import ImageReadError, to_rgb
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello, not an image\n")
+    for name, why in (("empty.png", "is empty (0 bytes)"), ("text.jpg", "not in an image format Pillow reads")):
+        with pytest.raises(ImageReadError, match=re.escape(why)) as info:
+            to_rgb(tmp_path / name)
+        assert str(info.value).count(name) == 1

@@ -180,9 +180,9 @@ class Lasagna:
 
         `classes` is a list (or tuple) of names, never one string: `classes="sky"` is an error, not the three classes
         "s", "k", "y" and not a comma-separated list (split it yourself: `[c.strip() for c in text.split(",")]`,
-        as `lasagna segment --classes` does). Each name is refused, by name, when it is empty, holds a comma or one
-        of the tokenizer's reserved strings (`</s>`, `<ins>`, ... in any letter case), is longer than
-        `lasagna.infer.inputs.MAX_NAME_CHARS` (200) characters, or repeats another name up to case, spaces and
+        as `lasagna segment --classes` does). Each name is refused, by name, when it is empty, holds a comma, a line
+        break or tab, or one of the tokenizer's reserved strings (`</s>`, `<ins>`, ... in any letter case), is longer
+        than `lasagna.infer.inputs.MAX_NAME_CHARS` (200) characters, or repeats another name up to case, spaces and
         punctuation. Lists of any length are accepted: they run in chunks of `chunk_size` names, and a chunk whose
         prompt and answer exceed the model's positions is refused with a hint to lower `chunk_size`. A `query` is a
         string of at most `MAX_QUERY_CHARS` (2,000) characters whose prompt must fit the model's positions.

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import PreprocessConfig
 
@@ -134,6 +134,8 @@ def open_image_file(path: str | Path, use: Callable[[Image.Image], T], *, decode
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"image file {path} is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             # The size check below decides; Pillow's warning for the same images would only repeat it.
@@ -150,6 +152,8 @@ def open_image_file(path: str | Path, use: Callable[[Image.Image], T], *, decode
         ) from err
     except (ImageInputError, FileNotFoundError):
         raise
+    except UnidentifiedImageError as err:  # why: Pillow's own message repeats the path
+        raise ImageReadError(f"cannot decode image file {path}: not in an image format Pillow reads") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageReadError(f"cannot decode image file {path}: {err}") from err
 

@@ -92,3 +92,11 @@ def test_two_processes_save_every_image_once(tmp_path, capsys):
     ]
     scored = _metrics(capsys, preds / "semantic", preds / "semantic-gt")
     assert scored["mIoU"] == pytest.approx(json.loads(report.read_text())["semantic"]["mIoU"], abs=1e-12)
+
+
+def test_a_limit_below_one_and_an_unknown_dataset_are_named(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert main([*EVAL, "--limit", "0", "--out", str(report)]) == 2
+    assert "--limit must be >= 1, got 0" in capsys.readouterr().err and not report.exists()
+    assert main(["eval", "--dataset", "shapewrold", "--split", "val", "--out", str(report)]) == 2
+    assert "'shapewrold'" in (err := capsys.readouterr().err) and "shapeworld" in err.replace("'shapewrold'", "")

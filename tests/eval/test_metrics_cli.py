@@ -147,3 +147,11 @@ def test_metrics_scores_what_segment_wrote(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["classes"] == ["sky", "grass", "red circle"] and result["num_images"] == 2
     assert result["mIoU"] == pytest.approx(expected.compute()["mIoU"]) and result["mIoU"] < 1
+
+
+def test_a_gt_value_that_is_no_class_names_the_files_ignore_value(tmp_path, capsys):
+    out, gt = _output_folder(tmp_path)
+    Image.fromarray(np.array([[0, 0, 1], [2, 7, 255]], np.uint8)).save(gt / "a.png")
+    assert main(["metrics", "semseg", "--pred", str(out), "--gt", str(gt)]) == 2
+    err = capsys.readouterr().err
+    assert "a.png" in err and "value 7" in err and "255 (--ignore)" in err and "index -1" not in err

@@ -150,6 +150,8 @@ def test_a_string_of_classes_is_an_error_not_its_letters(lasagna, no_llm):
         (["sky", "a" * (MAX_NAME_CHARS + 1)], rf"'a{{60}}'\.\.\. \({MAX_NAME_CHARS + 1} characters\) is longer than"),
         (["sky", 3], r"class names must be strings, got int 3"),
         (["red, blue"], r"'red, blue' contains a comma"),
+        (["sky\ngrass\nsand"], r"'sky\\ngrass\\nsand' holds a line break, tab or other control character"),
+        (["red\tcircle"], r"'red\\tcircle' holds a line break"),
         ([], r"classes is empty"),
     ],
 )

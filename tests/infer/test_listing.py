@@ -65,8 +65,9 @@ def test_clashes_are_named_before_any_work(tmp_path, monkeypatch):
     assert _rels(find_images(["n"])) == ["a"]  # without --recursive, no clash
     with pytest.raises(ImageListError, match="the name of a run-level file"):
         find_images(["r"])
-    with pytest.raises(ImageListError, match="both write"):  # some file systems do not tell A from a
+    with pytest.raises(ImageListError, match="both write") as info:  # some file systems do not tell A from a
         find_images(["c"])
+    assert "--recursive" not in str(info.value)  # one folder: no parent folder to give instead
 
 
 def test_missing_and_empty_inputs_are_named(tmp_path, monkeypatch):
@@ -80,6 +81,9 @@ def test_missing_and_empty_inputs_are_named(tmp_path, monkeypatch):
         find_images(["empty/*.png"])
     with pytest.raises(FileNotFoundError, match="list file not found"):
         find_images(["@missing.txt"])
+    _images(tmp_path, "deep/sub/a.png")
+    with pytest.raises(ImageListError, match=r"no images found in deep .*it has subfolders: pass --recursive"):
+        find_images(["deep"])
 
 
 def test_a_run_folder_inside_the_input_folder_is_not_read(tmp_path, monkeypatch):
@@ -88,3 +92,10 @@ def test_a_run_folder_inside_the_input_folder_is_not_read(tmp_path, monkeypatch)
     assert _rels(find_images(["imgs"], recursive=True, out=Path("imgs/out"))) == ["a"]
     with pytest.raises(ImageListError, match="the run's own outputs"):
         find_images(["imgs/out/a/label.png"], out=tmp_path / "imgs" / "out")
+
+
+def test_a_list_file_with_a_bom_and_crlf_line_ends(tmp_path, monkeypatch):
+    _images(tmp_path, "imgs/img0.png", "imgs/img1.png")
+    (tmp_path / "list.txt").write_bytes("\ufeffimgs/img0.png\r\nimgs/img1.png\r\n".encode())
+    monkeypatch.chdir(tmp_path)
+    assert [item.rel for item in find_images(["@list.txt"])] == ["imgs/img0", "imgs/img1"]

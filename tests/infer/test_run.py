@@ -194,3 +194,32 @@ def test_worker_preprocessing_gives_the_answers_of_arrays_bit_for_bit(run_ckpt, 
             pred.warnings.extend(api.vocabulary_warnings(names))
             folder = write_image_outputs(tmp_path / "arrays" / item.rel, image, pred, str(item.path))
             assert (folder / "result.json").read_bytes() == runs["2"][f"{item.rel}/result.json"]
+
+
+def test_a_folder_left_by_another_question_is_redone(run_ckpt, tmp_path, capsys):
+    write_scenes(tmp_path / "imgs", 2)
+    out, one = tmp_path / "out", tmp_path / "imgs" / "img0.png"
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", "wall, bed") == 0
+    assert _segment(one, run_ckpt, out, "--classes", "sky, tree", "--overwrite") == 0  # img1 keeps the old answer
+    capsys.readouterr()
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", "sky, tree") == 0
+    assert "1 image(s) segmented, 1 already done" in capsys.readouterr().out
+    assert [c["name"] for c in _json(out / "img1" / "result.json")["classes"]] == ["sky", "tree"]
+    assert _segment(one, run_ckpt, out, "--query", "the red circle", "--overwrite") == 0
+    capsys.readouterr()
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--query", "the red circle") == 0
+    assert "1 image(s) segmented, 1 already done" in capsys.readouterr().out
+    assert _json(out / "img1" / "result.json")["query"] == "the red circle"
+
+
+def test_a_run_of_another_kind_or_query_is_refused_in_words(tmp_path):
+    from lasagna.infer.run import RunSettingsError, RunSpec, check_out, write_run_json
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_run_json(out, RunSpec(model="m", classes=["sky"], decoder="template"))
+    with pytest.raises(RunSettingsError, match=r"holds a class-list run, and this is a query run; pass --overwrite"):
+        check_out(out, RunSpec(model="m", query="the red circle"), overwrite=False)
+    write_run_json(out, RunSpec(model="m", query="the red circle"))
+    with pytest.raises(RunSettingsError, match=r"other settings \(query differs\)"):
+        check_out(out, RunSpec(model="m", query="the blue square"), overwrite=False)

@@ -72,6 +72,8 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
 
     if args.save_overlays and not args.save_preds:
         raise ValueError("--save-overlays needs --save-preds DIR")
+    if args.limit is not None and args.limit < 1:  # why: 0 would write a report of no images over the last one
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     model = Lasagna.from_pretrained(args.model, **load_options(args))
     model_name = args.model or "embedded:shapeworld-small"
     report = evaluate_model(

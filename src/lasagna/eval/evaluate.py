@@ -36,7 +36,10 @@ def open_eval_sources(dataset: str, split: str, root: str | None = None, **optio
             "referring": ShapeWorldReferring(split),
             "reasoning": ShapeWorldReasoning(split),
         }
-    from ..data.sources import open_source
+    from ..data.sources import SOURCES, open_source
+
+    if dataset not in SOURCES:  # why: the readers' own message lists theirs, which lack the built-in ShapeWorld
+        raise ValueError(f"unknown dataset {dataset!r}; known datasets: shapeworld, {', '.join(sorted(SOURCES))}")
 
     source = open_source(dataset, root, split, **options)
     return {source.task: source}

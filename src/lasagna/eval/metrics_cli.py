@@ -145,6 +145,17 @@ def _check_prediction(pred: np.ndarray, path: Path, num_classes: int) -> None:
         )
 
 
+def _check_gt(gt: np.ndarray, path: Path, num_classes: int, ignore_index: int) -> None:
+    """A GT file holds class ids and its ignore value; named in the file's own values (the metric sees the ignore
+    value as IGNORE_LABEL, which the user never wrote)."""
+    bad = ((gt < 0) | (gt >= num_classes)) & (gt != ignore_index)
+    if bad.any():
+        raise ValueError(
+            f"{path}: gt holds value {int(gt[bad][0])}, which is neither a class id 0..{num_classes - 1} nor the "
+            f"ignore value {ignore_index} (--ignore)"
+        )
+
+
 def semseg_metrics(
     pred_dir: Path,
     gt_dir: Path,
@@ -175,6 +186,8 @@ def semseg_metrics(
         pred, gt = read_label_png(pred_path), read_label_png(gt_path)
         if strict:
             _check_prediction(pred, pred_path, num_classes)
+        if convention == "correct":  # why: "released" maps every other value to class 0, as the released code did
+            _check_gt(gt, gt_path, num_classes, ignore_index)
         gt[gt == ignore_index] = IGNORE_LABEL
         if pred.shape != gt.shape:
             raise ValueError(f"size mismatch: {pred_path} is {pred.shape} but {gt_path} is {gt.shape} (H, W)")

@@ -47,13 +47,13 @@ def register(sub) -> None:
 
 
 def read_classes(args) -> list[str]:
+    """The class names of `--classes "a, b"` or `--classes-file F` (one a line; blank lines and `#` lines skipped)."""
     if args.classes is not None:
         names = [c.strip() for c in args.classes.split(",")]
     else:
-        path = Path(args.classes_file)
-        if not path.exists():
-            raise FileNotFoundError(f"classes file not found: {path}")
-        names = [line.strip() for line in path.read_text().splitlines()]
+        from .listing import read_text_file
+
+        names = [line.strip() for line in read_text_file(Path(args.classes_file), "classes file").splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise ValueError("the class list is empty")
@@ -106,6 +106,7 @@ def run(args) -> int:
         spec.classes = check_classes(spec.classes, model.engine.reserved)
         spec.decoder = args.decoder or model.config.default_decoder
         notes = model.vocabulary_warnings(spec.classes)
+    model.engine.check_fits(spec.classes, spec.query, spec.chunk_size, spec.decoder)
     shard = _shard()
     if shard.rank == 0:
         for note in notes:

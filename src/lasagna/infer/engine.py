@@ -288,9 +288,8 @@ class Engine:
         batch: the prompt they share (system prompt, image, the template's start) runs through the LLM once, and
         each answer is the one the query gets alone, up to rounding (`decode.py` counts positions per row)."""
         rows = [self._encode(self._render([(query_question(q), None)])) for q in queries]
-        for query in queries:  # the prompt must leave room for the shortest answer, "<ins>."
-            answered = self._encode(self._render([(query_question(query), prompts.refer_answer(1))]))
-            check_query_context(answered, self.model.cfg, query)
+        for query in queries:
+            self._check_query_fits(query)
         out = []
         for start in range(0, len(rows), QUERY_BATCH):
             batch = rows[start : start + QUERY_BATCH]
@@ -301,6 +300,23 @@ class Engine:
         return out
 
     @torch.no_grad()
+    def _check_query_fits(self, query: str) -> None:
+        """The prompt must leave room for the shortest answer, "<ins>."."""
+        answered = self._encode(self._render([(query_question(query), prompts.refer_answer(1))]))
+        check_query_context(answered, self.model.cfg, query)
+
+    def check_fits(
+        self, classes: list[str] | None, query: str | None, chunk_size: int = 16, decoder: Decoder | None = None
+    ) -> None:
+        """Refuse a class list (checked, `check_classes`) whose chunks, or a query whose prompt, would not fit the
+        model's positions, before any image: the checks `segment_classes` / `segment_query` make as they run, so
+        that a run over many images stops before it writes anything."""
+        if query is not None:
+            self._check_query_fits(query)
+            return
+        chunks = [classes[i : i + chunk_size] for i in range(0, len(classes), chunk_size)]
+        self.chunk_rows(chunks, decoder or self.model.cfg.default_decoder)
+
     def chat(self, image: ImageInput, text: str, max_new_tokens: int = 256) -> str:
         check_query(text, self.reserved, "text")
         enc, _, _ = self.encode_image(image)

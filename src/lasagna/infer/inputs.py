@@ -2,6 +2,7 @@
 
 Limits (each refusal is a `ValueError` subclass whose message names the input):
 - a class name: non-empty once spaces and punctuation are stripped, no comma (commas separate names in the prompt),
+  no line break, tab or other control character inside,
   at most `MAX_NAME_CHARS` characters, listed once (after `parse.normalise`), no reserved token string;
 - a query or chat text: non-empty, at most `MAX_QUERY_CHARS` characters, no reserved token string;
 - a prompt: it must fit the LLM's positions (`cfg.llm.max_position_embeddings`), the one `<image>` id counted as the
@@ -14,6 +15,7 @@ Long class lists are never refused: they are split into chunks (`Engine.segment_
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from ..config import ModelConfig
 from ..tokens import DEFAULT_RESERVED, IMAGE_TOKEN_ID, check_user_text
@@ -61,6 +63,12 @@ def check_class_name(name: str, reserved: frozenset[str] = DEFAULT_RESERVED) -> 
         raise ClassListError(f"class name {_short(name)} contains a comma, which separates names in the query")
     if len(name) > MAX_NAME_CHARS:
         raise TextTooLongError(f"class name {_short(name)} is longer than {MAX_NAME_CHARS} characters; shorten it")
+    if any(unicodedata.category(c) == "Cc" for c in name.strip()):
+        # why: `--classes "$(cat classes.txt)"` makes one name of a whole file, answered as one nonsense class
+        raise ClassListError(
+            f"class name {_short(name)} holds a line break, tab or other control character; separate names with "
+            "commas, or give one name a line with --classes-file"
+        )
     key = normalise(name)
     if not key:
         raise ClassListError(f"class name {name!r} is empty (once spaces and punctuation are stripped)")

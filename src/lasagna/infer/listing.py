@@ -30,6 +30,10 @@ class ImageListError(ValueError):
     """A PATH that names no image, a list file that cannot be read, or two images that would share an output folder."""
 
 
+class TextFileError(ValueError):
+    """A list or classes file that is a folder, or not UTF-8 text."""
+
+
 @dataclass(frozen=True)
 class Item:
     """One image to segment: `path` as the user's PATH leads to it, `rel` its output folder under OUT (POSIX form,
@@ -38,6 +42,19 @@ class Item:
     path: Path
     rel: str
     file_name: str
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A text file the user wrote (`what` names it in errors): UTF-8, a byte-order mark dropped (Windows editors
+    write one, and it would stick to the first line), line ends left to `splitlines`."""
+    if path.is_dir():
+        raise TextFileError(f"{what} {path} is a folder, not a text file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise TextFileError(f"{what} {path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
 
 
 def find_images(paths: list[str], recursive: bool = False, out: Path | None = None) -> list[Item]:
@@ -57,7 +74,9 @@ def find_images(paths: list[str], recursive: bool = False, out: Path | None = No
     if not found:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
         outputs = f"; those under {out} are the run's own outputs" if items else ""
-        raise ImageListError(f"no images found in {', '.join(paths)} (searched for {suffixes}{outputs})")
+        nested = not recursive and any(_has_subfolders(p) for p in paths)
+        deeper = "; it has subfolders: pass --recursive" if nested else ""
+        raise ImageListError(f"no images found in {', '.join(paths)} (searched for {suffixes}{outputs}){deeper}")
     check_clashes(found)
     return found
 
@@ -81,10 +100,8 @@ def _expand(spec: str, recursive: bool, base: Path, from_list: bool) -> list[Ite
 
 
 def _read_list(listing: Path, recursive: bool) -> list[Item]:
-    if not listing.is_file():
-        raise FileNotFoundError(f"list file not found: {listing}")
     items = []
-    for number, line in enumerate(listing.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text_file(listing, "list file").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -129,6 +146,11 @@ def _is_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
+def _has_subfolders(spec: str) -> bool:
+    path = Path(spec)
+    return path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
+
+
 def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
@@ -140,9 +162,10 @@ def check_clashes(items: list[Item]) -> None:
     for item in items:
         key = item.rel.casefold()
         if key in owner:
+            apart = owner[key].path.parent != item.path.parent  # else a parent folder would not tell them apart
             raise ImageListError(
-                f"{owner[key].path} and {item.path} would both write to the output folder {item.rel}/; "
-                "rename one, or give their common parent folder with --recursive"
+                f"{owner[key].path} and {item.path} would both write to the output folder {item.rel}/; rename one"
+                + (", or give their common parent folder with --recursive" if apart else "")
             )
         owner[key] = item
         top = item.rel.split("/", 1)[0]

@@ -58,7 +58,8 @@ class Prediction:
     def semantic_map(
         self, classes: list[str] | None = None, threshold: float = 0.0, by_score: bool = True
     ) -> np.ndarray:
-        """(H, W) int64: index into `classes` (default: the queried list) per pixel, -1 where unlabelled.
+        """(H, W) int64: index into `classes` (default: the queried list; else it must hold every present class) per
+        pixel, -1 where unlabelled.
 
         Where masks overlap, a pixel goes to the class with the highest P(present) * P(pixel in mask); with
         `by_score=False`, to the highest mask logit alone (as the released code merges).
@@ -66,6 +67,9 @@ class Prediction:
         classes = classes or [c.name for c in self.classes]
         index = {name: i for i, name in enumerate(classes)}
         present = [c for c in self.classes if c.present]
+        missing = [c.name for c in present if c.name not in index]
+        if missing:
+            raise ValueError(f"classes lacks {missing!r}, answered present: the map needs an index for each")
         if self.logits is None or not present:
             return np.full(self.image_size, -1, dtype=np.int64)
         ids = torch.tensor([index[c.name] for c in present])

@@ -116,21 +116,39 @@ def check_out(out: Path, spec: RunSpec, overwrite: bool) -> None:
         raise RunSettingsError(f"{run_json} cannot be read ({err}); remove it or name another --out") from err
     now = spec.answer_settings()
     if earlier != now and not overwrite:
+        kinds = ["query" if "query" in settings else "class-list" for settings in (earlier, now)]
         changed = sorted(k for k in {*earlier, *now} if earlier.get(k) != now.get(k))
+        verb = "differs" if len(changed) == 1 and changed != ["classes"] else "differ"
+        what = (
+            f"a {kinds[0]} run, and this is a {kinds[1]} run"
+            if kinds[0] != kinds[1]
+            else f"a run with other settings ({', '.join(changed)} {verb})"
+        )
         raise RunSettingsError(
-            f"--out {out} holds a run with other settings ({', '.join(changed)} differ); pass --overwrite to redo "
-            "every image with the new ones, or name another --out"
+            f"--out {out} holds {what}; pass --overwrite to redo every image with the new ones, or name another --out"
         )
 
 
 def is_complete(folder: Path, spec: RunSpec) -> bool:
-    """Whether an image's folder holds everything this run would write there."""
+    """Whether an image's folder holds everything this run would write there, answering this run's question.
+
+    why the question is read back: `--overwrite` redoes only the images of its own PATHs, so a folder of another
+    image may still answer an earlier class list or query; counted as done, its label.png indices would not match
+    categories.json and its answers would drop out of predictions.json."""
     needed = ["result.json"]
     if spec.classes is not None:
         needed.append("label.png")
     if spec.overlay:
         needed.append("overlay.png")
-    return all((folder / name).is_file() for name in needed)
+    if not all((folder / name).is_file() for name in needed):
+        return False
+    try:
+        result = json.loads((folder / "result.json").read_text())
+        if spec.query is not None:
+            return result.get("query") == spec.query
+        return "query" not in result and [c["name"] for c in result["classes"]] == spec.classes
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False  # unreadable: redo it
 
 
 def write_run_json(out: Path, spec: RunSpec) -> None:

@@ -17,8 +17,9 @@ def merge_semantic(
     `scores` (K,), each class's probability of being present, it is the class of the highest P(present) * P(pixel in
     its mask). why: a class wrongly answered present (score near 0.5) then gives way to a surely present class (score
     near 1) where their masks overlap, instead of taking its pixels on a mask logit that knows nothing of presence.
-    A pixel whose winning class has a logit below `threshold` (0 = sigmoid 0.5) stays UNLABELLED, which metrics count
-    as wrong for whatever class the pixel really is.
+    A pixel whose winning class has a logit at or below `threshold` (0 = sigmoid 0.5) stays UNLABELLED, which metrics
+    count as wrong for whatever class the pixel really is; at 0 that is exactly where the engine's masks (logits > 0)
+    end, so a pixel is never labelled outside its class's mask.
     """
     if logits.shape[0] == 0:
         return torch.full(logits.shape[1:], UNLABELLED, dtype=torch.long)
@@ -31,4 +32,4 @@ def merge_semantic(
         index = joint.argmax(0)
         best = logits.gather(0, index[None])[0]
     labels = class_ids.to(index.device)[index]
-    return torch.where(best >= threshold, labels, torch.full_like(labels, UNLABELLED))
+    return torch.where(best > threshold, labels, torch.full_like(labels, UNLABELLED))
