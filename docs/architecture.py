@@ -1,6 +1,6 @@
 """Draw docs/architecture.png: the boxes of a LaSagnA model, the add-ons beside it, and how a request flows.
 
-    pip install -e '.[docs]' && python docs/architecture.py
+    python docs/architecture.py        # matplotlib is one of lasagna's dependencies
 
 The picture is committed; run this after changing the architecture, and commit both.
 """

@@ -30,7 +30,7 @@ def run_train(args) -> int:
 
 
 def run_export(args) -> int:
-    from .fit import export_checkpoint
+    from .export import export_checkpoint
 
     out = export_checkpoint(args.ckpt, args.out, args.dtype, overwrite=args.overwrite)
     print(f"wrote {out}")

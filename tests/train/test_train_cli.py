@@ -1,0 +1,34 @@
+"""`lasagna train` and `lasagna export` through the command line, as the docs run them."""
+
+import pytest
+
+from helpers import TINY
+from lasagna.checkpoint import load_pretrained
+from lasagna.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """accelerate keeps one state per process; each run here may ask for its own mixed precision."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+
+
+def test_train_then_export_writes_a_checkpoint_that_loads(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", f"out_dir={run}", *TINY, "optim.steps=2"]) == 0
+    assert f"final model: {run / 'final'}" in capsys.readouterr().out
+
+    out = tmp_path / "exported"
+    assert main(["export", "--ckpt", str(run), "--out", str(out), "--dtype", "fp32"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    model, _ = load_pretrained(out)
+    assert not any("lora" in k for k in model.state_dict())
+
+
+def test_export_of_a_missing_run_is_one_line_naming_it(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    assert main(["export", "--ckpt", str(missing), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lasagna export: error:") and str(missing) in err
