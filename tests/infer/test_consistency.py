@@ -61,3 +61,18 @@ def test_a_present_class_with_an_empty_mask_is_reported_absent_and_says_why(tiny
 def test_chat_never_answers_with_a_mask_token(tiny_tokenizer):
     answer = _lasagna(tiny_tokenizer, judged=False).chat(_image(), "What is in the picture?", max_new_tokens=40)
     assert INS not in answer and NO_INS not in answer
+
+
+def test_chat_runs_without_gradients(tiny_tokenizer, monkeypatch):
+    """`Engine.chat` encodes the image itself: under autograd its activations would be kept for a backward pass."""
+    lasagna = _lasagna(tiny_tokenizer, judged=False)
+    seen = []
+    encode = lasagna.engine.encode_image
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_grad_enabled())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(lasagna.engine, "encode_image", spy)
+    lasagna.chat(_image(), "What is in the picture?", max_new_tokens=4)
+    assert seen == [False]

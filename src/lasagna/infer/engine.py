@@ -299,7 +299,6 @@ class Engine:
             out += decode_free(self.model, prefix, suffixes, self.ids, max_new_tokens=max_new_tokens)
         return out
 
-    @torch.no_grad()
     def _check_query_fits(self, query: str) -> None:
         """The prompt must leave room for the shortest answer, "<ins>."."""
         answered = self._encode(self._render([(query_question(query), prompts.refer_answer(1))]))
@@ -317,6 +316,7 @@ class Engine:
         chunks = [classes[i : i + chunk_size] for i in range(0, len(classes), chunk_size)]
         self.chunk_rows(chunks, decoder or self.model.cfg.default_decoder)
 
+    @torch.no_grad()
     def chat(self, image: ImageInput, text: str, max_new_tokens: int = 256) -> str:
         check_query(text, self.reserved, "text")
         enc, _, _ = self.encode_image(image)
