@@ -166,7 +166,7 @@ def write_images(folder: Path, count: int) -> list[Path]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--work", type=Path, default=Path("/tmp/lasagna-gpu-check"), help="scratch folder (removed)")
     ap.add_argument("--preset", default="lasagna-7b")
     ap.add_argument("--device", default="cuda")

@@ -54,7 +54,7 @@ def agreement(base: list, other: list) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--model", help="checkpoint folder (default: the embedded model)")
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--classes", type=int, default=70, help="the first N of ShapeWorld's 70 test-open names")

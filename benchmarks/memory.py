@@ -104,7 +104,7 @@ def check_keys(name: str, path: Path) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--preset", default="lasagna-7b", choices=sorted(MODEL_PRESETS))
     ap.add_argument("--official-keys", type=Path, help="the released checkpoint's key list (JSON name -> shape)")
     args = ap.parse_args()

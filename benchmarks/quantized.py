@@ -28,7 +28,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--model", help="checkpoint folder (default: the embedded ShapeWorld model)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--images", nargs="+", type=Path, default=sorted(EXAMPLES.glob("*.png")))

@@ -46,7 +46,7 @@ def report(split: str, ev: torch.Tensor, present: torch.Tensor) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--model", help="checkpoint folder (default: the embedded model)")
     ap.add_argument("--splits", default="val,test-open", help="ShapeWorld splits, comma-separated")
     ap.add_argument("--scenes", default="200,500", help="scenes of each split, comma-separated")

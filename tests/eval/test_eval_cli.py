@@ -63,6 +63,7 @@ def test_rerun_replaces_the_saved_folder_and_keeps_the_logit_merge(tmp_path, cap
     assert (preds / "semantic" / "shapeworld" / "val" / "0000000" / "overlay.png").is_file()
     run = json.loads((preds / "semantic" / "run.json").read_text())
     assert run["settings"]["merge"] == "logit" and run["settings"]["model"] == "embedded:shapeworld-small"
+    assert run["settings"]["decoder"] == "template"  # the model's default, as decoded
     assert run["images"] == 2 and run["settings"]["classes"] == list(ShapeWorldSemantic("val")[0].classes)
     scored = _metrics(capsys, preds / "semantic", preds / "semantic-gt")
     assert scored["num_images"] == 2 and scored["mIoU"] == pytest.approx(semantic["mIoU"], abs=1e-12)

@@ -95,7 +95,12 @@ def _evaluate(args, rank: int, world: int, reduce) -> int:
         tasks=tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None,
         save_preds=args.save_preds,
         save_overlays=args.save_overlays,
-        run_info={"model": model_name, "decoder": args.decoder, "chunk_size": args.chunk_size},
+        # why the model's default: what the answers were decoded with, as segment's run.json records it
+        run_info={
+            "model": model_name,
+            "decoder": args.decoder or model.model.cfg.default_decoder,
+            "chunk_size": args.chunk_size,
+        },
     )
     report["model"] = model_name
     if rank == 0:

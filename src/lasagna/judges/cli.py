@@ -43,7 +43,7 @@ def register(sub) -> None:
 
 def _answer_args(p, part: str) -> None:
     """The arguments `train-verifier` and `train-picker` share: the model, its answers and the training loop."""
-    p.add_argument("--model", required=True, help=f"a checkpoint folder of ours (it gains a {part} if it has none)")
+    p.add_argument("--model", required=True, help=f"a checkpoint folder of ours (given a {part} if it has none)")
     p.add_argument("--out", required=True, help=f"where the model with its trained {part} is written")
     p.add_argument("--dataset", default="shapeworld", help="referring data: `lasagna data` names")
     p.add_argument("--split", default="train", help="the scenes it trains on")
