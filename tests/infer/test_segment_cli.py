@@ -44,3 +44,16 @@ def test_a_class_list_over_the_models_positions_leaves_no_run_folder(run_ckpt, t
     assert "use a smaller chunk_size" in capsys.readouterr().err
     assert not out.exists()  # a rerun with a list that fits is not refused as another run's folder
     assert main([*argv, "--classes", "sky, tree"]) == 0
+
+
+def test_a_failed_image_is_named_once_in_the_summary(run_ckpt, tmp_path, capsys):
+    from helpers import write_scenes
+    from lasagna.cli import main
+
+    write_scenes(tmp_path / "imgs", 1)
+    broken = tmp_path / "imgs" / "broken.png"
+    broken.write_bytes(b"x")
+    argv = ["segment", str(tmp_path / "imgs"), "--classes", "sky", "--out", str(tmp_path / "out"), "--no-overlay"]
+    assert main([*argv, "--model", str(run_ckpt)]) == 1
+    failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 1 and failed[0].count(str(broken)) == 1

@@ -148,9 +148,11 @@ def _print_answer(pred, notes: list[str], is_query: bool) -> None:
 
 
 def _print_summary(outcome, out: Path) -> None:
+    from .run import failure_text
+
     print(f"{outcome.done} image(s) segmented, {outcome.skipped} already done, {len(outcome.failed)} failed")
     for line in outcome.failed[:5]:
-        print(f"failed: {line['path']}: {line['message']}", file=sys.stderr)
+        print(f"failed: {failure_text(line)}", file=sys.stderr)
     if outcome.failed:
         print(f"failed images are listed in {out / 'errors.jsonl'}", file=sys.stderr)
     if outcome.last is not None:

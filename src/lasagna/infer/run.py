@@ -151,6 +151,12 @@ def is_complete(folder: Path, spec: RunSpec) -> bool:
         return False  # unreadable: redo it
 
 
+def failure_text(line: dict) -> str:
+    """An errors.jsonl line as one sentence that names its image once (most messages name the path already)."""
+    path, message = str(line["path"]), str(line["message"])
+    return message if path in message else f"{path}: {message}"
+
+
 def write_run_json(out: Path, spec: RunSpec) -> None:
     data = {"settings": spec.answer_settings(), "overlay": spec.overlay}
     text = json.dumps(data, indent=1) + "\n"
@@ -275,7 +281,7 @@ def segment_images(
 
     def fail(line: dict, err: BaseException | None = None) -> None:
         if strict:
-            raise ImageFailedError(f"{line['path']}: {line['message']} (--strict stops at the first failure)") from err
+            raise ImageFailedError(f"{failure_text(line)} (--strict stops at the first failure)") from err
         outcome.failed.append(line)
         bar.set_postfix(failed=len(outcome.failed))
 
