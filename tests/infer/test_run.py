@@ -192,7 +192,8 @@ def test_worker_preprocessing_gives_the_answers_of_arrays_bit_for_bit(run_ckpt, 
             preds = segment_batch(api.engine, images, [names] * len(images))
         for item, image, pred in zip(group, images, preds, strict=True):
             pred.warnings.extend(api.vocabulary_warnings(names))
-            folder = write_image_outputs(tmp_path / "arrays" / item.rel, image, pred, str(item.path))
+            settings = _json(tmp_path / "workers2" / "run.json")["settings"]
+            folder = write_image_outputs(tmp_path / "arrays" / item.rel, image, pred, str(item.path), settings=settings)
             assert (folder / "result.json").read_bytes() == runs["2"][f"{item.rel}/result.json"]
 
 
@@ -210,6 +211,13 @@ def test_a_folder_left_by_another_question_is_redone(run_ckpt, tmp_path, capsys)
     assert _segment(tmp_path / "imgs", run_ckpt, out, "--query", "the red circle") == 0
     assert "1 image(s) segmented, 1 already done" in capsys.readouterr().out
     assert _json(out / "img1" / "result.json")["query"] == "the red circle"
+    # the same class list under another decoder: the folder's own settings tell it apart
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", "sky, tree", "--overwrite") == 0
+    assert _segment(one, run_ckpt, out, "--classes", "sky, tree", "--decoder", "free", "--overwrite") == 0
+    capsys.readouterr()
+    assert _segment(tmp_path / "imgs", run_ckpt, out, "--classes", "sky, tree", "--decoder", "free") == 0
+    assert "1 image(s) segmented, 1 already done" in capsys.readouterr().out
+    assert _json(out / "img1" / "result.json")["settings"] == _json(out / "run.json")["settings"]
 
 
 def test_a_run_of_another_kind_or_query_is_refused_in_words(tmp_path):

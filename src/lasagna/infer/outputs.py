@@ -107,13 +107,16 @@ def write_image_outputs(
     with_overlay: bool = True,
     classes: Sequence[str] | None = None,
     by_score: bool = True,
+    settings: dict | None = None,
 ) -> Path:
-    """One image's folder: result.json (with the query, if any), overlay.png (unless `with_overlay` is False) and,
-    for a class list, label.png indexed by `classes` (default: the queried list; eval passes the dataset's full list)
-    and merged as `by_score` says; all appear at once."""
+    """One image's folder: result.json (with the query, if any, and a run's `settings`, if given), overlay.png
+    (unless `with_overlay` is False) and, for a class list, label.png indexed by `classes` (default: the queried
+    list; eval passes the dataset's full list) and merged as `by_score` says; all appear at once."""
     data = result_json(pred, image_path)
     if query is not None:
         data = {"query": query, **data}
+    if settings is not None:
+        data["settings"] = settings
     text = json.dumps(data, indent=1) + "\n"
     picture = label = None
     if query is not None:

@@ -130,11 +130,12 @@ def check_out(out: Path, spec: RunSpec, overwrite: bool) -> None:
 
 
 def is_complete(folder: Path, spec: RunSpec) -> bool:
-    """Whether an image's folder holds everything this run would write there, answering this run's question.
+    """Whether an image's folder holds everything this run would write there, made with this run's settings.
 
-    why the question is read back: `--overwrite` redoes only the images of its own PATHs, so a folder of another
-    image may still answer an earlier class list or query; counted as done, its label.png indices would not match
-    categories.json and its answers would drop out of predictions.json."""
+    why each folder's own settings are read back (result.json keeps them): `--overwrite` redoes only the images of
+    its own PATHs, so a folder of another image may still hold an answer of an earlier class list, query, model or
+    decoder; counted as done, its label.png indices would not match categories.json, or its answers would mix two
+    models in predictions.json."""
     needed = ["result.json"]
     if spec.classes is not None:
         needed.append("label.png")
@@ -143,11 +144,8 @@ def is_complete(folder: Path, spec: RunSpec) -> bool:
     if not all((folder / name).is_file() for name in needed):
         return False
     try:
-        result = json.loads((folder / "result.json").read_text())
-        if spec.query is not None:
-            return result.get("query") == spec.query
-        return "query" not in result and [c["name"] for c in result["classes"]] == spec.classes
-    except (ValueError, KeyError, TypeError, AttributeError):
+        return json.loads((folder / "result.json").read_text()).get("settings") == spec.answer_settings()
+    except (ValueError, AttributeError):
         return False  # unreadable: redo it
 
 
@@ -298,7 +296,10 @@ def segment_images(
                     fail(error_line(item, answer), answer)
                     continue
                 answer.warnings.extend(warnings)
-                write_image_outputs(out / item.rel, prepared.image, answer, str(item.path), spec.query, spec.overlay)
+                write_image_outputs(
+                    out / item.rel, prepared.image, answer, str(item.path), spec.query, spec.overlay,
+                    settings=spec.answer_settings(),
+                )  # fmt: skip
                 outcome.done += 1
                 outcome.last = (item, answer) if outcome.done == 1 else None
             bar.update(len(batch))
