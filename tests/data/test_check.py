@@ -90,3 +90,10 @@ def test_jsonl_errors(tmp_path, capsys):
 def test_an_unreadable_tree_is_one_error(tmp_path, capsys):
     code, out, _ = _check(capsys, "--dataset", "ade20k", "--root", str(tmp_path), "--layout", "lisa")
     assert code == 1 and str(tmp_path / "ade20k" / "annotations" / "training") in out
+
+
+def test_a_dataset_name_or_option_no_reader_takes_is_a_usage_error(tmp_path, capsys):
+    code, out, err = _check(capsys, "--dataset", "ade2k", "--root", str(tmp_path))
+    assert code == 2 and out == "" and "unknown dataset 'ade2k'; known datasets: ade20k" in err
+    code, out, err = _check(capsys, "--dataset", "folder", "--root", str(tmp_path), "--option", "colour=red")
+    assert code == 2 and out == "" and "colour" in err

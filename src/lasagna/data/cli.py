@@ -205,7 +205,11 @@ def run_preview(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from lasagna.data.check import check_dataset, format_report
+    from lasagna.data.sources import reader_options
 
+    # why first: a dataset name or option that no reader takes is a mistake in the command (exit 2), not a
+    # problem of the tree the report would list (exit 1)
+    reader_options(args.dataset, options_from_args(args))
     report = check_dataset(
         args.dataset, args.root, args.split, options_from_args(args), args.limit, args.examples, args.seed
     )
