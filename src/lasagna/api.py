@@ -103,7 +103,7 @@ class Lasagna:
         if placement.device.type == "cpu":
             # why: on CPU the fused attention kernel is slower than plain matmuls at decoding's shapes (a few
             # rows of tens of tokens against a prefix of hundreds): the LLM part of a 70-class answer of
-            # shapeworld-small takes about a sixth less time (`benchmarks/kernels.py`); GPUs keep the fused kernel
+            # shapeworld-small takes 11% to 14% less time (`benchmarks/kernels.py`); GPUs keep the fused kernel
             loaded.model.llm.set_attn_implementation("eager")
         judges = None
         if loaded.judges.any:

@@ -72,8 +72,8 @@ def decoder_attention(device: torch.device):
     why: on CPU, torch's fused (flash) attention backward is slow for the decoder's shapes (a few prompt tokens
     against h x w cells): where gradients flow, the math kernel makes a shapeworld-small stage-1 step 1.2x and a
     stage-0b step 1.3x faster (`benchmarks/train_step.py`, b/c). Without gradients (inference) the fused kernel is
-    the faster one: a 70-class answer of shapeworld-small runs 1.28x faster (`benchmarks/kernels.py`). Other
-    devices keep torch's choice."""
+    the faster one: a 70-class answer of shapeworld-small runs 1.21x to 1.28x faster (`benchmarks/kernels.py`).
+    Other devices keep torch's choice."""
     if device.type == "cpu" and torch.is_grad_enabled():
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()
