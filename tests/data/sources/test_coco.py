@@ -116,3 +116,38 @@ def test_a_panoptic_file_without_its_png_folder_is_named(tmp_path):
     for name in ("coco", "coco-referring"):
         with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'panoptic_train'}: missing")):
             open_source(name, tmp_path / "panoptic_train.json")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["annotations"].append(5), "annotation #7 is not a JSON object"),
+        (lambda d: d["categories"].append("fig"), "category #3 is not a JSON object"),
+        (lambda d: d["images"].append("x.jpg"), "image entry 'x.jpg' lacks"),
+        (lambda d: d.update(annotations={"a": 1}), "'annotations' must be a list"),
+    ],
+)
+def test_entries_that_are_not_objects_are_named_not_a_traceback(tmp_path, edit, message):
+    path = write_coco_file(tmp_path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        open_source("coco", tmp_path)
+
+
+def test_string_image_ids_match_their_annotations(tmp_path):
+    path = write_coco_file(tmp_path)
+    data = json.loads(path.read_text())
+    for entry in data["images"] + data["annotations"]:
+        key = "id" if "file_name" in entry else "image_id"
+        entry[key] = str(entry[key])
+    path.write_text(json.dumps(data))
+    source = open_source("coco", tmp_path)
+    assert np.array_equal(source[0].load_label(), _boxes_label(LAYOUT[0], len(CLASSES)))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_json(tmp_path):
+    path = write_coco_file(tmp_path)
+    path.write_text("\ufeff" + path.read_text(), encoding="utf-8")
+    assert len(open_source("coco", tmp_path)) == len(LAYOUT)

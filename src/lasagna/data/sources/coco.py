@@ -88,18 +88,23 @@ def read_coco(root: str | Path | None = None, split: str = "train") -> CocoFile:
     """Read the COCO file found from `root` and collect a problem for every entry that cannot be used."""
     path = find_coco_json(root, split)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark from Windows editors
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a JSON file ({err})") from err
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise ValueError(f"{path}: a COCO file needs 'images' and 'categories' lists")
     annotations = data.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise ValueError(f"{path}: 'annotations' must be a list, got {type(annotations).__name__}")
     categories = data["categories"]
+    for index, category in enumerate(categories):
+        if not isinstance(category, dict):  # why raise: the class list's order cannot be trusted past it
+            raise ValueError(f"{path}: category #{index} is not a JSON object: {category!r:.80}")
     coco = CocoFile(
         path=path,
-        panoptic=any("segments_info" in a for a in annotations),
+        panoptic=any(isinstance(a, dict) and "segments_info" in a for a in annotations),
         classes=[str(c.get("name", "")) for c in categories],
-        class_of={int(c["id"]): i for i, c in enumerate(categories) if "id" in c},
+        class_of={_id(c["id"]): i for i, c in enumerate(categories) if "id" in c},
     )
     coco.problems += class_name_problems(coco.classes, path)
     if len(coco.class_of) != len(categories):
@@ -109,29 +114,40 @@ def read_coco(root: str | Path | None = None, split: str = "train") -> CocoFile:
         coco.problems.append(Problem(path, "no categories"))
     photo_dir = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
     for entry in data["images"]:
-        if not all(k in entry for k in ("id", "file_name", "height", "width")):
+        if not isinstance(entry, dict) or not all(k in entry for k in ("id", "file_name", "height", "width")):
             coco.problems.append(Problem(path, f"image entry {entry!r:.80} lacks id, file_name, height or width"))
             continue
         photo = photo_dir / entry["file_name"]
         if not photo.is_file():
             coco.problems.append(Problem(photo, f"missing: the photo of image id {entry['id']}"))
-            coco.skipped.add(entry["id"])
+            coco.skipped.add(_id(entry["id"]))
             continue
-        coco.images[int(entry["id"])], coco.paths[int(entry["id"])] = entry, photo
-        coco.anns[int(entry["id"])] = []
+        image_id = _id(entry["id"])
+        coco.images[image_id], coco.paths[image_id], coco.anns[image_id] = entry, photo, []
     if not coco.images:
         coco.problems.append(Problem(path, "no usable image entries"))
     if coco.panoptic:
         coco.png_dir = _png_dir(path)
         if coco.png_dir is None:
             coco.problems.append(Problem(path.parent / path.stem, "missing: the folder of the panoptic PNGs"))
-    for ann in annotations:
-        _add_annotation(coco, ann)
+    for index, ann in enumerate(annotations):
+        if isinstance(ann, dict):
+            _add_annotation(coco, ann)
+        else:
+            coco.problems.append(Problem(path, f"annotation #{index} is not a JSON object: {ann!r:.80}"))
     return coco
 
 
+def _id(value: Any) -> Any:
+    """An image or category id as a lookup key: a whole-number string ("100") and the number (100) are one id,
+    since COCO exporters write either."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, str | int | float | None) else repr(value)  # a list or object: named as is
+
+
 def _add_annotation(coco: CocoFile, ann: dict) -> None:
-    image_id = ann.get("image_id")
+    image_id = _id(ann.get("image_id"))
     if image_id not in coco.anns:
         if image_id not in coco.skipped:
             coco.problems.append(Problem(coco.path, f"annotation of image id {image_id!r}, which no image entry has"))
@@ -149,7 +165,8 @@ def _add_annotation(coco: CocoFile, ann: dict) -> None:
         if "segmentation" not in ann:
             coco.problems.append(Problem(coco.path, f"annotation {ann.get('id')!r} lacks 'segmentation'"))
             return
-        unknown = [] if ann.get("category_id") in coco.class_of else [ann.get("category_id")]
+        ann = {**ann, "category_id": _id(ann.get("category_id"))}
+        unknown = [] if ann["category_id"] in coco.class_of else [ann["category_id"]]
     if unknown:
         coco.problems.append(Problem(coco.path, f"annotation of image {image_id} has unknown category ids {unknown}"))
         return
