@@ -52,3 +52,30 @@ def test_bad_lines_and_missing_photos_are_named(tmp_path):
     assert f"{path}: line 2: not valid JSON" in text
     assert str(tmp_path / "pics" / "none.png") in text and "line 3" in text
     assert f"{path}: line 4: 'masks' must be a list" in text
+
+
+@pytest.mark.parametrize(
+    ("masks", "message"),
+    [
+        ([[]], "target 0 has no polygon"),
+        ([[[10, 10, 20, 10]]], "target 0: polygon 0 has 4 values"),
+        ([[[10, 10, 20, 10, 20, 20, 30]]], "target 0: polygon 0 has 7 values"),
+        ([[["10", "10", "20", "10", "20", "20"]]], "target 0: polygon 0 holds '10'"),
+        ([[[float("nan"), 10, 20, 10, 20, 20]]], "target 0: polygon 0 holds nan"),
+        ([[[[1, 2, 3, 4, 5, 6]]]], "target 0: polygon 0 holds [1, 2, 3, 4, 5, 6]"),
+    ],
+)
+def test_malformed_polygons_are_named_not_read_as_empty_targets(tmp_path, masks, message):
+    path = write_jsonl_file(tmp_path)
+    lines = path.read_text().splitlines()
+    lines[0] = json.dumps({"image": "pics/photo0.png", "text": "the kiwi", "masks": masks})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as err:
+        open_source("jsonl", tmp_path)
+    assert f"{path}: line 1: {message}" in str(err.value)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    path = write_jsonl_file(tmp_path)
+    path.write_text("\ufeff" + path.read_text(), encoding="utf-8")
+    assert len(open_source("jsonl", tmp_path)) == len(LAYOUT)

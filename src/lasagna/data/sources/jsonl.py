@@ -9,7 +9,8 @@ file itself. One JSON object a line (blank lines are skipped):
 - text: the referring expression;
 - masks: one entry per target, each a COCO segmentation: an RLE object {"size": [h, w], "counts": ...} (compressed
   string or uncompressed list) or polygons [[x1, y1, x2, y2, ...], ...] (one flat [x1, y1, ...] list is read as a
-  single polygon). [] (or no "masks", or null) marks an expression that matches nothing in the photo;
+  single polygon; each polygon at least 3 points of finite numbers, anything else is an error rather than an empty
+  target). [] (or no "masks", or null) marks an expression that matches nothing in the photo;
 - height, width (optional): the photo's size, which polygons need; read from the photo's header when absent.
 
 Lines about one photo become one record (in file order), so its photo is read once per sample. Polygons and RLE index
@@ -19,6 +20,7 @@ the stored pixel grid, so photos are read without EXIF rotation.
 from __future__ import annotations
 
 import json
+import math
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,16 +53,37 @@ def _targets(value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise ValueError(f"'masks' must be a list of targets (RLE objects or polygon lists), got {value!r:.80}")
     targets = []
-    for target in value:
-        if isinstance(target, list) and target and all(isinstance(v, int | float) for v in target):
+    for index, target in enumerate(value):
+        if isinstance(target, list) and target and all(_is_number(v) for v in target):
             target = [target]  # one flat polygon
         if isinstance(target, dict):
             if "counts" not in target or "size" not in target:
                 raise ValueError(f"an RLE target needs 'size' and 'counts', got keys {sorted(target)}")
         elif not (isinstance(target, list) and all(isinstance(p, list) for p in target)):
             raise ValueError(f"a target must be an RLE object or a list of polygons, got {target!r:.80}")
+        else:
+            _check_polygons(target, index)
         targets.append(target)
     return targets
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_polygons(polygons: list[list], index: int) -> None:
+    """Each polygon a flat list of at least 3 (x, y) points: anything else would decode to an empty or wrong mask,
+    a target answered `<ins>` whose mask holds nothing."""
+    if not polygons:
+        raise ValueError(f"target {index} has no polygon (a target with no mask: leave it out of 'masks')")
+    for k, polygon in enumerate(polygons):
+        bad = [v for v in polygon if not _is_number(v)]
+        if bad:
+            raise ValueError(f"target {index}: polygon {k} holds {bad[0]!r:.40}; it must be numbers x1, y1, x2, ...")
+        if len(polygon) < 6 or len(polygon) % 2:
+            raise ValueError(
+                f"target {index}: polygon {k} has {len(polygon)} values; it needs x, y pairs of at least 3 points"
+            )
 
 
 def load_target_masks(targets: tuple, image: Path, size: tuple[int, int] | None) -> np.ndarray:
@@ -81,7 +104,7 @@ def _size(line: dict) -> tuple[int, int] | None:
 def read_lines(path: Path) -> tuple[list[tuple[int, dict]], list[Problem]]:
     """(line number, object) for every non-blank line, and a problem for each line that is not a JSON object."""
     lines, problems = [], []
-    with open(path, encoding="utf-8") as file:
+    with open(path, encoding="utf-8-sig") as file:  # a byte-order mark from Windows editors is not JSON
         for number, text in enumerate(file, 1):
             if not text.strip():
                 continue
