@@ -97,3 +97,13 @@ def test_a_dataset_name_or_option_no_reader_takes_is_a_usage_error(tmp_path, cap
     assert code == 2 and out == "" and "unknown dataset 'ade2k'; known datasets: ade20k" in err
     code, out, err = _check(capsys, "--dataset", "folder", "--root", str(tmp_path), "--option", "colour=red")
     assert code == 2 and out == "" and "colour" in err
+
+
+def test_an_expression_whose_targets_cover_no_pixel_is_an_error(tmp_path, capsys):
+    path = write_jsonl_file(tmp_path)
+    empty = mask_utils.encode(np.asfortranarray(np.zeros((48, 64), np.uint8)))
+    line = {"image": "pics/photo0.png", "text": "the ghost", "masks": [{**empty, "counts": empty["counts"].decode()}]}
+    path.write_text(path.read_text() + json.dumps(line) + "\n")
+    code, out, _ = _check(capsys, "--dataset", "jsonl", "--root", str(tmp_path), "--examples", "0")
+    assert code == 1
+    assert f"{tmp_path / 'pics' / 'photo0.png'}: expression 'the ghost': its 1 target(s) cover no pixel" in out

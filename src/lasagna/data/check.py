@@ -5,7 +5,8 @@ What is checked, each problem naming its file:
   formats' scans, `lasagna.data.sources.SCANS`; any other dataset is opened as training opens it);
 - class names: empty, repeated (case and spaces ignored), holding a reserved token string (`<ins>`, ...) or a comma;
 - every photo: readable, not empty; every label map or mask: readable, the photo's size, ids within the class list
-  (semantic); every expression: non-empty text without reserved token strings, masks of the photo's size.
+  (semantic); every expression: non-empty text without reserved token strings, masks of the photo's size that
+  cover at least one pixel when it has targets.
 
 Warnings (the data loads, but may not be what was meant): label maps without a single labelled pixel, label files
 without a photo. The report counts photos, classes and the share of labelled pixels each class holds, and prints
@@ -140,6 +141,14 @@ def _check_referring(report: CheckReport, record: ReferRecord) -> None:
             shape = _wh(masks.shape[1:]) if masks.ndim == 3 else str(masks.shape)
             report.problems.append(
                 Problem(image_path, f"expression {text!r}: masks of size {shape}, the photo is {_wh(image.shape)}")
+            )
+        elif len(masks) and not masks.any():
+            report.problems.append(
+                Problem(
+                    image_path,
+                    f"expression {text!r}: its {len(masks)} target(s) cover no pixel, so training would answer it "
+                    "<ins> with an empty mask (an expression that matches nothing has no targets)",
+                )
             )
         report.no_target += len(masks) == 0
 
