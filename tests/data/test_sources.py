@@ -95,6 +95,16 @@ def test_read_label_keeps_palette_indices(tmp_path):
     assert read_label(tmp_path / "voc.png")[0, :3].tolist() == [0, 3, 255]
 
 
+def test_read_label_refuses_jpeg_files_whatever_their_name(tmp_path):
+    # two classes 0 and 1 side by side: JPEG's blur makes values in between, which could pass as real class ids
+    values = np.zeros((16, 16), np.uint8)
+    values[:, 8:] = 1
+    for name in ("label.jpg", "label.png"):
+        Image.fromarray(values).save(tmp_path / name, format="JPEG", quality=75)
+        with pytest.raises(ImageReadError, match=rf"{name}: a JPEG file.*lossy.*PNG"):
+            read_label(tmp_path / name)
+
+
 # ---------------------------------------------------------------- semantic datasets
 
 

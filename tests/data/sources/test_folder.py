@@ -8,6 +8,7 @@ from PIL import Image
 
 from lasagna.data.records import IGNORE_LABEL
 from lasagna.data.sources import open_source
+from lasagna.data.sources.folder import checked_folder
 from user_data import CLASSES, LAYOUT, SIZE, scene, write_folder_tree
 
 
@@ -62,3 +63,17 @@ def test_missing_class_list_is_a_file_not_found_error(tmp_path):
     (tmp_path / "classes.txt").unlink()
     with pytest.raises(FileNotFoundError, match=r"classes\.txt"):
         open_source("folder", tmp_path)
+
+
+def test_label_maps_of_another_file_type_are_named(tmp_path):
+    write_folder_tree(tmp_path)
+    labels = tmp_path / "labels"
+    (labels / "photo1.png").rename(labels / "photo1.PNG")  # an upper-case suffix is still a PNG
+    Image.open(labels / "photo2.png").save(labels / "photo2.jpg", quality=95)
+    (labels / "photo2.png").unlink()
+    source, problems = checked_folder(tmp_path)
+    assert [item.label.name for item in source.items] == ["photo0.png", "photo1.PNG", "photo3.png"]
+    assert [str(p) for p in problems] == [
+        f"{labels / 'photo2.png'}: missing: the label map of photo2.png (photo2.jpg is not a PNG: label maps must "
+        "be PNGs, since JPEG's lossy compression changes ids at every edge)"
+    ]

@@ -3,7 +3,8 @@
 Tree (the folder `DIR`, or `DIR/<split>` when that folder exists, so one root can hold train/ and val/):
 
     images/<name>.jpg | .jpeg | .png     the photos
-    labels/<name>.png                    one label map per photo, same size: pixel value = class id
+    labels/<name>.png                    one label map per photo, same size: pixel value = class id (PNG only:
+                                         a JPEG's lossy compression would change the ids along every edge)
     classes.txt                          line i = the name of class id i (DIR/classes.txt serves every split)
 
 Label values: 0..C-1 are the classes of classes.txt. With at most 255 classes, labels are 8-bit PNGs (mode L or P;
@@ -40,6 +41,7 @@ FOLDER = Layout(
     "  (all three may sit in a <split>/ folder, e.g. train/ and val/, with classes.txt in either)",
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_NOT_PNG = "label maps must be PNGs, since JPEG's lossy compression changes ids at every edge"
 IGNORE_8BIT = 255
 IGNORE_16BIT = 65535
 MAX_CLASSES = IGNORE_16BIT  # ids 0..65534 fit beside the 16-bit ignore value
@@ -101,10 +103,15 @@ def scan_folder(root: str | Path | None = None, split: str = "train") -> FolderS
     if not by_name:
         scan.problems.append(Problem(image_dir, f"no photos ({', '.join(IMAGE_SUFFIXES)})"))
     label_dir = base / "labels"
-    labels = {p.stem: p for p in label_dir.glob("*.png")} if label_dir.is_dir() else {}
+    others: dict[str, Path] = {}  # label files of another type, named when a photo's PNG is missing
+    labels: dict[str, Path] = {}
+    for path in sorted(label_dir.iterdir()) if label_dir.is_dir() else []:
+        if path.is_file():
+            (labels if path.suffix.lower() == ".png" else others).setdefault(path.stem, path)
     for stem, image in by_name.items():
         if stem not in labels:
-            scan.problems.append(Problem(label_dir / f"{stem}.png", f"missing: the label map of {image.name}"))
+            hint = f" ({others[stem].name} is not a PNG: {_NOT_PNG})" if stem in others else ""
+            scan.problems.append(Problem(label_dir / f"{stem}.png", f"missing: the label map of {image.name}{hint}"))
             continue
         scan.items.append(LabeledImage(stem, image, labels[stem]))
     for stem in sorted(set(labels) - set(by_name)):

@@ -4,7 +4,8 @@ Images themselves are read by `lasagna.preprocess.to_rgb(path, exif_transpose=..
 image input; this module holds what only the data sources need:
 - `read_image_size(path)` -> (H, W) from the header only, with `to_rgb`'s orientation rule.
 - `read_label(path)` -> (H, W) raw integer values of a single-channel label file (uint8 for L / P / 1 PNGs, uint16 for
-  16-bit PNG or TIFF, int32 for 32-bit); palette indices are returned as they are, never converted to colours.
+  16-bit PNG or TIFF, int32 for 32-bit); palette indices are returned as they are, never converted to colours. A
+  JPEG file is refused, whatever its name: its lossy compression changes the ids along every edge.
 Both open files through `preprocess.open_image_file`, so the pixel limit and its errors are the same as for images.
 
 Which frame to use: a label map or a COCO polygon indexes the *stored* pixel grid (the label file has the stored
@@ -23,6 +24,7 @@ from lasagna.preprocess import ImageReadError, open_image_file
 
 _EXIF_ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image by 90 degrees
+_LOSSY_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: the JPEG variant many phone cameras write
 _LABEL_MODES = frozenset({"L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
@@ -42,6 +44,11 @@ def read_label(path: str | Path) -> np.ndarray:
     """Read a single-channel label file to its (H, W) raw integer values (native byte order)."""
 
     def use(image: Image.Image) -> np.ndarray:
+        if image.format in _LOSSY_FORMATS:  # why: blurred edges hold in-between values that can pass as class ids
+            raise ImageReadError(
+                f"{path}: a JPEG file; label files must be lossless (JPEG's lossy compression changes ids at every "
+                "edge): save label maps as PNG"
+            )
         if image.mode not in _LABEL_MODES:
             raise ImageReadError(
                 f"{path}: label files must be single-channel (L, P, 16-bit or 32-bit integer), got mode {image.mode}"
