@@ -77,3 +77,13 @@ def test_label_maps_of_another_file_type_are_named(tmp_path):
         f"{labels / 'photo2.png'}: missing: the label map of photo2.png (photo2.jpg is not a PNG: label maps must "
         "be PNGs, since JPEG's lossy compression changes ids at every edge)"
     ]
+
+
+def test_names_that_differ_only_in_unicode_form_repeat_each_other(tmp_path):
+    write_folder_tree(tmp_path)
+    # "café" typed (one code point) and pasted from a macOS file name (e + combining accent) look the same
+    (tmp_path / "classes.txt").write_text("caf\u00e9\ncafe\u0301\n\uff4b\uff49\uff57\uff49 fruit\nkiwi fruit\n")
+    with pytest.raises(ValueError) as err:
+        open_source("folder", tmp_path)
+    assert "class 1 'cafe\u0301' repeats class 0 'caf\u00e9'" in str(err.value)
+    assert "class 3 'kiwi fruit' repeats class 2" in str(err.value)

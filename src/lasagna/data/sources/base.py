@@ -13,6 +13,7 @@ none is found, the error names every path tried.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -225,10 +226,11 @@ class Problem:
 
 def class_name_problems(names: Sequence[str], where: Path) -> list[Problem]:
     """Empty names, names holding a reserved token string or a comma (the separator of a class list), and names
-    that repeat one before them once case and spaces are ignored (the model reads them lower-cased)."""
+    that repeat one before them once case, spaces and Unicode form are ignored (the model reads them lower-cased;
+    NFKC folds an accent typed as one code point or two, and full-width letters, which look alike to a user)."""
     problems, seen = [], {}
     for index, name in enumerate(names):
-        key = " ".join(name.lower().split())
+        key = " ".join(unicodedata.normalize("NFKC", name).lower().split())
         if not key:
             problems.append(Problem(where, f"class {index} has an empty name"))
             continue
