@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             "--config",
             f"{args.config_dir}/{r}.yaml",
             f"out_dir={out / r}",
+            "--overwrite",  # why: a row trained again starts over, its earlier checkpoints would block the run
             f"optim.steps={args.steps}",
             f"encoders.from_file={args.encoders}",
             f"decoder.from_file={args.decoder}",

@@ -1,5 +1,7 @@
 """`lasagna train` and `lasagna export` through the command line, as the docs run them."""
 
+import json
+
 import pytest
 
 from helpers import TINY
@@ -32,3 +34,21 @@ def test_export_of_a_missing_run_is_one_line_naming_it(tmp_path, capsys):
     assert main(["export", "--ckpt", str(missing), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lasagna export: error:") and str(missing) in err
+
+
+def test_a_fresh_run_into_an_out_dir_with_checkpoints_is_refused_unless_told(tmp_path, capsys):
+    """Without the refusal the new run's checkpoints were pruned at once (the old run's steps are higher), and a
+    later --resume continued the old run under the new config."""
+    run = tmp_path / "run"
+    assert main(["train", f"out_dir={run}", *TINY, "optim.steps=3"]) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert main(["train", f"out_dir={run}", *TINY, "optim.steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(run) in err and "step-0000003" in err and "--resume" in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before  # the old run is untouched
+    assert main(["train", f"out_dir={run}", *TINY, "optim.steps=2", "--overwrite"]) == 0
+    assert "step-0000003" not in [p.name for p in (run / "checkpoints").iterdir()]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 2  # the old run's log went with its checkpoints
+    assert main(["train", f"out_dir={run}", *TINY, "--resume", "--overwrite"]) == 2

@@ -10,6 +10,11 @@ def register(sub) -> None:
     p.add_argument("--config", help="YAML training config (configs/train/*.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.steps=100 data.root=/data")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an out_dir that holds an earlier run's checkpoints (they and its log are deleted)",
+    )
     p.set_defaults(func=run_train)
     e = sub.add_parser("export", help="merge LoRA into a training checkpoint and write our checkpoint format")
     e.add_argument("--ckpt", required=True, help="a run folder, or one of its checkpoints/step-N folders")
@@ -24,7 +29,7 @@ def run_train(args) -> int:
     from .fit import fit
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    final = fit(load_train_config(args.config, args.overrides), resume=args.resume)
+    final = fit(load_train_config(args.config, args.overrides), resume=args.resume, overwrite=args.overwrite)
     print(f"final model: {final}")
     return 0
 

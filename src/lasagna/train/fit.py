@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -18,6 +19,8 @@ from ..losses import lasagna_loss, place_ce
 from ..model.build import cast_frozen, configure_trainable
 from ..tokens import token_ids
 from .config import TrainConfig, check_train_config, dump_train_config
+from .decoder import DECODER_FILE
+from .encoders import ENCODERS_FILE
 from .export import export_model
 from .loop import StepLog, run_steps
 from .optim import check_accumulation, lr_lambda, param_groups
@@ -29,12 +32,14 @@ from .zero import PARTITION_GLOB, deepspeed_requested, load_partitions, save_par
 log = logging.getLogger(__name__)
 
 
-def fit(cfg: TrainConfig, resume: bool = False) -> Path:
+def fit(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Train as `cfg` says into `cfg.out_dir` (from its newest checkpoint with `resume`); returns the exported model's
-    folder, `out_dir/final`."""
+    folder, `out_dir/final`. An out_dir that holds an earlier run's checkpoints is refused without `resume`, or
+    with `overwrite` its checkpoints and log are deleted first."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     check_train_config(cfg)
+    _check_out_dir(Path(cfg.out_dir), resume, overwrite)
     # why: unused-parameter detection, since a VQA-only micro-batch gives the mask decoder no gradient
     accelerator = Accelerator(
         # why: without it accelerate never starts a gloo group on CPUs; with it, it ignores DeepSpeed
@@ -45,6 +50,9 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     )
     check_accumulation(accelerator, cfg)
     out = Path(cfg.out_dir)
+    if overwrite and accelerator.is_main_process:
+        _clear_run(out)
+    accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
 
     if cfg.loss.place_weight and cfg.loss.place_against == "grid" and not model_config_of(cfg).image_grid_code:
@@ -173,6 +181,27 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         metrics_log.close()
     accelerator.wait_for_everyone()
     return final
+
+
+def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """A fresh run may not start among an earlier run's checkpoints: keep_last would prune its own (the old steps
+    sort after them) and a later --resume would continue the old run under the new config."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in out_dir and --overwrite deletes it: pass one of them")
+    found = checkpoints(out)
+    if found and not resume and not overwrite:
+        raise FileExistsError(
+            f"{out} holds the checkpoints of an earlier run (newest {found[-1].name}): pass --resume to continue "
+            "it, --overwrite to delete them and start over, or choose another out_dir"
+        )
+
+
+def _clear_run(out: Path) -> None:
+    """What an earlier run in `out` left that a new one would read back or append to (checkpoints, stage 0/0b
+    outputs, the metrics log), which --overwrite replaces."""
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    for name in ("metrics.jsonl", ENCODERS_FILE, DECODER_FILE):
+        (out / name).unlink(missing_ok=True)
 
 
 def micro_batch_loss(cfg: TrainConfig, accelerator, model, judges, ids, inputs) -> dict:
