@@ -186,6 +186,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     for name in ("save_every", "keep_last", "log_every"):
         _check_count(name, getattr(cfg, name), 1)
     _check_count("calibrate_scenes", cfg.calibrate_scenes, 0)
+    _check_lora(cfg)
     for key, value in cfg.optim.lr_scale.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ValueError(
@@ -225,6 +226,17 @@ def check_train_config(cfg: TrainConfig) -> None:
                 "checkpoint_weights: trainable needs every frozen weight from init_from; "
                 "stage 0/0b (encoders, decoder) change them: use checkpoint_weights: full"
             )
+
+
+def _check_lora(cfg: TrainConfig) -> None:
+    """LoRA's numbers: a negative rank would mean no LoRA without a word, and alpha 0 adapters that change nothing."""
+    lora = cfg.trainable
+    if lora.lora_r < 0:
+        raise ValueError(f"trainable.lora_r must be an integer >= 0 (0 = no LoRA), got {lora.lora_r!r}")
+    if lora.lora_r > 0:
+        _check_number("trainable.lora_alpha", lora.lora_alpha, low=0.0, inclusive=False)
+        if not 0 <= lora.lora_dropout < 1:
+            raise ValueError(f"trainable.lora_dropout must be in [0, 1), got {lora.lora_dropout!r}")
 
 
 def dump_train_config(cfg: TrainConfig) -> str:
