@@ -107,3 +107,16 @@ def test_an_expression_whose_targets_cover_no_pixel_is_an_error(tmp_path, capsys
     code, out, _ = _check(capsys, "--dataset", "jsonl", "--root", str(tmp_path), "--examples", "0")
     assert code == 1
     assert f"{tmp_path / 'pics' / 'photo0.png'}: expression 'the ghost': its 1 target(s) cover no pixel" in out
+
+
+def test_a_photo_turned_by_its_exif_tag_is_a_warning(tmp_path, capsys):
+    write_folder_tree(tmp_path)
+    photo = tmp_path / "images" / "photo0.png"
+    exif = Image.Exif()
+    exif[0x0112] = 3  # viewers turn it 180 degrees: a label drawn on what they show is upside down here
+    Image.open(photo).save(tmp_path / "images" / "photo0.jpg", exif=exif, quality=95)
+    photo.unlink()
+    code, out, _ = _check(capsys, "--dataset", "folder", "--root", str(tmp_path), "--examples", "0")
+    assert code == 0
+    warnings = out[out.index("warnings:") :]
+    assert f"{tmp_path / 'images' / 'photo0.jpg'}: EXIF orientation 3" in warnings and "as stored" in warnings

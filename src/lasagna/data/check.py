@@ -9,8 +9,9 @@ What is checked, each problem naming its file:
   cover at least one pixel when it has targets.
 
 Warnings (the data loads, but may not be what was meant): label maps without a single labelled pixel, label files
-without a photo. The report counts photos, classes and the share of labelled pixels each class holds, and prints
-a few conversations exactly as `lasagna data preview` makes them.
+without a photo, photos whose EXIF tag turns them in viewers (annotations index the pixels as stored). The report
+counts photos, classes and the share of labelled pixels each class holds, and prints a few conversations exactly
+as `lasagna data preview` makes them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from lasagna.data.records import IGNORE_LABEL, ReasonRecord, ReferRecord, SemanticRecord, Source, VQARecord
 from lasagna.data.sources import SCANS, open_source, reader_options
 from lasagna.data.sources.base import Problem, class_name_problems
+from lasagna.data.sources.imageio import exif_orientation
 from lasagna.tokens import find_special
 
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError)  # what a reader raises on a bad file (each names it)
@@ -96,6 +98,7 @@ def _check_semantic(report: CheckReport, source: Source, index: int, record: Sem
     image = _read(report, record.load_image, image_path)
     if image is None or not _has_pixels(report, image, image_path):
         return
+    _check_orientation(report, image_path)
     label = _read(report, record.load_label, label_path)
     if label is None:
         return
@@ -126,6 +129,7 @@ def _check_referring(report: CheckReport, record: ReferRecord) -> None:
     image = _read(report, record.load_image, image_path)
     if image is None or not _has_pixels(report, image, image_path):
         return
+    _check_orientation(report, image_path)
     for expression in record.expressions:
         report.expressions += 1
         text = expression.text
@@ -168,6 +172,24 @@ def _has_pixels(report: CheckReport, image: np.ndarray, path: Path) -> bool:
         return True
     report.problems.append(Problem(path, "empty photo (no pixels)"))
     return False
+
+
+def _check_orientation(report: CheckReport, path: Path) -> None:
+    """A photo that viewers show turned: label maps, polygons and RLE index its pixels as stored, so annotations drawn
+    on the turned view are misplaced (upside down for orientation 3, with no size mismatch to give it away)."""
+    try:
+        orientation = exif_orientation(path) if path.is_file() else 1
+    except _READ_ERRORS:
+        return  # the photo was read already; a header the tag reader dislikes is not this check's business
+    if orientation != 1:
+        report.problems.append(
+            Problem(
+                path,
+                f"EXIF orientation {orientation}: viewers show this photo turned or mirrored, but its labels are "
+                "read against its pixels as stored; check that they were drawn on the photo as stored",
+                error=False,
+            )
+        )
 
 
 def _wh(shape) -> str:

@@ -3,6 +3,7 @@
 Images themselves are read by `lasagna.preprocess.to_rgb(path, exif_transpose=...)`, the one converter for every
 image input; this module holds what only the data sources need:
 - `read_image_size(path)` -> (H, W) from the header only, with `to_rgb`'s orientation rule.
+- `exif_orientation(path)` -> the EXIF orientation tag (1 when there is none).
 - `read_label(path)` -> (H, W) raw integer values of a single-channel label file (uint8 for L / P / 1 PNGs, uint16 for
   16-bit PNG or TIFF, int32 for 32-bit); palette indices are returned as they are, never converted to colours. A
   JPEG file is refused, whatever its name: its lossy compression changes the ids along every edge.
@@ -38,6 +39,11 @@ def read_image_size(path: str | Path, *, exif_transpose: bool = True) -> tuple[i
         return height, width
 
     return open_image_file(path, use, decode=False)
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation tag of an image file (1, upright as stored, when it has none), from the header only."""
+    return open_image_file(path, lambda image: int(image.getexif().get(_EXIF_ORIENTATION_TAG, 1)), decode=False)
 
 
 def read_label(path: str | Path) -> np.ndarray:
