@@ -151,3 +151,11 @@ def test_a_byte_order_mark_is_not_part_of_the_json(tmp_path):
     path = write_coco_file(tmp_path)
     path.write_text("\ufeff" + path.read_text(), encoding="utf-8")
     assert len(open_source("coco", tmp_path)) == len(LAYOUT)
+
+
+@pytest.mark.parametrize("background", [5, ["sky"], ""])
+def test_a_background_option_that_is_not_a_name_is_named(tmp_path, background):
+    write_coco_file(tmp_path)
+    message = f"coco: option background must be a class name or null, got {background!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        open_source("coco", tmp_path, background=background)

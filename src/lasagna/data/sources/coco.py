@@ -225,6 +225,8 @@ def scan_coco(
     root: str | Path | None = None, split: str = "train", background: str | None = BACKGROUND
 ) -> tuple[RecordSource | None, list[Problem]]:
     """The semantic source of every usable photo (None when the class list is wrong) and the problems found."""
+    if background is not None and not (isinstance(background, str) and background.strip()):
+        raise ValueError(f"coco: option background must be a class name or null, got {background!r}")
     coco = read_coco(root, split)
     if not coco.readable:
         return None, coco.problems
