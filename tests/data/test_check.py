@@ -50,6 +50,7 @@ def test_planted_folder_errors_are_each_named_by_file(tmp_path, capsys):
     assert "reserved token" in errors and str(tmp_path / "classes.txt") in errors
     warnings = out[out.index("warnings:") :]
     assert f"{labels / 'photo4.png'}: no labelled pixel" in warnings and "stray.png" in warnings
+    assert "training would answer every class absent" in warnings  # not "nothing to learn": it teaches <no_ins>
 
 
 def test_coco_file_errors(tmp_path, capsys):

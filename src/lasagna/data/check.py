@@ -120,7 +120,12 @@ def _check_semantic(report: CheckReport, source: Source, index: int, record: Sem
     report.total_pixels += int(label.size)
     if not valid.size:
         report.problems.append(
-            Problem(label_path, "no labelled pixel (every pixel is ignore): nothing to learn", False)
+            Problem(
+                label_path,
+                "no labelled pixel (every pixel is ignore): training would answer every class absent (<no_ins>) "
+                "for this photo; label it or leave it out",
+                False,
+            )
         )
 
 
