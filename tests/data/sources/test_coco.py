@@ -159,3 +159,18 @@ def test_a_background_option_that_is_not_a_name_is_named(tmp_path, background):
     message = f"coco: option background must be a class name or null, got {background!r}"
     with pytest.raises(ValueError, match=re.escape(message)):
         open_source("coco", tmp_path, background=background)
+
+
+@pytest.mark.parametrize(
+    ("segment", "message"),
+    [("x", "segment #2 is not an object with 'id' and 'category_id'"), ({"id": 9}, "segment #2")],
+)
+def test_malformed_panoptic_segments_are_named(tmp_path, segment, message):
+    _panoptic(tmp_path)
+    path = tmp_path / "panoptic_train.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["segments_info"].append(segment)
+    path.write_text(json.dumps(data))
+    for name in ("coco", "coco-referring"):
+        with pytest.raises(ValueError, match=re.escape(f"{path}: panoptic annotation of image 1: {message}")):
+            open_source(name, path)

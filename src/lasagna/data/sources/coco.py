@@ -146,6 +146,16 @@ def _id(value: Any) -> Any:
     return value if isinstance(value, str | int | float | None) else repr(value)  # a list or object: named as is
 
 
+def _is_segment(segment: Any) -> bool:
+    """A panoptic segments_info entry the readers can use: its PNG id (a number) and its category."""
+    return (
+        isinstance(segment, dict)
+        and isinstance(segment.get("id"), int)
+        and not isinstance(segment.get("id"), bool)
+        and "category_id" in segment
+    )
+
+
 def _add_annotation(coco: CocoFile, ann: dict) -> None:
     image_id = _id(ann.get("image_id"))
     if image_id not in coco.anns:
@@ -160,7 +170,17 @@ def _add_annotation(coco: CocoFile, ann: dict) -> None:
         if coco.png_dir is not None and not (coco.png_dir / ann["file_name"]).is_file():
             coco.problems.append(Problem(coco.png_dir / ann["file_name"], f"missing: the PNG of image {image_id}"))
             return
-        unknown = [s.get("category_id") for s in segments if s.get("category_id") not in coco.class_of]
+        bad = next((k for k, seg in enumerate(segments) if not _is_segment(seg)), None)
+        if bad is not None:
+            coco.problems.append(
+                Problem(
+                    coco.path,
+                    f"panoptic annotation of image {image_id}: segment #{bad} is not an object with 'id' and "
+                    f"'category_id': {segments[bad]!r:.80}",
+                )
+            )
+            return
+        unknown = [s["category_id"] for s in segments if s["category_id"] not in coco.class_of]
     else:
         if "segmentation" not in ann:
             coco.problems.append(Problem(coco.path, f"annotation {ann.get('id')!r} lacks 'segmentation'"))
