@@ -174,3 +174,22 @@ def test_malformed_panoptic_segments_are_named(tmp_path, segment, message):
     for name in ("coco", "coco-referring"):
         with pytest.raises(ValueError, match=re.escape(f"{path}: panoptic annotation of image 1: {message}")):
             open_source(name, path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("height", "abc", "height and width must be positive whole numbers, got 'abc', 64"),
+        ("height", None, "height and width must be positive whole numbers, got None, 64"),
+        ("height", 0, "height and width must be positive whole numbers, got 0, 64"),
+        ("height", float("nan"), "height and width must be positive whole numbers, got nan, 64"),
+        ("file_name", 5, "file_name must be a non-empty path, got 5"),
+    ],
+)
+def test_malformed_image_entries_are_named(tmp_path, field, value, message):
+    path = write_coco_file(tmp_path)
+    data = json.loads(path.read_text())
+    data["images"][0][field] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: image entry 100: {message}")):
+        open_source("coco", tmp_path)

@@ -28,6 +28,7 @@ Photos are read without EXIF rotation: COCO polygons and PNGs index the stored p
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -117,6 +118,11 @@ def read_coco(root: str | Path | None = None, split: str = "train") -> CocoFile:
         if not isinstance(entry, dict) or not all(k in entry for k in ("id", "file_name", "height", "width")):
             coco.problems.append(Problem(path, f"image entry {entry!r:.80} lacks id, file_name, height or width"))
             continue
+        wrong = _image_entry_problem(entry)
+        if wrong:
+            coco.problems.append(Problem(path, f"image entry {entry['id']!r}: {wrong}"))
+            coco.skipped.add(_id(entry["id"]))
+            continue
         photo = photo_dir / entry["file_name"]
         if not photo.is_file():
             coco.problems.append(Problem(photo, f"missing: the photo of image id {entry['id']}"))
@@ -136,6 +142,24 @@ def read_coco(root: str | Path | None = None, split: str = "train") -> CocoFile:
         else:
             coco.problems.append(Problem(path, f"annotation #{index} is not a JSON object: {ann!r:.80}"))
     return coco
+
+
+def _image_entry_problem(entry: dict) -> str:
+    """What is wrong with an image entry's file_name, height or width ("" if nothing): masks are painted at that
+    size, so a size that is not a positive whole number cannot be used."""
+    if not isinstance(entry["file_name"], str) or not entry["file_name"]:
+        return f"file_name must be a non-empty path, got {entry['file_name']!r}"
+    height, width = entry["height"], entry["width"]
+    if not all(_whole(v) for v in (height, width)):
+        return f"height and width must be positive whole numbers, got {height!r}, {width!r}"
+    return ""
+
+
+def _whole(value: Any) -> bool:
+    """A positive whole number: 48, or 48.0 as some exporters write it (never True, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value >= 1 and value == int(value)
 
 
 def _id(value: Any) -> Any:
