@@ -51,4 +51,5 @@ def test_a_fresh_run_into_an_out_dir_with_checkpoints_is_refused_unless_told(tmp
     assert "step-0000003" not in [p.name for p in (run / "checkpoints").iterdir()]
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 2  # the old run's log went with its checkpoints
+    assert (run / "tokenizer").is_dir()  # saved again by the new run
     assert main(["train", f"out_dir={run}", *TINY, "--resume", "--overwrite"]) == 2

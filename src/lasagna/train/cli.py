@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="start over in an out_dir that holds an earlier run's checkpoints (they and its log are deleted)",
+        help="start over in an out_dir that holds an earlier run (its checkpoints, tokenizer and logs are deleted)",
     )
     p.set_defaults(func=run_train)
     e = sub.add_parser("export", help="merge LoRA into a training checkpoint and write our checkpoint format")

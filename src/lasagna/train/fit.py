@@ -198,8 +198,9 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
 
 def _clear_run(out: Path) -> None:
     """What an earlier run in `out` left that a new one would read back or append to (checkpoints, stage 0/0b
-    outputs, the metrics log), which --overwrite replaces."""
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    outputs, a fitted tokenizer, the logs), which --overwrite replaces."""
+    for folder in ("checkpoints", "tokenizer", "tensorboard"):
+        shutil.rmtree(out / folder, ignore_errors=True)
     for name in ("metrics.jsonl", ENCODERS_FILE, DECODER_FILE):
         (out / name).unlink(missing_ok=True)
 
