@@ -82,10 +82,22 @@ def save_training_state(
     return path
 
 
+def read_state(path: Path) -> dict:
+    """A checkpoint folder's state.json; a damaged one is ValueError naming it."""
+    file = path / "state.json"
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file}: not the JSON object a checkpoint writes ({err})") from err
+    if not isinstance(info, dict):
+        raise ValueError(f"{file}: not the JSON object a checkpoint writes (a {type(info).__name__})")
+    return info
+
+
 def load_checkpoint_weights(path: Path, model, init_from: str | None) -> dict:
     """A checkpoint's weights into `model`, strictly: all of them, or exactly the trainable ones, whose frozen
     complement must come from the same init_from as when they were saved; returns state.json."""
-    info = json.loads((path / "state.json").read_text())
+    info = read_state(path)
     trainable_only = info.get("weights", "full") == "trainable"
     if trainable_only:
         saved = info["init_from"]
