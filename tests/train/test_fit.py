@@ -252,6 +252,8 @@ def test_trainable_only_checkpoints_hold_what_trains_and_export_from_init_from(t
         (["data.dataset=mixed", "data.refer_twins=true"], "ShapeWorld only"),
         (["data.refer_twins=true"], "would split twins"),
         (["data.dataset=mixed", "loss.place_weight=0.1"], "ShapeWorld only"),
+        (["data.sources.folder=fruit"], r"data.sources.folder must be a mapping of reader options"),
+        (["data.sources.folder.root=5"], r"data.sources.folder.root must be a path, got 5"),
         (["trainable.lora_r=-1"], r"trainable.lora_r must be an integer >= 0 \(0 = no LoRA\), got -1"),
         (["trainable.lora_alpha=0"], r"trainable.lora_alpha must be a finite number > 0"),
         (["trainable.lora_dropout=1.5"], r"trainable.lora_dropout must be in \[0, 1\)"),

@@ -187,6 +187,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         _check_count(name, getattr(cfg, name), 1)
     _check_count("calibrate_scenes", cfg.calibrate_scenes, 0)
     _check_lora(cfg)
+    _check_sources(cfg.data.sources)
     for key, value in cfg.optim.lr_scale.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ValueError(
@@ -226,6 +227,19 @@ def check_train_config(cfg: TrainConfig) -> None:
                 "checkpoint_weights: trainable needs every frozen weight from init_from; "
                 "stage 0/0b (encoders, decoder) change them: use checkpoint_weights: full"
             )
+
+
+def _check_sources(sources: dict[str, Any]) -> None:
+    """data.sources: per dataset a mapping of reader options whose root, if given, is a path (the readers' own
+    checks name any other option)."""
+    for name, options in sources.items():
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(
+                f"data.sources.{name} must be a mapping of reader options, e.g. {{root: /data/{name}}}, got {options!r}"
+            )
+        root = (options or {}).get("root")
+        if root is not None and not isinstance(root, str):
+            raise ValueError(f"data.sources.{name}.root must be a path, got {root!r}")
 
 
 def _check_lora(cfg: TrainConfig) -> None:
