@@ -25,6 +25,10 @@ OUTPUT_TOKENS = (INS, NO_INS)
 IMAGE_WRAP_TOKENS = (IM_START, IM_END)
 ALL_TOKENS = (*INPUT_TOKENS, *OUTPUT_TOKENS, *IMAGE_WRAP_TOKENS, IMAGE)
 
+# The base specials of every tokenizer lasagna builds or loads (the plain ShapeWorld tokenizer and LLaMA's): user
+# text checked without a tokenizer at hand (training data, `lasagna data check`) is checked against these too.
+BASE_SPECIALS = ("<s>", "</s>", "<unk>", "<pad>")
+
 IGNORE_INDEX = -100
 # `<image>` is not a vocabulary entry (the released vocab has no row for it): the encoder emits this sentinel id and
 # the model replaces it with the projected image features.
@@ -91,12 +95,12 @@ class ReservedTextError(ValueError):
 
 
 def reserved_strings(tokenizer=None) -> frozenset[str]:
-    """The strings user text may not contain: LaSagnA's tokens (`<image>` too, which has no vocabulary row) and,
-    given a tokenizer, its special tokens (`</s>`, `<s>`, `<unk>`, `<pad>`, ...) and every added token.
+    """The strings user text may not contain: LaSagnA's tokens (`<image>` too, which has no vocabulary row),
+    `BASE_SPECIALS` and, given a tokenizer, its special tokens and every added token.
 
     Whitespace-only entries are left out: a tokenizer that adds " " or "\\n" as tokens would refuse every text.
     """
-    found = set(ALL_TOKENS)
+    found = {*ALL_TOKENS, *BASE_SPECIALS}
     if tokenizer is not None:
         found.update(str(t) for t in tokenizer.all_special_tokens)
         found.update(str(t) for t in tokenizer.get_added_vocab())
@@ -113,6 +117,16 @@ def _reserved_pattern(reserved: frozenset[str]) -> re.Pattern:
     return re.compile("|".join(re.escape(t) for t in alternatives), re.IGNORECASE)
 
 
+def reserved_in(text: str, reserved: frozenset[str] = DEFAULT_RESERVED) -> list[str]:
+    """The reserved strings (`reserved_strings`) that `text` holds in any letter case, sorted, spelt as listed."""
+    if not reserved:
+        return []
+    pattern = _reserved_pattern(reserved)
+    found = {m.group(0) for variant in (text, text.lower()) for m in pattern.finditer(variant)}
+    lookup = {t.casefold(): t for t in reserved}
+    return sorted({lookup.get(f.casefold(), f) for f in found})
+
+
 def check_user_text(text: str, what: str = "text", reserved: frozenset[str] = DEFAULT_RESERVED) -> str:
     """Reject user text (a class name or a query) that holds a reserved string (`reserved_strings`) in any letter
     case.
@@ -121,13 +135,8 @@ def check_user_text(text: str, what: str = "text", reserved: frozenset[str] = DE
     ends the prompt early. Any case, because class names are lower-cased into the prompt ("<INS>" becomes "<ins>")
     and some tokenizers match added tokens without regard to case.
     """
-    if not reserved:
-        return text
-    pattern = _reserved_pattern(reserved)
-    found = {m.group(0) for variant in (text, text.lower()) for m in pattern.finditer(variant)}
-    if found:
-        lookup = {t.casefold(): t for t in reserved}
-        tokens = sorted({lookup.get(f.casefold(), f) for f in found})
+    tokens = reserved_in(text, reserved)
+    if tokens:
         raise ReservedTextError(
             f"{what} {text!r} contains the reserved token string(s) {tokens} (checked in any letter case): "
             "the model's tokenizer gives them a special meaning; rename or rephrase it"

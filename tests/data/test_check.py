@@ -121,3 +121,13 @@ def test_a_photo_turned_by_its_exif_tag_is_a_warning(tmp_path, capsys):
     assert code == 0
     warnings = out[out.index("warnings:") :]
     assert f"{tmp_path / 'images' / 'photo0.jpg'}: EXIF orientation 3" in warnings and "as stored" in warnings
+
+
+def test_an_expression_holding_a_reserved_string_in_any_case_is_an_error(tmp_path, capsys):
+    path = write_jsonl_file(tmp_path)
+    lines = [json.dumps({"image": "pics/photo0.png", "text": text, "masks": []}) for text in ("the <INS>", "a </s> b")]
+    path.write_text(path.read_text() + "\n".join(lines) + "\n")
+    code, out, _ = _check(capsys, "--dataset", "jsonl", "--root", str(tmp_path), "--examples", "0")
+    assert code == 1
+    assert "expression 'the <INS>' holds reserved token strings ['<ins>']" in out
+    assert "expression 'a </s> b' holds reserved token strings ['</s>']" in out

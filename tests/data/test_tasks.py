@@ -402,3 +402,12 @@ def test_a_mixture_gives_each_sample_its_index_for_confusable_from():
     switched, plain, weighted = answers(20.0, 200), answers(1.0, 0), answers(20.0, 0)
     assert switched[:200] == plain[:200] and switched[200:] == weighted[200:]
     assert plain[200:] != weighted[200:]
+
+
+def test_training_text_holding_the_tokenizers_end_of_sequence_is_refused():
+    """ "</s>" in a class name or query would be tokenized as the end of sequence inside the prompt."""
+    from lasagna.data.tasks_common import user_text
+    from lasagna.tokens import ReservedTextError
+
+    with pytest.raises(ReservedTextError, match=r"\['</s>'\]"):
+        user_text("fruit</S>", "class name", "photo0")

@@ -29,7 +29,7 @@ from lasagna.data.records import IGNORE_LABEL, ReasonRecord, ReferRecord, Semant
 from lasagna.data.sources import SCANS, open_source, reader_options
 from lasagna.data.sources.base import Problem, class_name_problems
 from lasagna.data.sources.imageio import exif_orientation
-from lasagna.tokens import find_special
+from lasagna.tokens import reserved_in
 
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError)  # what a reader raises on a bad file (each names it)
 
@@ -140,8 +140,8 @@ def _check_referring(report: CheckReport, record: ReferRecord) -> None:
         text = expression.text
         if not text.strip():
             report.problems.append(Problem(image_path, "an expression with empty text"))
-        elif find_special(text):
-            reserved = sorted(set(find_special(text)))
+        elif reserved_in(text):
+            reserved = reserved_in(text)
             report.problems.append(Problem(image_path, f"expression {text!r} holds reserved token strings {reserved}"))
         masks = _read(report, expression.load_masks, _file_of(expression.load_masks, image_path))
         if masks is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -87,3 +89,15 @@ def test_names_that_differ_only_in_unicode_form_repeat_each_other(tmp_path):
         open_source("folder", tmp_path)
     assert "class 1 'cafe\u0301' repeats class 0 'caf\u00e9'" in str(err.value)
     assert "class 3 'kiwi fruit' repeats class 2" in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "token"), [("<INS>", "<ins>"), ("end </s>", "</s>"), ("<Pad>", "<pad>")])
+def test_reserved_strings_in_any_case_and_the_tokenizers_own_are_named(tmp_path, name, token):
+    """The training prompt lower-cases class names, and every tokenizer lasagna loads reads "</s>" as its end of
+    sequence: either would put a special token where a class name belongs."""
+    write_folder_tree(tmp_path)
+    (tmp_path / "classes.txt").write_text(f"kiwi\n{name}\nquince\n")
+    with pytest.raises(
+        ValueError, match=re.escape(f"class 1 {name!r} contains the reserved token string(s) ['{token}']")
+    ):
+        open_source("folder", tmp_path)

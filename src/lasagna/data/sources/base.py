@@ -25,7 +25,7 @@ import numpy as np
 from lasagna.data.records import IGNORE_LABEL, Record, SemanticRecord, TaskName
 from lasagna.data.sources.imageio import read_label
 from lasagna.preprocess import to_rgb
-from lasagna.tokens import find_special
+from lasagna.tokens import reserved_in
 
 DATA_ENV = "LASAGNA_DATA"
 LAYOUTS = ("auto", "official", "lisa")
@@ -234,7 +234,7 @@ def class_name_problems(names: Sequence[str], where: Path) -> list[Problem]:
         if not key:
             problems.append(Problem(where, f"class {index} has an empty name"))
             continue
-        reserved = sorted(set(find_special(name)))
+        reserved = reserved_in(name)  # any case: the prompt lower-cases names ("<INS>" becomes "<ins>")
         if reserved:
             problems.append(Problem(where, f"class {index} {name!r} contains the reserved token string(s) {reserved}"))
         if "," in name:
