@@ -101,3 +101,12 @@ def test_reserved_strings_in_any_case_and_the_tokenizers_own_are_named(tmp_path,
         ValueError, match=re.escape(f"class 1 {name!r} contains the reserved token string(s) ['{token}']")
     ):
         open_source("folder", tmp_path)
+
+
+def test_a_split_the_tree_lacks_names_the_splits_it_has(tmp_path):
+    """`lasagna eval` reads split "test" unless told: a tree of train/ and val/ should say so, not only that
+    DIR/images is missing."""
+    write_folder_tree(tmp_path / "train")
+    write_folder_tree(tmp_path / "val")
+    with pytest.raises(FileNotFoundError, match=r"no split 'test' .*: its split folders are train, val \(--split\)"):
+        open_source("folder", tmp_path, "test")

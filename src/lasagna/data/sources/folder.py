@@ -82,6 +82,13 @@ def scan_folder(root: str | Path | None = None, split: str = "train") -> FolderS
     """
     top = FOLDER.root(root)
     base = _split_base(top, split)
+    if base == top and not (top / "images").is_dir():
+        splits = sorted(p.name for p in top.iterdir() if (p / "images").is_dir())
+        if splits:  # why: `lasagna eval` reads split "test" unless told, and the plain missing path hides that
+            raise FileNotFoundError(
+                f"folder: no split {split!r} in {top} (no {top / split / 'images'}, no {top / 'images'}): its split "
+                f"folders are {', '.join(splits)} (--split)"
+            )
     image_dir = FOLDER.require(base / "images")
     classes_file = base / "classes.txt" if (base / "classes.txt").is_file() else top / "classes.txt"
     FOLDER.require(classes_file)
