@@ -53,3 +53,10 @@ def test_a_fresh_run_into_an_out_dir_with_checkpoints_is_refused_unless_told(tmp
     assert max(steps) == 2  # the old run's log went with its checkpoints
     assert (run / "tokenizer").is_dir()  # saved again by the new run
     assert main(["train", f"out_dir={run}", *TINY, "--resume", "--overwrite"]) == 2
+
+
+def test_resume_without_a_checkpoint_says_the_run_starts_fresh(tmp_path, capsys, caplog):
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="lasagna.train.fit"):
+        assert main(["train", f"out_dir={run}", *TINY, "optim.steps=1", "--resume"]) == 0
+    assert any("holds no checkpoint yet, so this run starts fresh" in r.getMessage() for r in caplog.records)

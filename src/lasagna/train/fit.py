@@ -95,6 +95,8 @@ def fit(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path
     if found:
         state = load_training_state(found[-1], weights, optimizer, scheduler, cfg, zero)
         log.info("resumed from %s", found[-1])
+    elif resume:  # why a warning, not an error: a job restarted by a scheduler passes --resume from its first start
+        log.warning("--resume: %s holds no checkpoint yet, so this run starts fresh", out / "checkpoints")
 
     # why: judges with nothing to train stay out of DDP, which refuses a module without gradients
     if judges is not None and any(p.requires_grad for p in judges.parameters()):
