@@ -20,7 +20,7 @@ from ..model.lasagna import ImageEncoding
 from ..model.mllm import expand_images
 from ..preprocess import PreparedImage, check_image
 from .decode import Prefix, RowResult, decode_free, decode_template
-from .engine import Decoder, Engine, ImageInput, Prediction, _common_prefix
+from .engine import Decoder, Engine, ImageInput, Prediction, _common_prefix, split_chunks
 from .inputs import check_classes
 
 MAX_ROWS = 64
@@ -53,7 +53,7 @@ def segment_batch(
     decoder = decoder or engine.model.cfg.default_decoder
     if decoder not in ("free", "template"):
         raise ValueError(f"decoder must be 'free' or 'template', got {decoder!r}")
-    chunks = [[c[i : i + s] for i in range(0, len(c), s)] for c, s in zip(lists, sizes, strict=True)]
+    chunks = [split_chunks(c, s) for c, s in zip(lists, sizes, strict=True)]
     out: list[Prediction] = []
     for group in _groups([len(c) for c in chunks], max_rows):
         # why per group: an image's pixels take megabytes, so only the group's are computed at a time

@@ -67,6 +67,7 @@ class Engine:
         self.ids = token_ids(tokenizer)
         self.reserved = reserved_strings(tokenizer)
         self.style = model.cfg.tokenization
+        self._planned: tuple[tuple, ChunkRows] | None = None  # the last list's rows: a folder asks it of every image
 
     def _render(self, rounds: list[tuple[str, str | None]]) -> str:
         return prompts.render(rounds, self.tokenizer.eos_token, wrap_image=self.model.cfg.use_im_start_end)
@@ -141,7 +142,10 @@ class Engine:
     def chunk_rows(self, chunks: list[list[str]], decoder: Decoder) -> ChunkRows:
         """The token rows a class list's chunks are decoded from (free: the prompts; template: prompt and answer),
         where each answer starts (template) and each row's token budget (free); a chunk over the model's positions
-        is refused by name."""
+        is refused by name. The rows are shared with the caller, who must not change them."""
+        key = (tuple(tuple(c) for c in chunks), decoder)
+        if self._planned is not None and self._planned[0] == key:
+            return self._planned[1]
         out = ChunkRows([])
         for chunk in chunks:
             question = semantic_question(chunk)
@@ -159,6 +163,7 @@ class Engine:
                 raise RuntimeError("tokenizer merges the prompt into the answer; template decoding needs a boundary")
             out.rows.append(full)
             out.starts.append(len(prompt_ids))
+        self._planned = (key, out)
         return out
 
     def _run_chunks(self, enc, chunks: list[list[str]], decoder: Decoder) -> list[RowResult]:
@@ -185,7 +190,7 @@ class Engine:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         enc, resized, original = self.encode_image(image)
-        chunks = [classes[i : i + chunk_size] for i in range(0, len(classes), chunk_size)]
+        chunks = split_chunks(classes, chunk_size)
         results = self._run_chunks(enc, chunks, decoder)
         names, decisions, name_tokens, unmatched = [], [], [], []
         for chunk, row in zip(chunks, results, strict=True):
@@ -313,8 +318,7 @@ class Engine:
         if query is not None:
             self._check_query_fits(query)
             return
-        chunks = [classes[i : i + chunk_size] for i in range(0, len(classes), chunk_size)]
-        self.chunk_rows(chunks, decoder or self.model.cfg.default_decoder)
+        self.chunk_rows(split_chunks(classes, chunk_size), decoder or self.model.cfg.default_decoder)
 
     @torch.no_grad()
     def chat(self, image: ImageInput, text: str, max_new_tokens: int = 256) -> str:
@@ -330,6 +334,11 @@ class Engine:
         prefix = encode_prefix(self.model, enc, 0, ids[:-1])
         banned = (self.ids.ins, self.ids.no_ins)
         return decode_free(self.model, prefix, [ids[-1:]], self.ids, max_new_tokens=max_new_tokens, banned=banned)[0]
+
+
+def split_chunks(classes: list[str], chunk_size: int) -> list[list[str]]:
+    """A class list in chunks of `chunk_size` names, in order (the last may be shorter)."""
+    return [classes[i : i + chunk_size] for i in range(0, len(classes), chunk_size)]
 
 
 def name_ids(row: RowResult) -> list[list[int]]:
